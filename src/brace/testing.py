@@ -39,7 +39,9 @@ class FakeClock:
         """Move the clock forward by ``seconds`` (>= 0); going backwards is a ``ValueError``."""
         seconds = _check_time(seconds, "seconds")
         if seconds < 0:
-            raise ValueError(f"seconds must be >= 0 (a clock never goes backwards), got {seconds!r}")
+            raise ValueError(
+                f"seconds must be >= 0 (a clock never goes backwards), got {seconds!r}"
+            )
         self._now += seconds
 
     def set(self, now: float) -> None:
