@@ -9,8 +9,17 @@ Pass a :class:`FakeClock` to drive it deterministically in synchronous tests, or
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ("FakeClock",)
+from . import _retry
+
+__all__ = (
+    "FakeClock",
+    "disable_retry_sleep",
+    "is_retry_testing",
+    "set_retry_testing",
+)
 
 
 class FakeClock:
@@ -63,3 +72,44 @@ def _check_time(value: float, name: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return float(value)
+
+
+# --- retry testing switch (issue 3) ---
+
+
+def set_retry_testing(enabled: bool, *, attempts: int | None = None) -> None:
+    """Make every :class:`brace.Retry` skip its sleeps (``enabled=True``) or restore them.
+
+    With ``attempts`` set, every retry also makes at most that many attempts (1: no
+    retries at all). Meant for a test suite's setup, like stamina's ``set_testing``::
+
+        @pytest.fixture(autouse=True)
+        def no_retry_sleep():
+            brace.testing.set_retry_testing(True, attempts=2)
+            yield
+            brace.testing.set_retry_testing(False)
+    """
+    _retry.set_testing(enabled, attempts=attempts)
+
+
+def is_retry_testing() -> bool:
+    """True while retries skip their sleeps."""
+    return _retry.testing_mode() is not None
+
+
+@contextmanager
+def disable_retry_sleep(*, attempts: int | None = None) -> Iterator[None]:
+    """Within the block every :class:`brace.Retry` retries without sleeping.
+
+    ``attempts`` optionally caps the attempts of every retry. The previous setting is
+    restored on exit, so blocks nest.
+    """
+    previous = _retry.testing_mode()
+    _retry.set_testing(True, attempts=attempts)
+    try:
+        yield
+    finally:
+        _retry.restore_testing(previous)
+
+
+# --- end retry testing switch ---

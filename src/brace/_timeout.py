@@ -1,0 +1,138 @@
+"""Timeout: cancel work that runs too long and raise :class:`brace.TimeoutExceeded`.
+
+Each entry gets its own anyio ``CancelScope`` with a deadline on the event loop's clock.
+When the scope's own deadline cancelled the body (``cancelled_caught``), the swallowed
+``Cancelled`` becomes a ``TimeoutExceeded``. A cancellation from an enclosing scope is
+never caught by ours (anyio lets it through while a parent's cancellation is visible),
+so it reaches the caller unchanged.
+
+``async with timeout:`` may be used by many tasks at once and nested in one task: the
+open scopes live in a per-instance ``ContextVar`` as a linked stack, so each task (each
+context) finds its own scope on exit.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TypeVar
+
+import anyio
+from typing_extensions import ParamSpec
+
+from ._exceptions import TimeoutExceeded
+
+__all__ = ("Timeout", "TimeoutStatistics")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# A linked stack of the entries this task has open on one Timeout: (innermost, rest);
+# an entry of a Timeout(None) has no scope.
+_Stack = tuple["anyio.CancelScope | None", "_Stack | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutStatistics:
+    """``calls``: entries and calls started; ``timed_out``: how many ran out of time."""
+
+    calls: int
+    timed_out: int
+
+
+class Timeout:
+    """Cancel the body after ``seconds`` and raise :class:`brace.TimeoutExceeded`.
+
+    Use it as ``async with timeout:``, as a decorator, or as ``await timeout.call(fn,
+    *args, **kwargs)``. ``seconds=None`` means no limit. The deadline is on the event
+    loop's clock (``anyio.current_time()``), which is what virtual-time tests drive, so
+    there is no ``clock=`` argument: a timeout is enforced by the loop, not measured.
+    An instance is reusable and may be entered by many tasks at once.
+    """
+
+    __slots__ = ("__weakref__", "_calls", "_scopes", "_seconds", "_timed_out")
+
+    def __init__(self, seconds: float | None) -> None:
+        if seconds is not None:
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+                raise TypeError(
+                    f"seconds must be a number of seconds or None, got {type(seconds).__name__}"
+                )
+            if not 0 < seconds < math.inf:
+                raise ValueError(
+                    f"seconds must be a finite number > 0 (or None for no limit), got {seconds!r}"
+                )
+            seconds = float(seconds)
+        self._seconds = seconds
+        self._scopes: ContextVar[_Stack | None] = ContextVar("brace.Timeout", default=None)
+        self._calls = 0
+        self._timed_out = 0
+
+    @property
+    def seconds(self) -> float | None:
+        """The limit in seconds, or ``None`` for no limit."""
+        return self._seconds
+
+    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Await ``fn(*args, **kwargs)``; cancel it and raise ``TimeoutExceeded`` if it overruns."""
+        self._calls += 1
+        seconds = self._seconds
+        if seconds is None:
+            return await fn(*args, **kwargs)
+        with anyio.CancelScope(deadline=anyio.current_time() + seconds):
+            return await fn(*args, **kwargs)
+        # Reached only when our scope swallowed the cancellation its deadline caused.
+        self._timed_out += 1
+        raise TimeoutExceeded(timeout=seconds)
+
+    async def __aenter__(self) -> None:
+        self._calls += 1
+        seconds = self._seconds
+        scope = None  # no limit: nothing to enter
+        if seconds is not None:
+            scope = anyio.CancelScope(deadline=anyio.current_time() + seconds)
+            scope.__enter__()
+        scopes = self._scopes
+        scopes.set((scope, scopes.get()))
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        scopes = self._scopes
+        stack = scopes.get()
+        if stack is None:
+            raise RuntimeError("this Timeout was not entered in this task")
+        scope, rest = stack
+        scopes.set(rest)
+        if scope is None:
+            return False
+        swallowed = scope.__exit__(exc_type, exc, traceback)
+        if scope.cancelled_caught:
+            self._timed_out += 1
+            raise TimeoutExceeded(timeout=self._seconds)
+        return bool(swallowed)
+
+    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        """Decorate an ``async def`` so that every call runs under this timeout."""
+        if not callable(fn):
+            raise TypeError(f"fn must be an async callable, got {type(fn).__name__}")
+        call = self.call
+
+        @functools.wraps(fn)
+        async def timed(*args: P.args, **kwargs: P.kwargs) -> T:
+            return await call(fn, *args, **kwargs)
+
+        return timed
+
+    def statistics(self) -> TimeoutStatistics:
+        return TimeoutStatistics(calls=self._calls, timed_out=self._timed_out)
+
+    def __repr__(self) -> str:
+        return f"Timeout({self._seconds!r})"
