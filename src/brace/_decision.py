@@ -24,3 +24,36 @@ class Decision:
 
     def __bool__(self) -> bool:
         return self.allowed
+
+
+def _install_fast_init() -> None:
+    # A frozen dataclass's generated __init__ goes through object.__setattr__ for each
+    # field; writing through the slot descriptors directly halves the cost, which matters
+    # because a Decision is built on every limiter call. Same signature, same behaviour.
+    slots = vars(Decision)
+    set_allowed = slots["allowed"].__set__
+    set_limit = slots["limit"].__set__
+    set_remaining = slots["remaining"].__set__
+    set_retry_after = slots["retry_after"].__set__
+    set_reset_after = slots["reset_after"].__set__
+
+    def __init__(
+        self: Decision,
+        allowed: bool,
+        limit: int,
+        remaining: int,
+        retry_after: float,
+        reset_after: float,
+    ) -> None:
+        set_allowed(self, allowed)
+        set_limit(self, limit)
+        set_remaining(self, remaining)
+        set_retry_after(self, retry_after)
+        set_reset_after(self, reset_after)
+
+    __init__.__qualname__ = "Decision.__init__"
+    __init__.__doc__ = Decision.__init__.__doc__
+    Decision.__init__ = __init__  # type: ignore[method-assign]
+
+
+_install_fast_init()

@@ -17,7 +17,21 @@ available at ``now`` are ``(tolerance - (max(tat, now) - now)) / interval``. A b
 is what lets a keyed store drop it without loss.
 
 All arithmetic is on floats; comparisons allow ``EPSILON`` seconds of rounding so that a
-request arriving exactly when its tokens come back is admitted.
+request arriving exactly when its tokens come back is admitted. Rounding accumulates in
+``tat``: each request adds ``cost * interval`` to a number of the size of the clock
+reading (about 1e-10 s of error per request at a reading of 1e6 s, a monotonic clock after
+12 days), so a burst of a few hundred requests at one instant drifts by tens of
+nanoseconds; a slack of one nanosecond refused the last token of a burst of 85. One
+microsecond covers bursts of a thousand at clock readings up to 1e7 s with intervals up to
+an hour, and is below any meaningful interval (a Python process does not usefully limit
+more than 1e5 requests per second). ``remaining`` counts the requests of cost 1 that the
+same test would admit now, ``floor((tolerance + EPSILON - ahead) / interval)``: the slack
+is in seconds there too (added to the token count instead, it is lost to rounding at
+high rates, where ``interval`` is microseconds).
+
+``TokenBucketCore`` keeps the ``tat`` of one bucket and offers the single-key interface
+the shells use (``try_acquire``, ``grant``, ``admit``, ``behind``, ``retry_after``); the
+sliding windows' cores offer the same.
 """
 
 from __future__ import annotations
@@ -29,7 +43,7 @@ from ._validate import check_cost, check_int, check_positive
 
 __all__ = ("EPSILON", "GCRA", "TokenBucketCore")
 
-EPSILON = 1e-9
+EPSILON = 1e-6
 
 
 class GCRA:
@@ -58,10 +72,10 @@ class GCRA:
         new_tat = base + cost * interval
         ahead = new_tat - now
         if ahead <= tolerance + EPSILON:
-            remaining = int((tolerance - ahead) / interval + EPSILON)
+            remaining = int((tolerance + EPSILON - ahead) / interval)
             return Decision(True, self.burst, remaining, 0.0, ahead), new_tat
         used = base - now
-        remaining = int((tolerance - used) / interval + EPSILON)
+        remaining = int((tolerance + EPSILON - used) / interval)
         return Decision(False, self.burst, remaining, ahead - tolerance, used), tat
 
     def retry_after(self, tat: float, now: float, cost: int = 1) -> float:
@@ -72,8 +86,9 @@ class GCRA:
 
     def available(self, tat: float, now: float) -> float:
         """Tokens in the bucket at ``now`` (fractional)."""
-        used = tat - now if tat > now else 0.0
-        return (self.tolerance - used) / self.interval
+        if tat <= now:
+            return float(self.burst)  # exactly, not tolerance / interval
+        return (self.tolerance - (tat - now)) / self.interval
 
     def at_rest(self, tat: float, now: float) -> bool:
         """True when the bucket is full: it is indistinguishable from a fresh one."""
@@ -87,20 +102,72 @@ class GCRA:
 
 
 class TokenBucketCore:
-    """One token bucket: a :class:`GCRA` policy and its ``tat``."""
+    """One token bucket: a :class:`GCRA` policy and its ``tat``.
 
-    __slots__ = ("policy", "tat")
+    The single-key interface the shells use (the sliding windows' cores have the same):
+    ``try_acquire`` always answers with a :class:`Decision`; ``grant`` builds one only when
+    it admits; ``admit`` builds none (the ``async with`` fast path); ``behind`` answers for
+    a request queued behind ``queued`` tokens of earlier waiters, consuming nothing.
+    """
+
+    __slots__ = ("interval", "policy", "reach", "tat")
 
     def __init__(self, policy: GCRA, tat: float = -math.inf) -> None:
         self.policy = policy
         self.tat = tat
+        # Copied out of the policy for the fast path (TokenBucket.__aenter__ reads them):
+        # one token's time, and how far ``tat`` may run ahead of ``now``, slack included.
+        self.interval = policy.interval
+        self.reach = policy.tolerance + EPSILON
+
+    @property
+    def limit(self) -> int:
+        return self.policy.burst
 
     def try_acquire(self, now: float, cost: int = 1) -> Decision:
         decision, self.tat = self.policy.decide(self.tat, now, cost)
         return decision
+
+    def admit(self, now: float, cost: int = 1) -> bool:
+        """Consume ``cost`` tokens if they are there; build nothing."""
+        tat = self.tat
+        new_tat = (tat if tat > now else now) + cost * self.interval
+        if new_tat - now <= self.reach:
+            self.tat = new_tat
+            return True
+        return False
+
+    def grant(self, now: float, cost: int = 1) -> Decision | None:
+        """Consume ``cost`` tokens and return the decision if they are there, else ``None``."""
+        if not self.admit(now, cost):
+            return None
+        policy = self.policy
+        ahead = self.tat - now
+        remaining = int((self.reach - ahead) / self.interval)
+        return Decision(True, policy.burst, remaining, 0.0, ahead)
+
+    def behind(self, now: float, cost: int, queued: int) -> Decision:
+        """The answer to ``cost`` tokens asked behind ``queued`` tokens of earlier waiters.
+
+        Exact for a bucket: waiters are served first come, first served, each as soon as
+        its tokens are back, so the last of them is served when ``queued + cost`` tokens
+        have come back. Nothing is consumed; only a ``cost`` of 0 is allowed.
+        """
+        policy = self.policy
+        tat = self.tat
+        virtual = (tat if tat > now else now) + queued * policy.interval
+        used = virtual - now
+        remaining = max(0, int((self.reach - used) / self.interval))
+        if cost == 0:
+            return Decision(True, policy.burst, remaining, 0.0, used)
+        wait = used + cost * policy.interval - policy.tolerance
+        return Decision(False, policy.burst, remaining, wait if wait > 0.0 else 0.0, used)
 
     def retry_after(self, now: float, cost: int = 1) -> float:
         return self.policy.retry_after(self.tat, now, cost)
 
     def available(self, now: float) -> float:
         return self.policy.available(self.tat, now)
+
+    def at_rest(self, now: float) -> bool:
+        return self.policy.at_rest(self.tat, now)

@@ -10,11 +10,28 @@ the load of the sliding window ``(now - window, now]`` is estimated as::
     previous * (1 - e / window) + current
 
 assuming the previous window's hits were spread evenly. A request of ``cost`` is
-admitted when ``estimate + cost <= limit``. The estimate never undercounts the current
-fixed window, so each aligned window admits at most ``limit``; a sliding interval of
-``window`` seconds overlaps two aligned windows, so it admits at most ``2 * limit`` (the
-worst case is every previous hit packed at the end of its window). Memory: three
-numbers, whatever the rate.
+admitted when ``estimate + cost <= limit``. Memory: three numbers, whatever the rate.
+
+What the counter guarantees, against the exact log fed the same admitted history
+(checked by ``tests/test_core_window.py`` after every admission):
+
+1. Each aligned window admits at most ``limit``: the estimate never undercounts
+   ``current``.
+2. The sliding window ending at an admission at offset ``e`` holds at most
+   ``limit + previous * e / window`` admissions: the admission itself needed
+   ``previous * (1 - e / window) + current <= limit``, and the window adds at most the
+   ``previous`` hits of the window before. As ``previous <= limit`` and ``e < window``,
+   any interval of ``window`` seconds admits fewer than ``2 * limit`` (at most
+   ``2 * limit - 1``). The bound is nearly reached when the previous window's hits are
+   packed at its end: their weight decays while they are all still inside the sliding
+   window, so the counter admits more than the log would.
+3. The converse error: hits early in the previous window are weighed as if spread out,
+   so the counter may refuse what the log would admit (it is then stricter).
+4. When the previous aligned window is empty, the estimate *is* the exact count, and the
+   counter admits exactly when the log would.
+
+Neither "the counter admits only what the log admits" nor its converse holds in
+general: 2 and 3 are counterexamples, both tested.
 
 When refused, the wait is solved in closed form: either the previous window's weight
 decays enough before the current window ends, or the wait runs into the next window
@@ -29,11 +46,18 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 
 from .._decision import Decision
 from ._validate import check_cost, check_int, check_positive
 
-__all__ = ("CounterState", "SlidingLog", "SlidingLogCore", "SlidingWindowCounter")
+__all__ = (
+    "CounterState",
+    "SlidingLog",
+    "SlidingLogCore",
+    "SlidingWindowCounter",
+    "SlidingWindowCounterCore",
+)
 
 EPSILON = 1e-9
 
@@ -45,7 +69,7 @@ class SlidingWindowCounter:
     """Parameters and decision function of the two-window counter.
 
     ``decide(state, now, cost)`` takes and returns the state so a keyed store can keep a
-    small tuple per key.
+    small tuple per key; :class:`SlidingWindowCounterCore` keeps one for a single window.
     """
 
     __slots__ = ("limit", "window")
@@ -71,6 +95,7 @@ class SlidingWindowCounter:
         return index, 0, 0, offset
 
     def estimate(self, state: CounterState | None, now: float) -> float:
+        """The estimated load of the sliding window ``(now - window, now]``."""
         _, current, previous, offset = self.roll(state, now)
         return previous * (1.0 - offset / self.window) + current
 
@@ -79,21 +104,24 @@ class SlidingWindowCounter:
     ) -> tuple[Decision, CounterState]:
         """Admit ``cost`` at ``now`` if the estimate allows; return the decision and new state."""
         index, current, previous, offset = self.roll(state, now)
-        window = self.window
         limit = self.limit
-        weight = previous * (1.0 - offset / window)
-        estimate = weight + current
-        if estimate + cost <= limit + EPSILON:
+        weight = previous * (1.0 - offset / self.window)
+        if weight + current + cost <= limit + EPSILON:
             current += cost
-            remaining = max(0, int(limit - estimate - cost + EPSILON))
-            reset = self._reset_after(current, previous, offset)
-            return Decision(True, limit, remaining, 0.0, reset), (index, current, previous)
-        remaining = max(0, int(limit - estimate + EPSILON))
+            return self.admitted(weight, current, previous, offset), (index, current, previous)
+        remaining = max(0, int(limit - weight - current + EPSILON))
         retry = self._wait(current, previous, offset, cost)
         reset = self._reset_after(current, previous, offset)
         return Decision(False, limit, remaining, retry, reset), (index, current, previous)
 
+    def admitted(self, weight: float, current: int, previous: int, offset: float) -> Decision:
+        """The decision for a request just admitted (``current`` already counts it)."""
+        limit = self.limit
+        remaining = max(0, int(limit - weight - current + EPSILON))
+        return Decision(True, limit, remaining, 0.0, self._reset_after(current, previous, offset))
+
     def retry_after(self, state: CounterState | None, now: float, cost: int = 1) -> float:
+        """Seconds until ``cost`` would be admitted, if nothing else is (0 if it would now)."""
         _, current, previous, offset = self.roll(state, now)
         estimate = previous * (1.0 - offset / self.window) + current
         if estimate + cost <= self.limit + EPSILON:
@@ -136,10 +164,99 @@ class SlidingWindowCounter:
         return current == 0 and previous == 0
 
     def check_cost(self, cost: object) -> int:
+        """``cost`` if it is an int in ``0..limit``, else a ``TypeError``/``ValueError``."""
         return check_cost(cost, self.limit)
 
     def __repr__(self) -> str:
         return f"SlidingWindowCounter(limit={self.limit!r}, window={self.window!r})"
+
+
+class SlidingWindowCounterCore:
+    """One two-window counter: a :class:`SlidingWindowCounter` policy and its state.
+
+    Same single-key interface as :class:`~brace._core.gcra.TokenBucketCore`.
+    """
+
+    __slots__ = ("policy", "state")
+
+    def __init__(self, policy: SlidingWindowCounter, state: CounterState | None = None) -> None:
+        self.policy = policy
+        self.state = state
+
+    @property
+    def limit(self) -> int:
+        return self.policy.limit
+
+    def try_acquire(self, now: float, cost: int = 1) -> Decision:
+        decision, self.state = self.policy.decide(self.state, now, cost)
+        return decision
+
+    def admit(self, now: float, cost: int = 1) -> bool:
+        """Count ``cost`` if the estimate allows it; build nothing."""
+        policy = self.policy
+        index, current, previous, offset = policy.roll(self.state, now)
+        if previous * (1.0 - offset / policy.window) + current + cost > policy.limit + EPSILON:
+            return False
+        self.state = (index, current + cost, previous)
+        return True
+
+    def grant(self, now: float, cost: int = 1) -> Decision | None:
+        """Count ``cost`` and return the decision if the estimate allows, else ``None``."""
+        policy = self.policy
+        index, current, previous, offset = policy.roll(self.state, now)
+        weight = previous * (1.0 - offset / policy.window)
+        if weight + current + cost > policy.limit + EPSILON:
+            return None
+        current += cost
+        self.state = (index, current, previous)
+        return policy.admitted(weight, current, previous, offset)
+
+    def behind(self, now: float, cost: int, queued: int) -> Decision:
+        """The answer to ``cost`` asked behind ``queued`` of earlier waiters (see ``_behind``)."""
+        policy = self.policy
+        _, current, previous, offset = policy.roll(self.state, now)
+        estimate = previous * (1.0 - offset / policy.window) + current
+        reset = policy._reset_after(current, previous, offset)
+        return _behind(
+            policy.limit, policy.window, estimate, reset, self.retry_after, now, cost, queued
+        )
+
+    def retry_after(self, now: float, cost: int = 1) -> float:
+        return self.policy.retry_after(self.state, now, cost)
+
+    def remaining(self, now: float) -> int:
+        """How much more would be admitted right now."""
+        estimate = self.policy.estimate(self.state, now)
+        return max(0, int(self.policy.limit - estimate + EPSILON))
+
+    def at_rest(self, now: float) -> bool:
+        return self.policy.at_rest(self.state, now)
+
+
+def _behind(
+    limit: int,
+    window: float,
+    estimate: float,
+    reset: float,
+    retry_after: Callable[[float, int], float],
+    now: float,
+    cost: int,
+    queued: int,
+) -> Decision:
+    """A window's answer to ``cost`` queued behind ``queued``: an estimate.
+
+    The earlier waiters and this request need ``queued + cost`` of room: no sooner than
+    that much fits at once (or ``limit``, if more), nor than one window per further
+    ``limit``. Never less than this request's own wait with nobody ahead, since the
+    admissions of the earlier waiters only add to the count. Nothing is consumed; only
+    a ``cost`` of 0 is allowed.
+    """
+    remaining = max(0, int(limit - estimate + EPSILON) - queued)
+    if cost == 0:
+        return Decision(True, limit, remaining, 0.0, reset)
+    total = queued + cost
+    wait = max(retry_after(now, min(total, limit)), (total - 1) // limit * window)
+    return Decision(False, limit, remaining, wait, max(reset, wait))
 
 
 class SlidingLog:
@@ -162,7 +279,10 @@ class SlidingLog:
 
 
 class SlidingLogCore:
-    """The exact sliding log for one key: admitted (time, cost) pairs of the last window."""
+    """The exact sliding log for one key: admitted (time, cost) pairs of the last window.
+
+    Same single-key interface as :class:`~brace._core.gcra.TokenBucketCore`.
+    """
 
     __slots__ = ("entries", "limit", "total", "window")
 
@@ -173,24 +293,52 @@ class SlidingLogCore:
         self.total = 0
 
     def _expire(self, now: float) -> None:
-        horizon = now - self.window
+        horizon = now - self.window + EPSILON
         entries = self.entries
-        while entries and entries[0][0] <= horizon + EPSILON:
+        while entries and entries[0][0] <= horizon:
             self.total -= entries.popleft()[1]
 
     def try_acquire(self, now: float, cost: int = 1) -> Decision:
-        self._expire(now)
+        decision = self.grant(now, cost)
+        if decision is not None:
+            return decision
         limit = self.limit
-        if self.total + cost <= limit:
-            if cost:
-                self.entries.append((now, cost))
-                self.total += cost
-            return Decision(True, limit, limit - self.total, 0.0, self._reset_after(now))
         return Decision(
             False, limit, limit - self.total, self._wait(now, cost), self._reset_after(now)
         )
 
+    def admit(self, now: float, cost: int = 1) -> bool:
+        """Log ``cost`` if it fits in the window; build nothing."""
+        self._expire(now)
+        if self.total + cost > self.limit:
+            return False
+        if cost:
+            self.entries.append((now, cost))
+            self.total += cost
+        return True
+
+    def grant(self, now: float, cost: int = 1) -> Decision | None:
+        """Log ``cost`` and return the decision if it fits in the window, else ``None``."""
+        if not self.admit(now, cost):
+            return None
+        return Decision(True, self.limit, self.limit - self.total, 0.0, self._reset_after(now))
+
+    def behind(self, now: float, cost: int, queued: int) -> Decision:
+        """The answer to ``cost`` asked behind ``queued`` of earlier waiters; consumes nothing."""
+        self._expire(now)
+        return _behind(
+            self.limit,
+            self.window,
+            self.total,
+            self._reset_after(now),
+            self.retry_after,
+            now,
+            cost,
+            queued,
+        )
+
     def retry_after(self, now: float, cost: int = 1) -> float:
+        """Seconds until ``cost`` fits, if nothing else is logged (0 if it fits now)."""
         self._expire(now)
         if self.total + cost <= self.limit:
             return 0.0
@@ -208,6 +356,11 @@ class SlidingLogCore:
         if not self.entries:
             return 0.0
         return self.entries[-1][0] + self.window - now
+
+    def remaining(self, now: float) -> int:
+        """How much more would be admitted right now."""
+        self._expire(now)
+        return self.limit - self.total
 
     def at_rest(self, now: float) -> bool:
         self._expire(now)
