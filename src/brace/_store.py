@@ -1,0 +1,638 @@
+"""Where a keyed rate limiter keeps its per-key state: the store protocol and MemoryStore.
+
+Theory of operation (MemoryStore)
+---------------------------------
+A store keeps one *table* per policy (keyed by the policy's parameters, so two limiters
+with equal policies over one store share their counts, as they would in Redis). A table
+is a dict ``key -> state`` (a float ``tat`` for GCRA, a ``(window, current, previous)``
+tuple for the counter, a `SlidingLogCore` for the log) plus a deque of its keys in
+insertion order. The dict is split in shards of at most about 8,192 keys by
+``hash(key)``, because a dict rebuilds its whole table at once now and then and a
+100,000-key rebuild takes milliseconds. The decision arithmetic of the cores is inlined
+on the admitted path (the hot one) and delegated to the core on the refused one.
+
+Bounds, without ever sweeping every key:
+
+- A key whose state is *at rest* (``tat <= now``; a counter with nothing left in its two
+  windows; an empty log) carries no information a fresh key lacks, so dropping it loses
+  nothing. Each time a key is inserted the table looks at its two oldest keys: an at-rest
+  key is dropped, a live one goes to the back of the line (second chance) or, when the
+  table holds ``max_keys`` keys, is evicted.
+- An evicted live key is *spilled* into a fixed-size sketch of ``max(max_keys, 1024)``
+  slots indexed by ``hash(key) % slots``. A slot keeps the most restrictive state of every key
+  spilled into it: the largest ``tat``; the element-wise largest counts once aligned on
+  the same window; for a log, the latest entry time and the largest total, replayed as
+  one entry of that total at that time (a log's load never exceeds it while it lasts).
+  A key that is not in the dict starts from its slot. Decisions are monotone in the state,
+  so a key starting from a slot is admitted only if it would have been admitted from its
+  own state: a colliding innocent key may be limited a little harder, no key is ever
+  allowed above its limit. Slots decay by themselves as time passes (a past ``tat`` is at
+  rest), so the sketch needs no sweeping either.
+
+Memory is O(max_keys) per policy: the dict, the deque and the sketch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from array import array
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar, runtime_checkable
+
+from ._core._validate import check_int
+from ._core.gcra import EPSILON, GCRA
+from ._core.window import CounterState, SlidingLog, SlidingLogCore, SlidingWindowCounter
+from ._decision import Decision
+
+__all__ = (
+    "MemoryStore",
+    "MemoryStoreStatistics",
+    "Policy",
+    "RateLimitStore",
+    "check_key",
+)
+
+Policy = GCRA | SlidingWindowCounter | SlidingLog
+"""A core policy: what a store needs to decide for one key."""
+
+_S = TypeVar("_S")
+_floor = math.floor
+# A tiny store still gets a sketch of this many slots, so that collisions stay rare.
+_MIN_SLOTS = 1024
+# About this many keys per dict at most, so that a dict's rebuild takes well under 1 ms.
+_SHARD_KEYS = 8192
+
+
+@runtime_checkable
+class RateLimitStore(Protocol):
+    """Where a `brace.RateLimiter` keeps per-key state; one call per decision.
+
+    State is kept per ``(policy, key)``: a store must keep the states of different
+    policies apart (by their parameters, so that every process agrees). Each method reads
+    the time from the store's own clock: a Redis store uses the server's ``TIME`` so
+    that every host shares one clock.
+
+    ``hit`` is the whole decision in ONE atomic step: a Redis store sends the key, the
+    cost and the policy's parameters to a Lua script that reads the state, decides with
+    the same arithmetic as the Python core, writes the new state with an expiry of its
+    ``reset_after`` and returns the decision's five fields.
+    """
+
+    async def hit(self, policy: Policy, key: str, cost: int) -> Decision:
+        """Admit ``cost`` for ``key`` if ``policy`` allows, consuming it; a refusal is no error."""
+        ...
+
+    async def peek(self, policy: Policy, key: str, cost: int) -> Decision:
+        """The decision ``hit`` would return now, without consuming anything."""
+        ...
+
+    async def reset(self, policy: Policy, key: str) -> None:
+        """Forget ``key``: its next request is decided as a fresh key's."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the store's resources (connections); the store is unusable after."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryStoreStatistics:
+    """A snapshot of a `MemoryStore` (all policies together).
+
+    ``keys``: keys held now; ``max_keys``: the bound per policy; ``policies``: tables;
+    ``allowed`` / ``rejected``: decisions made; ``evictions``: live keys spilled into the
+    sketch to make room; ``drops``: at-rest keys forgotten (losing nothing).
+    """
+
+    keys: int
+    max_keys: int
+    policies: int
+    allowed: int
+    rejected: int
+    evictions: int
+    drops: int
+
+
+def check_key(key: object) -> str:
+    """A rate-limit key is a str (subclasses accepted)."""
+    if not isinstance(key, str):
+        raise TypeError(f"key must be a str, got {type(key).__name__}")
+    return key
+
+
+def _policy_identity(policy: object) -> tuple[object, ...]:
+    if isinstance(policy, GCRA):
+        return ("gcra", policy.rate, policy.per, policy.burst)
+    if isinstance(policy, SlidingWindowCounter):
+        return ("counter", policy.limit, policy.window)
+    if isinstance(policy, SlidingLog):
+        return ("log", policy.limit, policy.window)
+    raise TypeError(
+        "policy must be a brace._core GCRA, SlidingWindowCounter or SlidingLog, "
+        f"got {type(policy).__name__}"
+    )
+
+
+_Hit = Callable[[str, int, float], Decision]
+_Counts = Callable[[], tuple[int, int]]
+
+
+class _Table(Generic[_S]):
+    """The keys of one policy: states in a dict, insertion order in a deque, a sketch.
+
+    ``hit_now(key, cost, now)`` is a closure over the table's constants (built by
+    ``_hit_function``): locals and cells are read faster than attributes, and this is
+    the hot path. Its counts of allowed and rejected hits live in the closure too.
+    """
+
+    __slots__ = (
+        "counts",
+        "drops",
+        "evictions",
+        "hit_now",
+        "mask",
+        "max_keys",
+        "order",
+        "shards",
+        "slots",
+    )
+
+    hit_now: _Hit
+    counts: _Counts
+
+    def __init__(self, max_keys: int) -> None:
+        self.max_keys = max_keys
+        self.slots = max(max_keys, _MIN_SLOTS)  # of the sketch, allocated on first eviction
+        # The states live in several dicts: a dict rebuilds itself in one go now and then
+        # (to grow, or to shed deleted entries); small dicts keep that pause short.
+        shards = 1
+        while shards * _SHARD_KEYS < max_keys:
+            shards *= 2
+        self.mask = shards - 1
+        self.shards: list[dict[str, _S]] = [{} for _ in range(shards)]
+        self.order: deque[str] = deque()
+        self.evictions = 0
+        self.drops = 0
+
+    @property
+    def allowed(self) -> int:
+        return self.counts()[0]
+
+    @property
+    def rejected(self) -> int:
+        return self.counts()[1]
+
+    def peek_now(self, key: str, cost: int, now: float) -> Decision:
+        raise NotImplementedError
+
+    def reset_now(self, key: str, now: float) -> None:
+        raise NotImplementedError
+
+    def _at_rest(self, state: _S, now: float) -> bool:
+        raise NotImplementedError
+
+    def _spill(self, key: str, state: _S) -> None:
+        raise NotImplementedError
+
+    def states_of(self, key: str) -> dict[str, _S]:
+        """The dict holding ``key``'s state, if it has one."""
+        return self.shards[hash(key) & self.mask]
+
+    def __len__(self) -> int:
+        return len(self.order)  # one entry per key held
+
+    def _insert(self, states: dict[str, _S], key: str, state: _S, now: float) -> None:
+        """Add a new key, first looking at the two oldest: drop, evict or requeue them."""
+        shards = self.shards
+        mask = self.mask
+        order = self.order
+        for _ in (0, 1):
+            if not order:
+                break
+            oldest = order[0]
+            old_states = shards[hash(oldest) & mask]
+            old_state = old_states[oldest]
+            if self._at_rest(old_state, now):
+                order.popleft()
+                del old_states[oldest]
+                self.drops += 1
+            elif len(order) >= self.max_keys:
+                order.popleft()
+                del old_states[oldest]
+                self._spill(oldest, old_state)
+                self.evictions += 1
+            else:
+                order.rotate(-1)  # second chance: live, and there is room
+        states[key] = state
+        order.append(key)
+
+
+class _GCRATable(_Table[float]):
+    __slots__ = ("burst", "interval", "policy", "sketch", "tolerance")
+
+    def __init__(self, policy: GCRA, max_keys: int) -> None:
+        super().__init__(max_keys)
+        self.policy = policy
+        self.burst = policy.burst
+        self.interval = policy.interval
+        self.tolerance = policy.tolerance
+        self.sketch: array[float] | None = None
+        self.hit_now, self.counts = self._hit_function()
+
+    def _seed(self, key: str) -> float:
+        sketch = self.sketch
+        if sketch is None:
+            return -math.inf
+        return sketch[hash(key) % self.slots]
+
+    def _hit_function(self) -> tuple[_Hit, _Counts]:
+        shards = self.shards
+        mask = self.mask
+        policy = self.policy
+        burst = self.burst
+        interval = self.interval
+        tolerance = self.tolerance
+        within = tolerance + EPSILON
+        seed = self._seed
+        insert = self._insert
+        allowed = rejected = 0
+
+        def hit_now(key: str, cost: int, now: float) -> Decision:
+            nonlocal allowed, rejected
+            if cost.__class__ is not int or cost < 0 or cost > burst:
+                policy.check_cost(cost)
+            try:
+                states = shards[hash(key) & mask]
+            except TypeError:
+                check_key(key)
+                raise
+            tat = states.get(key)
+            if tat is None:  # only str keys are stored: a key found is a str
+                return hit_fresh(states, key, cost, now)
+            # GCRA.decide, inlined (same operations, so the same floats).
+            base = tat if tat > now else now
+            new_tat = base + cost * interval
+            ahead = new_tat - now
+            if ahead <= within:
+                allowed += 1
+                states[key] = new_tat
+                return Decision(
+                    True, burst, int((tolerance + EPSILON - ahead) / interval), 0.0, ahead
+                )
+            rejected += 1
+            return policy.decide(tat, now, cost)[0]
+
+        def hit_fresh(states: dict[str, float], key: str, cost: int, now: float) -> Decision:
+            nonlocal allowed, rejected
+            check_key(key)
+            decision, new_tat = policy.decide(seed(key), now, cost)
+            if decision.allowed:
+                allowed += 1
+                if new_tat > now:  # else at rest: nothing worth storing
+                    insert(states, key, new_tat, now)
+            else:
+                rejected += 1
+            return decision
+
+        def counts() -> tuple[int, int]:
+            return allowed, rejected
+
+        return hit_now, counts
+
+    def peek_now(self, key: str, cost: int, now: float) -> Decision:
+        check_key(key)
+        self.policy.check_cost(cost)
+        tat = self.states_of(key).get(key)
+        if tat is None:
+            tat = self._seed(key)
+        return self.policy.decide(tat, now, cost)[0]
+
+    def reset_now(self, key: str, now: float) -> None:
+        states = self.states_of(key)
+        if key in states:
+            states[key] = -math.inf  # at rest: dropped at its turn
+
+    def _at_rest(self, state: float, now: float) -> bool:
+        return state <= now
+
+    def _spill(self, key: str, state: float) -> None:
+        sketch = self.sketch
+        if sketch is None:
+            sketch = self.sketch = array("d", [-math.inf]) * self.slots
+        slot = hash(key) % self.slots
+        if state > sketch[slot]:
+            sketch[slot] = state
+
+
+class _CounterTable(_Table[CounterState]):
+    __slots__ = ("limit", "policy", "sketch", "window")
+
+    def __init__(self, policy: SlidingWindowCounter, max_keys: int) -> None:
+        super().__init__(max_keys)
+        self.policy = policy
+        self.limit = policy.limit
+        self.window = policy.window
+        self.sketch: list[CounterState | None] | None = None
+        self.hit_now, self.counts = self._hit_function()
+
+    def _seed(self, key: str) -> CounterState | None:
+        sketch = self.sketch
+        if sketch is None:
+            return None
+        return sketch[hash(key) % self.slots]
+
+    def _hit_function(self) -> tuple[_Hit, _Counts]:
+        shards = self.shards
+        mask = self.mask
+        policy = self.policy
+        limit = self.limit
+        within = limit + EPSILON
+        window = self.window
+        double = 2 * window
+        seed = self._seed
+        insert = self._insert
+        allowed = rejected = 0
+
+        def hit_now(key: str, cost: int, now: float) -> Decision:
+            nonlocal allowed, rejected
+            if cost.__class__ is not int or cost < 0 or cost > limit:
+                policy.check_cost(cost)
+            try:
+                states = shards[hash(key) & mask]
+            except TypeError:
+                check_key(key)
+                raise
+            state = states.get(key)
+            if state is None:  # only str keys are stored: a key found is a str
+                return hit_fresh(states, key, cost, now)
+            # SlidingWindowCounter.roll and .decide, inlined (same operations, same floats).
+            index = _floor(now / window)
+            offset = now - index * window
+            old_index, current, previous = state
+            if index != old_index:
+                if index == old_index + 1:
+                    previous = current
+                    current = 0
+                elif index < old_index:
+                    index = old_index
+                    offset = 0.0
+                else:
+                    current = previous = 0
+            estimate = previous * (1.0 - offset / window) + current
+            if estimate + cost <= within:
+                allowed += 1
+                current += cost
+                states[key] = (index, current, previous)
+                remaining = int(limit - estimate - cost + EPSILON)
+                if current > 0:
+                    reset = double - offset
+                elif previous > 0:
+                    reset = window - offset
+                else:
+                    reset = 0.0
+                return Decision(True, limit, remaining if remaining > 0 else 0, 0.0, reset)
+            rejected += 1
+            return policy.decide(state, now, cost)[0]
+
+        def hit_fresh(states: dict[str, CounterState], key: str, cost: int, now: float) -> Decision:
+            nonlocal allowed, rejected
+            check_key(key)
+            decision, state = policy.decide(seed(key), now, cost)
+            if decision.allowed:
+                allowed += 1
+                if state[1] or state[2]:  # else at rest: nothing worth storing
+                    insert(states, key, state, now)
+            else:
+                rejected += 1
+            return decision
+
+        def counts() -> tuple[int, int]:
+            return allowed, rejected
+
+        return hit_now, counts
+
+    def peek_now(self, key: str, cost: int, now: float) -> Decision:
+        check_key(key)
+        self.policy.check_cost(cost)
+        state = self.states_of(key).get(key)
+        if state is None:
+            state = self._seed(key)
+        return self.policy.decide(state, now, cost)[0]
+
+    def reset_now(self, key: str, now: float) -> None:
+        states = self.states_of(key)
+        if key in states:
+            # Two windows back: at rest now and later, dropped at its turn.
+            states[key] = (_floor(now / self.window) - 2, 0, 0)
+
+    def _at_rest(self, state: CounterState, now: float) -> bool:
+        return self.policy.at_rest(state, now)
+
+    def _spill(self, key: str, state: CounterState) -> None:
+        sketch = self.sketch
+        if sketch is None:
+            sketch = self.sketch = [None] * self.slots
+        slot = hash(key) % self.slots
+        held = sketch[slot]
+        sketch[slot] = state if held is None else merge_counters(held, state)
+
+
+def merge_counters(a: CounterState, b: CounterState) -> CounterState:
+    """The element-wise largest of two counter states, aligned on the later window."""
+    if a[0] < b[0]:
+        a, b = b, a
+    index, current, previous = a
+    if index == b[0]:
+        return (index, max(current, b[1]), max(previous, b[2]))
+    if index == b[0] + 1:
+        return (index, current, max(previous, b[1]))
+    return a
+
+
+class _LogTable(_Table[SlidingLogCore]):
+    __slots__ = ("limit", "policy", "sketch", "window")
+
+    def __init__(self, policy: SlidingLog, max_keys: int) -> None:
+        super().__init__(max_keys)
+        self.policy = policy
+        self.limit = policy.limit
+        self.window = policy.window
+        # Per slot: (time of the latest entry, largest total) of the logs spilled into it.
+        self.sketch: list[tuple[float, int] | None] | None = None
+        self.hit_now, self.counts = self._hit_function()
+
+    def _seed(self, key: str) -> SlidingLogCore:
+        core = self.policy.core()
+        sketch = self.sketch
+        if sketch is not None:
+            held = sketch[hash(key) % self.slots]
+            if held is not None:
+                core.entries.append(held)  # expired by the core itself if it is old
+                core.total = held[1]
+        return core
+
+    def _hit_function(self) -> tuple[_Hit, _Counts]:
+        shards = self.shards
+        mask = self.mask
+        policy = self.policy
+        limit = self.limit
+        seed = self._seed
+        insert = self._insert
+        allowed = rejected = 0
+
+        def hit_now(key: str, cost: int, now: float) -> Decision:
+            nonlocal allowed, rejected
+            if key.__class__ is not str:
+                check_key(key)
+            if cost.__class__ is not int or cost < 0 or cost > limit:
+                policy.check_cost(cost)
+            states = shards[hash(key) & mask]
+            core = states.get(key)
+            if core is None:
+                core = seed(key)
+                decision = core.try_acquire(now, cost)
+                if core.entries:
+                    insert(states, key, core, now)
+            else:
+                decision = core.try_acquire(now, cost)
+            if decision.allowed:
+                allowed += 1
+            else:
+                rejected += 1
+            return decision
+
+        def counts() -> tuple[int, int]:
+            return allowed, rejected
+
+        return hit_now, counts
+
+    def peek_now(self, key: str, cost: int, now: float) -> Decision:
+        check_key(key)
+        self.policy.check_cost(cost)
+        core = self.states_of(key).get(key)
+        probe = self._seed(key)
+        if core is not None:
+            probe.entries = deque(core.entries)
+            probe.total = core.total
+        return probe.try_acquire(now, cost)
+
+    def reset_now(self, key: str, now: float) -> None:
+        states = self.states_of(key)
+        if key in states:
+            states[key] = self.policy.core()  # empty: dropped at its turn
+
+    def _at_rest(self, state: SlidingLogCore, now: float) -> bool:
+        return state.at_rest(now)
+
+    def _spill(self, key: str, state: SlidingLogCore) -> None:
+        sketch = self.sketch
+        if sketch is None:
+            sketch = self.sketch = [None] * self.slots
+        slot = hash(key) % self.slots
+        latest = (state.entries[-1][0], state.total)
+        held = sketch[slot]
+        if held is not None:
+            latest = (max(held[0], latest[0]), max(held[1], latest[1]))
+        sketch[slot] = latest
+
+
+_AnyTable = _GCRATable | _CounterTable | _LogTable
+
+
+class MemoryStore:
+    """The default, in-process `RateLimitStore`: bounded, and safe when full.
+
+    It holds at most ``max_keys`` keys per policy. Keys at rest (a full bucket, an empty
+    window) are dropped without loss as new keys arrive; when the store is full of live
+    keys, the oldest is evicted into a fixed-size conservative sketch from which it (and
+    any key sharing its slot) restarts: an evicted key may be limited a little harder than
+    it should be, never allowed more than its limit. No call ever sweeps all the keys.
+
+    Besides the async protocol methods (which read ``clock``), it offers a synchronous
+    path taking ``now``, `hit_now`, that a `brace.RateLimiter` uses
+    directly so that ``await limiter.hit(key)`` never yields to the event loop.
+
+    Args:
+        max_keys: the most keys held per policy (an int >= 1).
+        clock: zero-argument callable returning monotonic seconds, read by the async
+            methods; default `time.monotonic`.
+    """
+
+    __slots__ = ("_clock", "_max_keys", "_tables")
+
+    def __init__(
+        self, max_keys: int = 100_000, *, clock: Callable[[], float] | None = None
+    ) -> None:
+        self._max_keys = check_int(max_keys, "max_keys", minimum=1)
+        if clock is not None and not callable(clock):
+            raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
+        self._clock: Callable[[], float] = time.monotonic if clock is None else clock
+        self._tables: dict[tuple[object, ...], _AnyTable] = {}
+
+    @property
+    def max_keys(self) -> int:
+        """The most keys held per policy."""
+        return self._max_keys
+
+    def _table(self, policy: Policy) -> _AnyTable:
+        identity = _policy_identity(policy)
+        table = self._tables.get(identity)
+        if table is None:
+            if isinstance(policy, GCRA):
+                table = _GCRATable(policy, self._max_keys)
+            elif isinstance(policy, SlidingWindowCounter):
+                table = _CounterTable(policy, self._max_keys)
+            else:
+                table = _LogTable(policy, self._max_keys)
+            self._tables[identity] = table
+        return table
+
+    def hit_now(self, policy: Policy, key: str, cost: int, now: float) -> Decision:
+        """`hit` at the time ``now``, synchronously."""
+        return self._table(policy).hit_now(key, cost, now)
+
+    def peek_now(self, policy: Policy, key: str, cost: int, now: float) -> Decision:
+        """`peek` at the time ``now``, synchronously."""
+        return self._table(policy).peek_now(key, cost, now)
+
+    def reset_now(self, policy: Policy, key: str, now: float) -> None:
+        """`reset` at the time ``now``, synchronously."""
+        check_key(key)
+        self._table(policy).reset_now(key, now)
+
+    async def hit(self, policy: Policy, key: str, cost: int = 1) -> Decision:
+        """Admit ``cost`` for ``key`` if ``policy`` allows, consuming it."""
+        return self._table(policy).hit_now(key, cost, self._clock())
+
+    async def peek(self, policy: Policy, key: str, cost: int = 1) -> Decision:
+        """The decision `hit` would return now, without consuming anything."""
+        return self._table(policy).peek_now(key, cost, self._clock())
+
+    async def reset(self, policy: Policy, key: str) -> None:
+        """Forget ``key`` under ``policy`` (a key spilled to the sketch may stay limited)."""
+        self.reset_now(policy, key, self._clock())
+
+    async def aclose(self) -> None:
+        """Nothing to release; kept for the protocol."""
+
+    def __len__(self) -> int:
+        return sum(len(table) for table in self._tables.values())
+
+    def statistics(self) -> MemoryStoreStatistics:
+        """A snapshot of the store's counters (O(policies))."""
+        tables = self._tables.values()
+        return MemoryStoreStatistics(
+            keys=len(self),
+            max_keys=self._max_keys,
+            policies=len(self._tables),
+            allowed=sum(table.allowed for table in tables),
+            rejected=sum(table.rejected for table in tables),
+            evictions=sum(table.evictions for table in tables),
+            drops=sum(table.drops for table in tables),
+        )
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(max_keys={self._max_keys!r}, keys={len(self)})"
