@@ -16,6 +16,7 @@ __all__ = (
     "BraceError",
     "CircuitOpen",
     "MemoryPressure",
+    "Overloaded",
     "QueueFull",
     "QueueTimeout",
     "RateLimited",
@@ -77,6 +78,10 @@ class CircuitOpen(Rejected):
 
 class MemoryPressure(Rejected):
     """The process is short of memory and sheds new work."""
+
+
+class Overloaded(Rejected):
+    """The event loop is falling behind and this piece of work was shed."""
 
 
 class ShuttingDown(Rejected):

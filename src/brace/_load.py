@@ -1,0 +1,178 @@
+"""LoadMonitor: event-loop lag measured by a sampling task, and probabilistic shedding.
+
+The decisions (smoothing, the shedding ramp) are :class:`brace._core.load.LoadCore`'s; the
+shell owns the sampling task, the clock and the random numbers.
+"""
+
+from __future__ import annotations
+
+import functools
+import random as _random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TypeVar
+
+import anyio
+import anyio.abc
+from typing_extensions import ParamSpec
+
+from ._core._validate import check_positive
+from ._core.load import LoadCore
+from ._exceptions import Overloaded
+
+__all__ = ("LoadMonitor", "LoadMonitorStatistics")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadMonitorStatistics:
+    """A snapshot of a :class:`LoadMonitor`: the smoothed ``lag``, the ``last_lag`` and
+    ``peak_lag`` samples (seconds), ``max_lag``, the current ``shed_probability``, and the
+    totals of ``samples`` taken, ``checks`` made and work ``shed``."""
+
+    lag: float
+    last_lag: float
+    peak_lag: float
+    max_lag: float
+    shed_probability: float
+    samples: int
+    checks: int
+    shed: int
+
+
+class LoadMonitor:
+    """Measures how late the event loop runs and sheds new work when it runs too late.
+
+    A task started with :meth:`run` sleeps ``interval`` seconds at a time and records how
+    late it woke (the loop's lag), smoothed with weight ``smoothing`` per sample. New work
+    is shed with probability 0 while the smoothed lag is at most ``max_lag``, rising in a
+    straight line to 1 at ``2 * max_lag``. :meth:`should_shed` answers without raising,
+    :meth:`check` raises :class:`Overloaded` (``retry_after`` seconds). ``random`` is a
+    zero-argument callable returning a float in [0, 1) (inject one for tests).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_checks",
+        "_clock",
+        "_core",
+        "_interval",
+        "_random",
+        "_shed",
+        "retry_after",
+    )
+
+    def __init__(
+        self,
+        max_lag: float = 0.1,
+        *,
+        interval: float = 0.1,
+        smoothing: float = 0.3,
+        retry_after: float = 1.0,
+        random: Callable[[], float] | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._core = LoadCore(max_lag, smoothing=smoothing)
+        self._interval = check_positive(interval, "interval")
+        self.retry_after = check_positive(retry_after, "retry_after")
+        if random is not None and not callable(random):
+            raise TypeError(f"random must be a zero-argument callable, got {random!r}")
+        self._random: Callable[[], float] = _random.random if random is None else random
+        if clock is not None and not callable(clock):
+            raise TypeError(f"clock must be a zero-argument callable, got {clock!r}")
+        self._clock: Callable[[], float] = time.monotonic if clock is None else clock
+        self._checks = 0
+        self._shed = 0
+
+    @property
+    def lag(self) -> float:
+        """The smoothed event-loop lag in seconds."""
+        return self._core.lag
+
+    @property
+    def shed_probability(self) -> float:
+        """The probability that :meth:`should_shed` answers True right now."""
+        return self._core.probability
+
+    def should_shed(self) -> bool:
+        """Shed this piece of work? Never waits; True with :attr:`shed_probability`."""
+        self._checks += 1
+        core = self._core
+        if core.probability and core.should_shed(self._random()):
+            self._shed += 1
+            return True
+        return False
+
+    def check(self) -> None:
+        """Raise :class:`Overloaded` if this piece of work is to be shed."""
+        if self.should_shed():
+            raise Overloaded(
+                f"event loop lag {self._core.lag:.3f} s over {self._core.max_lag} s",
+                retry_after=self.retry_after,
+            )
+
+    def observe(self, lag: float) -> None:
+        """Record one lag sample by hand (what :meth:`run` does every ``interval``)."""
+        self._core.observe(lag, self._clock())
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Sample the loop's lag every ``interval`` until cancelled (start it in a task group)."""
+        clock = self._clock
+        interval = self._interval
+        core = self._core
+        task_status.started()
+        while True:
+            asked = clock()
+            await anyio.sleep(interval)
+            now = clock()
+            core.observe(now - asked - interval, now)
+
+    async def __aenter__(self) -> None:
+        self.check()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``await fn(*args, **kwargs)`` unless the work is shed (:class:`Overloaded`)."""
+        self.check()
+        return await fn(*args, **kwargs)
+
+    def __call__(self, fn: Callable[P, Awaitable[T]], /) -> Callable[P, Awaitable[T]]:
+        """Decorate an async function: each call may be shed with :class:`Overloaded`."""
+
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            self.check()
+            return await fn(*args, **kwargs)
+
+        return wrapper
+
+    def statistics(self) -> LoadMonitorStatistics:
+        """The smoothed and raw lag, the shedding probability and the counters."""
+        core = self._core
+        return LoadMonitorStatistics(
+            lag=core.lag,
+            last_lag=core.last_lag,
+            peak_lag=core.peak_lag,
+            max_lag=core.max_lag,
+            shed_probability=core.probability,
+            samples=core.samples,
+            checks=self._checks,
+            shed=self._shed,
+        )
+
+    def __repr__(self) -> str:
+        core = self._core
+        return f"LoadMonitor(lag={core.lag:.4f}, max_lag={core.max_lag})"
