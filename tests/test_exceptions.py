@@ -18,6 +18,7 @@ import brace
         brace.CircuitOpen,
         brace.MemoryPressure,
         brace.ShuttingDown,
+        brace.Overloaded,
     ],
 )
 def test_refusals_are_rejected(cls: type[brace.Rejected]) -> None:
