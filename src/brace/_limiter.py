@@ -113,6 +113,7 @@ class RateLimiter:
     """
 
     __slots__ = (
+        "__weakref__",
         "_allowed",
         "_clock",
         "_hit_now",

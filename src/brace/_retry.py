@@ -150,7 +150,7 @@ class RetryBudget:
     one budget between the :class:`Retry` objects that call the same dependency.
     """
 
-    __slots__ = ("_clock", "_core", "_refused", "_total_requests", "_total_retries")
+    __slots__ = ("__weakref__", "_clock", "_core", "_refused", "_total_requests", "_total_retries")
 
     def __init__(
         self,
@@ -234,6 +234,7 @@ class Retry:
     """
 
     __slots__ = (
+        "__weakref__",
         "_attempts",
         "_backoff",
         "_budget",

@@ -561,7 +561,7 @@ class MemoryStore:
             methods; default `time.monotonic`.
     """
 
-    __slots__ = ("_clock", "_max_keys", "_tables")
+    __slots__ = ("__weakref__", "_clock", "_max_keys", "_tables")
 
     def __init__(
         self, max_keys: int = 100_000, *, clock: Callable[[], float] | None = None
