@@ -23,4 +23,3 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     if request.param == "trio":
         return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})
     return ("asyncio", {"loop_factory": looptime.new_event_loop})
-

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ._core.breaker import CircuitState
     from ._decision import Decision
 
 __all__ = (
@@ -73,7 +74,22 @@ class QueueTimeout(Rejected):
 
 
 class CircuitOpen(Rejected):
-    """The circuit breaker is open (or half-open with every probe taken)."""
+    """The circuit breaker is open (or half-open with every probe taken).
+
+    ``name`` is the breaker's name, ``state`` the state that refused the call.
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        retry_after: float | None = None,
+        name: str | None = None,
+        state: CircuitState | None = None,
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.name = name
+        self.state = state
 
 
 class MemoryPressure(Rejected):
