@@ -1,0 +1,714 @@
+from __future__ import annotations
+
+import asyncio
+import enum
+import functools
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
+
+import anyio
+from typing_extensions import ParamSpec
+
+from ._core._validate import check_positive
+from ._core.admission import AdmissionCore, Discipline, FullPolicy, Reservoir, Ticket, TicketState
+from ._exceptions import QueueFull, QueueTimeout, ShuttingDown, TimeoutExceeded
+from ._priority import Priority
+
+if TYPE_CHECKING:
+    from ._adaptive import AdaptiveLimit
+
+__all__ = (
+    "Dropped",
+    "DrainReport",
+    "ExecutorStatistics",
+    "PriorityExecutor",
+)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_QUEUED = TicketState.QUEUED
+_GRANTED = TicketState.GRANTED
+
+
+class _Default(enum.Enum):
+    DEFAULT = "default"
+
+
+_DEFAULT: Final = _Default.DEFAULT
+
+
+class Dropped(QueueFull):
+    """A queued waiter was evicted to make room for more important work, or shed by CoDel."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorStatistics:
+    """A snapshot of a :class:`PriorityExecutor`.
+
+    Counts are totals since construction. ``admitted`` slots were handed out;
+    each ends as ``completed``, ``failed``, ``timed_out`` (its own ``timeout``) or
+    ``cancelled_running`` (or is still ``running``). ``queued`` waiters ever entered the
+    queue; each was admitted, ``dropped``, ``queue_timed_out``, ``cancelled_queued``, or is
+    still ``pending``. ``rejected`` newcomers found the queue full, ``rejected_draining``
+    arrived while draining. Wait and processing times are in seconds; the wait-time
+    percentiles are over the most recent ``reservoir_size`` admissions.
+    """
+
+    concurrency: int
+    max_queue: int
+    pending: int
+    running: int
+    admitted: int
+    queued: int
+    completed: int
+    failed: int
+    timed_out: int
+    cancelled_running: int
+    cancelled_queued: int
+    dropped: int
+    queue_timed_out: int
+    rejected: int
+    rejected_draining: int
+    total_processed: int
+    average_wait_time: float
+    average_processing_time: float
+    wait_time_p50: float
+    wait_time_p90: float
+    wait_time_p99: float
+    admitted_by_priority: dict[int, int]
+    pending_by_priority: dict[int, int]
+    draining: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DrainReport:
+    """What :meth:`PriorityExecutor.drain` did.
+
+    ``finished``: work that ran to an end (completed, failed or timed out) during the
+    drain. ``cancelled_running`` / ``cancelled_queued``: work cancelled when the timeout
+    passed, running or still waiting (``cancelled`` is their sum). ``rejected``: calls
+    refused with :class:`ShuttingDown` during the drain. ``still_running``: ``slot()``
+    holders that could not be cancelled (only ``run()`` work can be) and were still running
+    on return. ``timed_out``: whether the timeout passed before the executor was idle.
+    """
+
+    finished: int
+    cancelled_running: int
+    cancelled_queued: int
+    rejected_while_draining: int
+    still_running: int
+    timed_out: bool
+    duration: float
+
+    @property
+    def cancelled(self) -> int:
+        """Running and queued work cancelled at the timeout."""
+        return self.cancelled_running + self.cancelled_queued
+
+
+class PriorityExecutor:
+    """A bounded number of slots behind a bounded, priority-ordered queue.
+
+    ``concurrency`` slots (changeable at runtime), a queue of at most ``max_queue`` waiters
+    served by priority (lower first, FIFO within a priority, ``aging`` seconds of waiting
+    worth one class), ``on_full`` deciding what a full queue does (``"reject"``,
+    ``"drop_oldest"``, ``"drop_less_important"``), a ``discipline`` (``"fifo"``,
+    ``"codel"``, ``"adaptive_lifo"``), ``queue_timeout`` (most seconds in the queue),
+    ``timeout`` (default per-call limit on running time, counted from when work starts) and
+    an optional :class:`brace.AdaptiveLimit` that moves ``concurrency`` with latency.
+    """
+
+    __slots__ = (
+        "_adaptive",
+        "_cancelled_running",
+        "_clock",
+        "_core",
+        "_default_priority",
+        "_default_slot",
+        "_drain_cancelled",
+        "_draining_cancel",
+        "_failed",
+        "_fast_seen",
+        "_idle_event",
+        "_passed_on",
+        "_scopes",
+        "_scopes_empty",
+        "_slots",
+        "_timed_out",
+        "_timeout",
+        "_wait_total",
+        "_waits",
+    )
+
+    def __init__(
+        self,
+        concurrency: int = 10,
+        max_queue: int = 1000,
+        *,
+        timeout: float | None = None,
+        queue_timeout: float | None = None,
+        aging: float | None = 10.0,
+        on_full: FullPolicy = "reject",
+        discipline: Discipline = "fifo",
+        codel_target: float = 0.005,
+        codel_interval: float = 0.1,
+        default_priority: int = Priority.MEDIUM,
+        reservoir_size: int = 1024,
+        limit: AdaptiveLimit | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._core = AdmissionCore(
+            concurrency,
+            max_queue,
+            aging=aging,
+            on_full=on_full,
+            discipline=discipline,
+            codel_target=codel_target,
+            codel_interval=codel_interval,
+            queue_timeout=queue_timeout,
+        )
+        self._timeout = None if timeout is None else check_positive(timeout, "timeout")
+        self._default_priority = _check_priority(default_priority)
+        self._waits = Reservoir(reservoir_size)
+        if clock is not None and not callable(clock):
+            raise TypeError(f"clock must be a zero-argument callable, got {clock!r}")
+        self._clock: Callable[[], float] = time.monotonic if clock is None else clock
+        # one reusable context per priority value used; it also counts that priority's work
+        self._slots: dict[int, _Slot] = {}
+        self._wait_total = 0.0
+        self._fast_seen = 0  # fast-path admissions already written to _waits as zeros
+        self._failed = 0
+        self._timed_out = 0
+        self._cancelled_running = 0
+        self._passed_on = 0  # slots granted to waiters cancelled before they resumed
+        self._drain_cancelled = 0
+        self._draining_cancel = False
+        self._scopes: set[anyio.CancelScope] = set()
+        self._scopes_empty: anyio.Event | None = None
+        self._idle_event: anyio.Event | None = None
+        self._adaptive: AdaptiveLimit | None = None
+        if limit is not None:
+            limit.attach(self)
+            self._adaptive = limit
+        # the shared context of the default priority (None: an adaptive limit times each use)
+        self._default_slot: _Slot | None = None if limit is not None else self._slot_for(None)
+
+    # -- configuration -------------------------------------------------------------------
+
+    @property
+    def concurrency(self) -> int:
+        """The number of slots; assigning it takes effect at once (waiters move up)."""
+        return self._core.concurrency
+
+    @concurrency.setter
+    def concurrency(self, value: int) -> None:
+        changed = self._core.set_concurrency(value, self._clock())
+        if changed:
+            self._wake(changed)
+
+    @property
+    def max_queue(self) -> int:
+        """The most waiters the queue holds."""
+        return self._core.max_queue
+
+    @property
+    def draining(self) -> bool:
+        """True once :meth:`drain` started: nothing new is admitted."""
+        return self._core.closed
+
+    # -- the three ways in ---------------------------------------------------------------
+
+    def slot(self, priority: int | None = None) -> _Slot | _TimedSlot:
+        """``async with executor.slot(priority=...)``: hold one slot for the block.
+
+        Raises :class:`brace.QueueFull` (or :class:`Dropped`), :class:`brace.QueueTimeout`
+        or :class:`brace.ShuttingDown` when no slot is given. Work in a ``slot()`` block is
+        not cancelled by :meth:`drain`; use :meth:`run` for that.
+        """
+        if priority is None:
+            slot = self._default_slot
+            if slot is not None:
+                return slot
+        elif self._adaptive is None:
+            slot = self._slots.get(priority)
+            if slot is not None:
+                return slot
+        if self._adaptive is not None:
+            return _TimedSlot(self._slot_for(priority))  # carries its start time: not shared
+        return self._slot_for(priority)
+
+    @property
+    def default_priority(self) -> int:
+        """The priority of work given none (``Priority.MEDIUM`` unless configured)."""
+        return self._default_priority
+
+    def _slot_for(self, priority: int | None) -> _Slot:
+        priority = self.default_priority if priority is None else _check_priority(priority)
+        slot = self._slots.get(priority)
+        if slot is None:
+            slot = self._slots[priority] = _Slot(self, priority)
+        return slot
+
+    async def run(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        /,
+        *args: Any,
+        priority: int | None = None,
+        timeout: float | _Default | None = _DEFAULT,
+        **kwargs: Any,
+    ) -> T:
+        """Run ``await fn(*args, **kwargs)`` in a slot and return its result.
+
+        (``priority`` and ``timeout`` are taken by ``run``; pass a function needing
+        arguments of those names through :func:`functools.partial`, or use :meth:`call`,
+        which keeps the exact signature for type checkers.)
+
+        ``timeout`` (seconds; ``None`` for no limit; the executor's default when omitted)
+        counts from when the work starts, not from when it was queued, and raises
+        :class:`brace.TimeoutExceeded`. Work still running when a :meth:`drain` times out is
+        cancelled and raises :class:`brace.ShuttingDown`.
+        """
+        return await self._run(self._slot_for(priority), self._limit(timeout), fn, args, kwargs)
+
+    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``run(fn, *args, **kwargs)`` with the default priority and timeout (for compose)."""
+        slot = self._slots.get(self.default_priority) or self._slot_for(None)
+        return await self._run(slot, self._timeout, fn, args, kwargs)
+
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[T]], /) -> Callable[P, Awaitable[T]]: ...
+
+    @overload
+    def __call__(
+        self, *, priority: int | None = None, timeout: float | _Default | None = _DEFAULT
+    ) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]: ...
+
+    def __call__(
+        self,
+        fn: Callable[..., Awaitable[Any]] | None = None,
+        *,
+        priority: int | None = None,
+        timeout: float | _Default | None = _DEFAULT,
+    ) -> Any:
+        """Decorate an ``async def`` so every call goes through :meth:`run`.
+
+        ``@executor`` uses the defaults; ``@executor(priority=Priority.HIGH, timeout=60)``
+        sets them for this function.
+        """
+        slot = self._slot_for(priority)
+        limit = self._limit(timeout)
+
+        def decorate(function: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+            @functools.wraps(function)
+            async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+                return await self._run(slot, limit, function, args, kwargs)
+
+            return wrapper
+
+        if fn is not None:
+            return decorate(fn)
+        return decorate
+
+    # -- draining ------------------------------------------------------------------------
+
+    async def drain(self, timeout: float = 30.0) -> DrainReport:
+        """Stop admitting, let queued and running work finish, cancel what is left.
+
+        New calls get :class:`brace.ShuttingDown` from now on. When ``timeout`` seconds pass
+        before the executor is idle, queued waiters get :class:`brace.ShuttingDown` and
+        running :meth:`run` work is cancelled; the call returns once that work has unwound.
+        """
+        timeout = check_positive(timeout, "timeout")
+        core = self._core
+        start = self._clock()
+        core.close()
+        finished_before = self._finished()
+        rejected_before = core.rejected_closed
+        with anyio.move_on_after(timeout):
+            await self.wait_idle()
+        timed_out = bool(core.running or core.pending)
+        cancelled_queued = 0
+        drained_before = self._drain_cancelled
+        if timed_out:
+            ended = core.cancel_all(self._clock())
+            cancelled_queued = len(ended)
+            self._wake(ended)
+            self._draining_cancel = True
+            for scope in list(self._scopes):
+                scope.cancel()
+            while self._scopes:
+                self._scopes_empty = anyio.Event()
+                await self._scopes_empty.wait()
+            self._scopes_empty = None
+        return DrainReport(
+            finished=self._finished() - finished_before,
+            cancelled_running=self._drain_cancelled - drained_before,
+            cancelled_queued=cancelled_queued,
+            rejected_while_draining=core.rejected_closed - rejected_before,
+            still_running=core.running,
+            timed_out=timed_out,
+            duration=self._clock() - start,
+        )
+
+    async def wait_idle(self) -> None:
+        """Wait until nothing runs and nothing waits."""
+        core = self._core
+        while core.running or core.pending:
+            if self._idle_event is None:
+                self._idle_event = anyio.Event()
+            await self._idle_event.wait()
+
+    # -- statistics ----------------------------------------------------------------------
+
+    def statistics(self) -> ExecutorStatistics:
+        """A consistent snapshot of the counters, averages and wait-time percentiles."""
+        core = self._core
+        self._sync_waits()
+        p50, p90, p99 = self._waits.percentiles(0.5, 0.9, 0.99)
+        admitted = core.acquired_immediately + core.granted
+        processed = self._finished()
+        return ExecutorStatistics(
+            concurrency=core.concurrency,
+            max_queue=core.max_queue,
+            pending=core.pending,
+            running=core.running,
+            admitted=admitted,
+            queued=core.tickets,
+            completed=processed - self._failed - self._timed_out,
+            failed=self._failed,
+            timed_out=self._timed_out,
+            cancelled_running=self._cancelled_running + self._drain_cancelled,
+            cancelled_queued=core.cancelled,
+            dropped=core.dropped,
+            queue_timed_out=core.timed_out,
+            rejected=core.rejected,
+            rejected_draining=core.rejected_closed,
+            total_processed=processed,
+            average_wait_time=self._wait_total / admitted if admitted else 0.0,
+            average_processing_time=(
+                core.busy_time / core.completions if core.completions else 0.0
+            ),
+            wait_time_p50=p50,
+            wait_time_p90=p90,
+            wait_time_p99=p99,
+            admitted_by_priority={p: s.admitted for p, s in self._slots.items() if s.admitted},
+            pending_by_priority=core.pending_by_priority(),
+            draining=core.closed,
+        )
+
+    def __repr__(self) -> str:
+        core = self._core
+        return (
+            f"PriorityExecutor(concurrency={core.concurrency}, max_queue={core.max_queue}, "
+            f"running={core.running}, pending={core.pending})"
+        )
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _limit(self, timeout: float | _Default | None) -> float | None:
+        if timeout is _DEFAULT:
+            return self._timeout
+        if timeout is None:
+            return None
+        return check_positive(timeout, "timeout")
+
+    async def _run(
+        self,
+        slot: _Slot,
+        limit: float | None,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        started = await self._acquire(slot)
+        scope = anyio.CancelScope(
+            deadline=math.inf if limit is None else anyio.current_time() + limit
+        )
+        scopes = self._scopes
+        scopes.add(scope)
+        outcome = _FAILED
+        try:
+            with scope:
+                result = await fn(*args, **kwargs)
+                outcome = _COMPLETED
+            if scope.cancelled_caught:
+                outcome = _DRAINED if self._draining_cancel else _TIMED_OUT
+        except anyio.get_cancelled_exc_class():
+            outcome = _CANCELLED
+            raise
+        finally:
+            scopes.discard(scope)
+            if not scopes and self._scopes_empty is not None:
+                self._scopes_empty.set()
+            self._finish(started, outcome)
+        if outcome is _COMPLETED:
+            return result
+        if outcome is _DRAINED:
+            raise ShuttingDown("cancelled: the executor drained and its timeout passed")
+        raise TimeoutExceeded(timeout=limit)
+
+    def _finished(self) -> int:
+        """Work that ran to an end: completed, failed or timed out (cancelled is not)."""
+        return self._core.completions
+
+    def _sync_waits(self) -> None:
+        """Write the fast path's zero waits (counted by the core) into the reservoir."""
+        fast = self._core.acquired_immediately
+        if fast != self._fast_seen:
+            self._waits.zeros += fast - self._fast_seen
+            self._fast_seen = fast
+
+    async def _acquire(self, slot: _Slot) -> float:
+        """Take a slot (waiting if need be) and return the time the work starts."""
+        now = self._clock()
+        if self._core.try_acquire(now):
+            slot.admitted += 1
+            return now
+        return await self._wait(slot, now)
+
+    async def _wait(self, slot: _Slot, now: float) -> float:
+        core = self._core
+        ticket, changed = core.arrive(slot.priority, now)
+        if changed:
+            self._wake(changed)
+        if ticket is None:
+            if core.closed:
+                raise ShuttingDown("the executor is draining", retry_after=None)
+            raise QueueFull(
+                f"the queue is full ({core.max_queue} waiting)", retry_after=core.retry_after()
+            )
+        if ticket.state is not _QUEUED:
+            return self._granted(slot, ticket, now)
+        deadline = core.deadline(ticket)
+        try:
+            if deadline is None:
+                await _park(ticket)
+            else:
+                while ticket.state is _QUEUED:
+                    with anyio.move_on_after(deadline - self._clock()):
+                        await _park(ticket)
+                    if ticket.state is _QUEUED:
+                        expired = core.expire(self._clock())
+                        if expired:
+                            self._wake(expired)
+        except BaseException:
+            self._abandon(ticket)
+            raise
+        return self._granted(slot, ticket, self._clock())
+
+    def _granted(self, slot: _Slot, ticket: Ticket, now: float) -> float:
+        state = ticket.state
+        if state is _GRANTED:
+            slot.admitted += 1
+            waited = now - ticket.enqueued_at
+            self._wait_total += waited
+            self._sync_waits()
+            self._waits.add(waited)
+            return now
+        core = self._core
+        if state is TicketState.DROPPED:
+            raise Dropped("dropped from the queue", retry_after=core.retry_after())
+        if state is TicketState.TIMED_OUT:
+            raise QueueTimeout(
+                f"waited {core.queue_timeout} s in the queue", retry_after=core.retry_after()
+            )
+        raise ShuttingDown("the executor drained and its timeout passed", retry_after=None)
+
+    def _abandon(self, ticket: Ticket) -> None:
+        """The waiter was cancelled: leave the queue, or pass on a slot granted meanwhile."""
+        state = ticket.state
+        core = self._core
+        if state is _QUEUED:
+            core.leave(ticket, self._clock())
+        elif state is _GRANTED:
+            self._cancelled_running += 1
+            self._passed_on += 1
+            changed = core.release(self._clock(), completed=False)
+            if changed:
+                self._wake(changed)
+        self._check_idle()
+
+    def _finish(self, started: float | None, outcome: int) -> None:
+        """Count how a piece of work ended, release its slot, wake who is next.
+
+        ``started`` is known to :meth:`run` and timed slots, which feed the adaptive limit.
+        """
+        now = self._clock()
+        core = self._core
+        if outcome is _COMPLETED:
+            pass  # counted by the core as a completion that neither failed nor timed out
+        elif outcome is _FAILED:
+            self._failed += 1
+        elif outcome is _TIMED_OUT:
+            self._timed_out += 1
+        elif outcome is _DRAINED:
+            self._drain_cancelled += 1
+        else:
+            self._cancelled_running += 1
+        if outcome is _CANCELLED or outcome is _DRAINED:
+            changed = core.release(now, completed=False)
+        else:
+            adaptive = self._adaptive
+            if adaptive is not None and started is not None:
+                # before the release, so that "in flight" still includes this one
+                adaptive.observe(now - started, outcome is _TIMED_OUT, now)
+            changed = core.release(now)
+        if changed:
+            self._wake(changed)
+        elif self._idle_event is not None:
+            self._check_idle()
+
+    def _check_idle(self) -> None:
+        core = self._core
+        if self._idle_event is not None and not core.running and not core.pending:
+            self._idle_event.set()
+            self._idle_event = None
+
+    def _wake(self, changed: tuple[Ticket, ...]) -> None:
+        for ticket in changed:
+            waiter = ticket.owner
+            if waiter is not None:
+                ticket.owner = None
+                if isinstance(waiter, asyncio.Future):
+                    if not waiter.done():
+                        waiter.set_result(None)
+                else:
+                    waiter.set()  # type: ignore[attr-defined]
+        self._check_idle()
+
+
+async def _park(ticket: Ticket) -> None:
+    """Sleep until :meth:`PriorityExecutor._wake` is called for ``ticket``.
+
+    On asyncio the waiter is a bare future (an ``anyio.Event`` costs several times more);
+    on trio it is an ``anyio.Event``. Cancellation goes through unchanged either way.
+    """
+    if anyio.get_cancelled_exc_class() is asyncio.CancelledError:  # we run on asyncio
+        future = asyncio.get_running_loop().create_future()
+        ticket.owner = future
+        await future
+    else:
+        event = anyio.Event()
+        ticket.owner = event
+        await event.wait()
+
+
+# outcomes of one piece of work (ints: compared by identity on the hot path)
+_COMPLETED: Final = 0
+_FAILED: Final = 1
+_TIMED_OUT: Final = 2
+_CANCELLED: Final = 3
+_DRAINED: Final = 4
+
+
+class _Slot:
+    """The ``async with executor.slot()`` context: one slot for the duration of the block.
+
+    It keeps no per-use state (the core measures service time by integrating ``running``),
+    so one instance per priority value is shared by every task and the fast path allocates
+    nothing; it counts the work admitted at its priority.
+    """
+
+    __slots__ = ("_executor", "admitted", "priority")
+
+    def __init__(self, executor: PriorityExecutor, priority: int) -> None:
+        self._executor = executor
+        self.priority = priority
+        self.admitted = 0
+
+    async def __aenter__(self) -> None:
+        # PriorityExecutor._acquire with AdmissionCore.try_acquire inlined for FIFO: the
+        # fast path must cost no more than an asyncio.Semaphore and never reach the loop
+        executor = self._executor
+        core = executor._core
+        now = executor._clock()
+        running = core.running
+        if (
+            running < core.concurrency
+            and not core.pending
+            and not core.closed
+            and not core._detector
+        ):
+            core.busy_time += running * (now - core._last_change)
+            core._last_change = now
+            core.running = running + 1
+            core.acquired_immediately += 1
+            self.admitted += 1
+        elif core.try_acquire(now):
+            self.admitted += 1
+        else:
+            await executor._wait(self, now)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        executor = self._executor
+        if exc_type is None:
+            # PriorityExecutor._finish for a completion, with AdmissionCore.release inlined
+            # while nobody waits (keep the two in step)
+            core = executor._core
+            now = executor._clock()
+            running = core.running
+            if not core.pending and running > 0:
+                core.busy_time += running * (now - core._last_change)
+                core._last_change = now
+                core.running = running - 1
+                core.completions += 1
+                if now - core._epoch_start >= core.estimate_window:
+                    core.roll_epoch(now)
+                if executor._idle_event is not None:
+                    executor._check_idle()
+                return
+            changed = core.release(now)
+            if changed:
+                executor._wake(changed)
+            elif executor._idle_event is not None:
+                executor._check_idle()
+            return
+        if issubclass(exc_type, anyio.get_cancelled_exc_class()):
+            executor._finish(None, _CANCELLED)
+        else:
+            executor._finish(None, _FAILED)
+
+
+class _TimedSlot:
+    """A ``slot()`` context that times its block, for an executor with an adaptive limit."""
+
+    __slots__ = ("_executor", "_slot", "_started")
+
+    def __init__(self, slot: _Slot) -> None:
+        self._executor = slot._executor
+        self._slot = slot
+        self._started = 0.0
+
+    async def __aenter__(self) -> None:
+        self._started = await self._executor._acquire(self._slot)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            outcome = _COMPLETED
+        elif issubclass(exc_type, anyio.get_cancelled_exc_class()):
+            outcome = _CANCELLED
+        else:
+            outcome = _FAILED
+        self._executor._finish(self._started, outcome)
+
+
+def _check_priority(priority: object) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"priority must be an int or a brace.Priority, got {priority!r}")
+    return priority
