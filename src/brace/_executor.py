@@ -16,6 +16,7 @@ from typing_extensions import ParamSpec
 from ._core._validate import check_positive
 from ._core.admission import AdmissionCore, Discipline, FullPolicy, Reservoir, Ticket, TicketState
 from ._exceptions import QueueFull, QueueTimeout, ShuttingDown, TimeoutExceeded
+from ._memory import MemoryAdmission, MemoryGuard
 from ._priority import Priority
 
 if TYPE_CHECKING:
@@ -134,6 +135,7 @@ class PriorityExecutor:
         "_draining_cancel",
         "_failed",
         "_fast_seen",
+        "_guard",
         "_idle_event",
         "_passed_on",
         "_scopes",
@@ -160,6 +162,7 @@ class PriorityExecutor:
         default_priority: int = Priority.MEDIUM,
         reservoir_size: int = 1024,
         limit: AdaptiveLimit | None = None,
+        guard: MemoryGuard | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self._core = AdmissionCore(
@@ -191,6 +194,9 @@ class PriorityExecutor:
         self._scopes: set[anyio.CancelScope] = set()
         self._scopes_empty: anyio.Event | None = None
         self._idle_event: anyio.Event | None = None
+        if guard is not None and not isinstance(guard, MemoryGuard):
+            raise TypeError(f"guard must be a brace.MemoryGuard or None, got {guard!r}")
+        self._guard = guard
         self._adaptive: AdaptiveLimit | None = None
         if limit is not None:
             limit.attach(self)
@@ -464,8 +470,29 @@ class PriorityExecutor:
             self._waits.zeros += fast - self._fast_seen
             self._fast_seen = fast
 
+    async def _pass_guard(self, priority: int) -> None:
+        """Ask the memory guard: raise MemoryPressure, wait while memory is HIGH, or go on.
+
+        Work held back at HIGH waits at the door, not in the queue, so it takes no queue
+        position from more urgent work; it still counts against ``max_queue``.
+        """
+        guard = self._guard
+        assert guard is not None
+        if self._core.closed:
+            raise ShuttingDown("the executor is draining and admits no new work")
+        if guard.check(priority) is MemoryAdmission.QUEUE:
+            core = self._core
+            if guard._waiting + core.pending >= core.max_queue:
+                raise QueueFull(
+                    "queue full: work held back by memory pressure fills it",
+                    retry_after=guard.retry_after,
+                )
+            await guard._hold()
+
     async def _acquire(self, slot: _Slot) -> float:
         """Take a slot (waiting if need be) and return the time the work starts."""
+        if self._guard is not None:
+            await self._pass_guard(slot.priority)
         now = self._clock()
         if self._core.try_acquire(now):
             slot.admitted += 1
@@ -626,6 +653,8 @@ class _Slot:
         # PriorityExecutor._acquire with AdmissionCore.try_acquire inlined for FIFO: the
         # fast path must cost no more than an asyncio.Semaphore and never reach the loop
         executor = self._executor
+        if executor._guard is not None:
+            await executor._pass_guard(self.priority)
         core = executor._core
         now = executor._clock()
         running = core.running

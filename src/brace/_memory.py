@@ -319,6 +319,10 @@ class MemoryGuard:
             return
         if admission is MemoryAdmission.REJECT:
             raise self._pressure_error()
+        await self._hold()
+
+    async def _hold(self) -> None:
+        """Wait, after ``admit`` said QUEUE, until memory is back to NORMAL (or refuse)."""
         deadline = None if self._queue_timeout is None else self._clock() + self._queue_timeout
         self._waiting += 1
         try:
