@@ -1,0 +1,173 @@
+"""Per-request overhead of brace.asgi.BraceMiddleware against a bare app and slowapi.
+
+Standalone: ``python benchmarks/asgi_bench.py [--requests 20000] [--rounds 7]``.
+
+Every case is the same Starlette app (one route answering ``ok``), called directly as an
+ASGI app with a synthetic scope, ``receive`` and ``send`` (no sockets, no HTTP client), on
+asyncio, for ``--requests`` requests spread over 1,000 client addresses. The cases are run
+in interleaved rounds; the table gives the median time per request and the overhead over
+the bare app. Rate limiting is the same in brace and slowapi: one limit per client
+address, high enough never to refuse (60,000/minute), with rate-limit headers on every
+response (brace: the IETF ``RateLimit`` fields; slowapi: ``headers_enabled=True``).
+
+The target (issue 6): brace's overhead at most one third of slowapi's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+import brace
+from brace.asgi import BraceMiddleware, Rule
+
+App = Callable[..., Awaitable[None]]
+LIMIT = "60000/minute"
+CLIENTS = 1000
+
+
+async def ok(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+def starlette() -> Starlette:
+    return Starlette(routes=[Route("/api/items", ok)])
+
+
+def bare() -> App:
+    return starlette()
+
+
+def brace_limits() -> App:
+    return BraceMiddleware(starlette(), default=Rule(limits=[LIMIT]))
+
+
+def brace_limits_no_headers() -> App:
+    return BraceMiddleware(starlette(), default=Rule(limits=[LIMIT]), headers_on_success=False)
+
+
+def brace_full() -> App:
+    """Limits plus the executor slot and the memory guard (the demo server's stack)."""
+    return BraceMiddleware(
+        starlette(),
+        default=Rule(limits=[LIMIT]),
+        executor=brace.PriorityExecutor(concurrency=10, max_queue=1000),
+        memory=brace.MemoryGuard(high=2**40),
+    )
+
+
+def slowapi_limits() -> App | None:
+    try:
+        from slowapi import Limiter, _rate_limit_exceeded_handler
+        from slowapi.errors import RateLimitExceeded
+        from slowapi.middleware import SlowAPIASGIMiddleware
+        from slowapi.util import get_remote_address
+    except ImportError:
+        return None
+    app = starlette()
+    limiter = Limiter(key_func=get_remote_address, default_limits=[LIMIT], headers_enabled=True)
+    app.state.limiter = limiter
+    app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)  # type: ignore[arg-type]
+    app.add_middleware(SlowAPIASGIMiddleware)
+    return app
+
+
+CASES: dict[str, Callable[[], App | None]] = {
+    "bare Starlette app": bare,
+    "brace (limit + headers)": brace_limits,
+    "brace (limit, no headers)": brace_limits_no_headers,
+    "brace (limit + executor + memory)": brace_full,
+    "slowapi (limit + headers)": slowapi_limits,
+}
+
+
+def scopes() -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/api/items",
+            "raw_path": b"/api/items",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"host", b"bench"), (b"user-agent", b"asgi-bench")],
+            "client": (f"10.{n // 250}.{n % 250}.1", 40000),
+            "server": ("bench", 80),
+        }
+        for n in range(CLIENTS)
+    ]
+
+
+async def run(app: App, requests: int, templates: list[dict[str, Any]]) -> float:
+    """Seconds per request for ``requests`` requests (each checked to be a 200)."""
+    request_message = {"type": "http.request", "body": b"", "more_body": False}
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return request_message
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    count = len(templates)
+    start = time.perf_counter()
+    for index in range(requests):
+        await app(dict(templates[index % count]), receive, send)
+    elapsed = time.perf_counter() - start
+    if any(status != 200 for status in statuses):
+        raise RuntimeError(f"non-200 answers: {set(statuses)}")
+    return elapsed / requests
+
+
+async def main(requests: int, rounds: int) -> int:
+    templates = scopes()
+    apps = {name: make() for name, make in CASES.items()}
+    times: dict[str, list[float]] = {name: [] for name, app in apps.items() if app is not None}
+    for app in apps.values():  # warm up: caches, keys, imports
+        if app is not None:
+            await run(app, min(requests, 2000), templates)
+    for _ in range(rounds):
+        for name, app in apps.items():
+            if app is not None:
+                times[name].append(await run(app, requests, templates))
+    base = statistics.median(times["bare Starlette app"])
+    print(f"Python {sys.version.split()[0]}, {requests} requests x {rounds} rounds, medians\n")
+    print(f"| {'case':<36} | {'per request':>12} | {'overhead':>10} |")
+    print(f"|{'-' * 38}|{'-' * 14}|{'-' * 12}|")
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    for name, median in medians.items():
+        overhead = median - base
+        print(f"| {name:<36} | {median * 1e6:>9.1f} us | {overhead * 1e6:>7.1f} us |")
+    for name, app in apps.items():
+        if app is None:
+            print(f"| {name:<36} | {'not installed':>12} | {'':>10} |")
+    slow = medians.get("slowapi (limit + headers)")
+    if slow is not None:
+        ours = medians["brace (limit + headers)"] - base
+        theirs = slow - base
+        ratio = ours / theirs if theirs > 0 else float("inf")
+        verdict = "met" if ratio <= 1 / 3 else "NOT met"
+        print(f"\nbrace overhead / slowapi overhead = {ratio:.3f} (target <= 0.333: {verdict})")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=20_000, help="requests per round")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds")
+    arguments = parser.parse_args()
+    sys.exit(asyncio.run(main(arguments.requests, arguments.rounds)))

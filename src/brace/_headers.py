@@ -1,0 +1,108 @@
+"""Rate-limit response fields: the IETF ``RateLimit`` / ``RateLimit-Policy`` pair, the legacy
+``X-RateLimit-*`` trio and ``Retry-After``.
+
+The IETF fields follow draft-ietf-httpapi-ratelimit-headers (revision 10): both are
+Structured Field Lists (RFC 9651) whose members are policy names as sf-strings with
+parameters; ``RateLimit-Policy`` gives each policy's quota ``q`` and window ``w``
+(seconds), ``RateLimit`` its remaining quota ``r`` and the seconds ``t`` until it
+resets::
+
+    RateLimit-Policy: "default";q=100;w=10
+    RateLimit: "default";r=50;t=30
+
+Policies are fixed per rule, so their member text is built once (`PolicyField`); only
+``r`` and ``t`` are formatted per response.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import time
+from collections.abc import Iterable
+
+__all__ = (
+    "IDEMPOTENT_METHODS",
+    "PolicyField",
+    "delay_seconds",
+    "parse_retry_after",
+    "ratelimit_item",
+    "sf_string",
+)
+
+# RFC 9651 sf-integer: at most 15 digits
+_MAX_SF_INTEGER = 999_999_999_999_999
+
+
+def sf_string(text: str) -> str:
+    """``text`` as a Structured Field string: quoted, ``\\`` and ``"`` escaped; characters
+    outside printable ASCII (not allowed in an sf-string) become ``?``."""
+    out = ['"']
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif " " <= char <= "~":
+            out.append(char)
+        else:
+            out.append("?")
+    out.append('"')
+    return "".join(out)
+
+
+def delay_seconds(seconds: float, *, minimum: int = 0) -> int:
+    """Seconds as the non-negative integer of ``Retry-After`` / ``t=``: rounded up (never
+    tell a client to come back before it may), at least ``minimum``, at most 15 digits."""
+    if not seconds > 0:  # also NaN
+        return minimum
+    if seconds >= _MAX_SF_INTEGER:
+        return _MAX_SF_INTEGER
+    return max(math.ceil(seconds - 1e-9), minimum)
+
+
+class PolicyField:
+    """One quota policy: its name, quota and window, formatted once."""
+
+    __slots__ = ("member", "name", "prefix", "quota", "window")
+
+    def __init__(self, name: str, quota: int, window: float) -> None:
+        self.name = name
+        self.quota = quota
+        self.window = window
+        quoted = sf_string(name)
+        #: the member of RateLimit-Policy, e.g. '"default";q=100;w=10'
+        self.member = f"{quoted};q={min(quota, _MAX_SF_INTEGER)};w={delay_seconds(window)}"
+        #: the start of this policy's RateLimit member, e.g. '"default";r='
+        self.prefix = f"{quoted};r="
+
+
+def ratelimit_item(policy: PolicyField, remaining: int, reset: float) -> str:
+    """The policy's member of the ``RateLimit`` field: ``"name";r=<remaining>;t=<reset>``."""
+    remaining = min(max(remaining, 0), _MAX_SF_INTEGER)
+    return f"{policy.prefix}{remaining};t={delay_seconds(reset)}"
+
+
+def join_members(members: Iterable[str]) -> str:
+    """Members of an sf-list, as one field value."""
+    return ", ".join(members)
+
+
+#: Methods retried by default by the client adapters (RFC 9110 idempotent methods).
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delay-seconds or an HTTP-date);
+    ``None`` when absent or unreadable. A date in the past gives 0."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
