@@ -381,12 +381,12 @@ class _CounterTable(_Table[CounterState]):
                     offset = 0.0
                 else:
                     current = previous = 0
-            estimate = previous * (1.0 - offset / window) + current
-            if estimate + cost <= within:
+            weight = previous * (1.0 - offset / window)
+            if weight + current + cost <= within:
                 allowed += 1
                 current += cost
                 states[key] = (index, current, previous)
-                remaining = int(limit - estimate - cost + EPSILON)
+                remaining = int(limit - weight - current + EPSILON)
                 if current > 0:
                     reset = double - offset
                 elif previous > 0:

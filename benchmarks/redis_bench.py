@@ -1,0 +1,338 @@
+"""Redis rate limiting: brace.redis.RedisStore against limits and pyrate-limiter.
+
+Run it directly (it starts its own redis-server on a free 127.0.0.1 port)::
+
+    python benchmarks/redis_bench.py                 # about a minute
+    python benchmarks/redis_bench.py --seconds 0.5   # quicker, noisier
+
+For each case: decisions per second with 1 task and with 100 concurrent tasks (each task
+deciding in a loop for ``--seconds``; keys drawn from ``--keys`` keys, limits high enough
+that every request is admitted, so every library does its full admitted path), and the
+commands each decision sends to Redis, counted with ``MONITOR`` over 200 decisions:
+commands from clients are counted, the commands a Lua script runs inside the server
+(``[0 lua]``) are not. The peers send each command on its own (a command is a round
+trip); brace coalesces the decisions asked while one is in flight into one pipeline, so
+its round trips (counted by the store) are fewer than its commands under concurrency.
+
+All cases run on asyncio (limits' and pyrate-limiter's async Redis support is asyncio).
+pyrate-limiter keeps one sorted set per bucket, so its case uses one bucket (one key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Decide = Callable[[int], Awaitable[object]]
+# A case's setup yields its decide(i) and, for brace, a count of the round trips so far.
+Setup = Callable[[int, int], AbstractAsyncContextManager[tuple[Decide, Callable[[], int] | None]]]
+
+LIMIT = 1_000_000  # per minute and key: nothing is refused during a run
+
+
+@dataclass
+class Result:
+    name: str
+    single: float = 0.0
+    concurrent: float = 0.0
+    commands: float = 0.0
+    round_trips: float | None = None  # per decision, with 100 tasks
+    error: str | None = None
+
+
+# --- the server --------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _command(port: int, *args: str) -> bytes:
+    payload = f"*{len(args)}\r\n".encode()
+    for arg in args:
+        payload += b"$%d\r\n%s\r\n" % (len(arg.encode()), arg.encode())
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as connection:
+        connection.sendall(payload)
+        return connection.recv(65536)
+
+
+def start_server() -> tuple[subprocess.Popen[bytes], int]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("redis-server not found (apt-get install redis-server)")
+    port = _free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if _command(port, "PING").startswith(b"+PONG"):
+                return process, port
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    sys.exit("redis-server did not start")
+
+
+class Monitor:
+    """Counts the commands clients send (MONITOR lines not issued by a script)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.count = 0
+        self._marker = f"bench-marker-{time.monotonic_ns()}"
+        self._seen = threading.Event()
+        self._connection = socket.create_connection(("127.0.0.1", port))
+        self._connection.sendall(b"MONITOR\r\n")
+        assert self._connection.recv(100).startswith(b"+OK")
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        buffer = b""
+        while True:
+            chunk = self._connection.recv(1 << 16)
+            if not chunk:
+                return
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\r\n")
+            for line in lines:
+                if self._marker.encode() in line:
+                    self._seen.set()
+                    return
+                if line.startswith(b"+") and b" lua]" not in line:
+                    self.count += 1
+
+    def stop(self) -> int:
+        _command(self.port, "ECHO", self._marker)
+        self._seen.wait(10)
+        self._connection.close()
+        return self.count
+
+
+# --- the cases ---------------------------------------------------------------------------
+
+
+def _brace(library: str, kind: str) -> Setup:
+    @asynccontextmanager
+    async def setup(port: int, keys: int) -> AsyncIterator[tuple[Decide, Callable[[], int] | None]]:
+        from brace import RateLimiter
+        from brace._core.gcra import GCRA
+        from brace._core.window import SlidingLog, SlidingWindowCounter
+        from brace.redis import RedisStore
+
+        policy: GCRA | SlidingWindowCounter | SlidingLog
+        if kind == "gcra":
+            policy = GCRA(LIMIT, 60.0, burst=LIMIT)
+        elif kind == "counter":
+            policy = SlidingWindowCounter(LIMIT, 60.0)
+        else:
+            policy = SlidingLog(LIMIT, 60.0)
+        names = [f"user:{i}" for i in range(keys)]
+        async with _client(library, port) as client:
+            store = RedisStore(client)
+            limiter = RateLimiter(policy, store=store)
+            hit = limiter.hit
+
+            async def decide(i: int) -> object:
+                return await hit(names[i % keys])
+
+            yield decide, lambda: store.statistics().round_trips
+
+    return setup
+
+
+@asynccontextmanager
+async def _client(library: str, port: int) -> AsyncIterator[Any]:
+    if library == "redis-py":
+        import redis.asyncio
+
+        client = redis.asyncio.Redis(host="127.0.0.1", port=port, max_connections=200)
+        try:
+            yield client
+        finally:
+            await client.aclose()
+    else:
+        import coredis
+
+        async with coredis.Redis(host="127.0.0.1", port=port) as core:
+            yield core
+
+
+def _limits(strategy: str, implementation: Literal["redispy", "coredis"]) -> Setup:
+    @asynccontextmanager
+    async def setup(port: int, keys: int) -> AsyncIterator[tuple[Decide, Callable[[], int] | None]]:
+        from limits import RateLimitItemPerMinute
+        from limits.aio import storage, strategies
+
+        store = storage.RedisStorage(
+            f"async+redis://127.0.0.1:{port}", implementation=implementation
+        )
+        limiter_class = {
+            "moving": strategies.MovingWindowRateLimiter,
+            "counter": strategies.SlidingWindowCounterRateLimiter,
+        }[strategy]
+        limiter = limiter_class(store)
+        item = RateLimitItemPerMinute(LIMIT)
+        names = [f"user:{i}" for i in range(keys)]
+        hit = limiter.hit
+
+        async def decide(i: int) -> object:
+            return await hit(item, names[i % keys])
+
+        yield decide, None
+
+    return setup
+
+
+@asynccontextmanager
+async def _pyrate(port: int, keys: int) -> AsyncIterator[tuple[Decide, Callable[[], int] | None]]:
+    import redis.asyncio
+    from pyrate_limiter import Duration, Limiter, Rate, RedisBucket
+
+    client = redis.asyncio.Redis(host="127.0.0.1", port=port, max_connections=200)
+    try:
+        bucket = await RedisBucket.init([Rate(LIMIT, Duration.MINUTE)], client, "pyrate-bench")
+        limiter = Limiter(bucket)
+
+        async def decide(i: int) -> object:
+            return await limiter.try_acquire_async("user", blocking=False)
+
+        yield decide, None
+    finally:
+        await client.aclose()
+
+
+CASES: list[tuple[str, Setup]] = [
+    ("brace GCRA (redis-py)", _brace("redis-py", "gcra")),
+    ("brace sliding window counter (redis-py)", _brace("redis-py", "counter")),
+    ("brace sliding log (redis-py)", _brace("redis-py", "log")),
+    ("brace sliding window counter (coredis)", _brace("coredis", "counter")),
+    ("limits moving window (coredis)", _limits("moving", "coredis")),
+    ("limits sliding window counter (coredis)", _limits("counter", "coredis")),
+    ("limits moving window (redis-py)", _limits("moving", "redispy")),
+    ("limits sliding window counter (redis-py)", _limits("counter", "redispy")),
+    ("pyrate-limiter RedisBucket (redis-py)", _pyrate),
+]
+
+
+# --- measuring ---------------------------------------------------------------------------
+
+
+async def _rate(decide: Decide, tasks: int, seconds: float) -> tuple[float, int]:
+    """Decisions per second of ``tasks`` tasks deciding for ``seconds``, and how many."""
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker(offset: int) -> None:
+        nonlocal done
+        i = offset
+        while time.perf_counter() < stop:
+            await decide(i)
+            i += 7919
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(n) for n in range(tasks)))
+    return done / (time.perf_counter() - started), done
+
+
+async def measure(name: str, setup: Setup, port: int, keys: int, seconds: float) -> Result:
+    result = Result(name)
+    _command(port, "FLUSHALL")
+    try:
+        async with setup(port, keys) as (decide, round_trips):
+            for i in range(100):  # warm up: connections, scripts
+                await decide(i)
+            monitor = Monitor(port)
+            for i in range(200):
+                await decide(i)
+            result.commands = monitor.stop() / 200
+            result.single, _ = await _rate(decide, 1, seconds)
+            before = round_trips() if round_trips is not None else 0
+            result.concurrent, decisions = await _rate(decide, 100, seconds)
+            if round_trips is not None:
+                result.round_trips = (round_trips() - before) / decisions
+    except Exception as exc:  # a peer that does not work here is reported, not fatal
+        result.error = f"{type(exc).__name__}: {exc}"
+    return result
+
+
+def table(results: list[Result]) -> str:
+    rows = [
+        "| case | decisions/s, 1 task | decisions/s, 100 tasks "
+        "| commands per decision | round trips per decision, 100 tasks |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        if r.error:
+            rows.append(f"| {r.name} | error: {r.error} | | | |")
+        else:
+            trips = (
+                f"{r.round_trips:.3f}"
+                if r.round_trips is not None
+                else f"{r.commands:.2f} (no pipelining)"
+            )
+            rows.append(
+                f"| {r.name} | {r.single:,.0f} | {r.concurrent:,.0f} | {r.commands:.2f} | {trips} |"
+            )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
+    parser.add_argument("--keys", type=int, default=1000)
+    parser.add_argument("--filter", default="", help="only cases whose name contains this")
+    options = parser.parse_args()
+    process, port = start_server()
+    try:
+        version = _command(port, "INFO", "server").split(b"redis_version:")[1].split(b"\r")[0]
+        print(
+            f"redis {version.decode()} on 127.0.0.1, Python {platform.python_version()}, "
+            f"{options.seconds} s per measurement, {options.keys} keys\n"
+        )
+        results = []
+        for name, setup in CASES:
+            if options.filter not in name:
+                continue
+            result = asyncio.run(measure(name, setup, port, options.keys, options.seconds))
+            print(f"  {name}: done", file=sys.stderr)
+            results.append(result)
+        print(table(results))
+        peers = [r for r in results if not r.error and not r.name.startswith("brace")]
+        ours = [r for r in results if not r.error and r.name.startswith("brace")]
+        if peers and ours:
+            for label, attribute in (("1 task", "single"), ("100 tasks", "concurrent")):
+                best_peer = max(peers, key=lambda r: getattr(r, attribute))
+                best_ours = max(ours, key=lambda r: getattr(r, attribute))
+                ratio = getattr(best_ours, attribute) / getattr(best_peer, attribute)
+                print(
+                    f"\n{label}: best brace {getattr(best_ours, attribute):,.0f}/s "
+                    f"({best_ours.name}) vs best peer {getattr(best_peer, attribute):,.0f}/s "
+                    f"({best_peer.name}): x{ratio:.2f}"
+                )
+    finally:
+        process.kill()
+        process.wait()
+
+
+if __name__ == "__main__":
+    main()

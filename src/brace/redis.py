@@ -1,0 +1,524 @@
+"""RedisStore: rate limits shared by many processes and hosts through one Redis.
+
+Give a `brace.RateLimiter` a ``RedisStore`` and every process using the same Redis (and
+the same ``prefix``) shares each key's limit::
+
+    import redis.asyncio
+    from brace import RateLimiter, SlidingWindow
+    from brace.redis import RedisStore
+
+    store = RedisStore(redis.asyncio.Redis(), on_error="fallback", nodes=4)
+    limiter = RateLimiter(SlidingWindow(limit=60, window=60.0), store=store)
+    decision = await limiter.hit("user:42")
+
+Each decision is ONE script call (``EVALSHA``; the script is loaded on ``NOSCRIPT``, as
+after a server restart): the script reads the key's state, decides with the arithmetic
+of the Python core, writes the new state with an expiry of ``reset_after`` (idle keys
+vanish) and answers, atomically. The clock is the server's ``TIME``, so the hosts'
+clocks do not matter. Each script touches one key, so the layout is Redis Cluster safe.
+
+When Redis fails (an exception from the client, or no answer within ``timeout``), the
+decision follows ``on_error``:
+
+- ``"fail_closed"`` (default): refused, ``retry_after=fail_closed_retry_after``;
+- ``"fail_open"``: allowed;
+- ``"fallback"``: decided by a local store (a `brace.MemoryStore` unless ``fallback=``
+  gives one) under the policy divided by ``nodes``, the number of processes sharing
+  the limit, so that together they stay near it.
+
+After a failure the store does not ask Redis for ``recovery_time`` seconds (every
+decision meanwhile follows ``on_error`` at once, instead of waiting for a timeout each),
+then tries again: the store recovers by itself when Redis is back. No exception from the
+client reaches the caller; cancellation always does.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import anyio
+
+from ._core._validate import check_int, check_positive
+from ._core.gcra import GCRA
+from ._core.window import SlidingLog, SlidingWindowCounter
+from ._decision import Decision
+from ._redis_clients import Batch, ScriptClient, adapt_client, is_noscript
+from ._redis_scripts import COUNTER, GCRA_SCRIPT, LOG, Script
+from ._store import MemoryStore, Policy, RateLimitStore, _policy_identity, check_key
+
+__all__ = ("RedisStore", "RedisStoreStatistics", "ScriptClient")
+
+OnError = Literal["fail_closed", "fail_open", "fallback"]
+
+_ON_ERROR = ("fail_closed", "fail_open", "fallback")
+# Weight of the newest sample in the latency average.
+_EWMA_ALPHA = 0.1
+# Plans are cached per policy object; a program making policies on the fly is bounded.
+_MAX_PLANS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RedisStoreStatistics:
+    """A snapshot of a `RedisStore`.
+
+    ``decisions``: answered by Redis; ``errors``: client calls that raised (timeouts not
+    included); ``timeouts``: calls given up after ``timeout``; ``fallbacks``: decisions
+    made by the ``on_error`` policy instead of Redis (refused, allowed or local);
+    ``script_loads``: scripts (re)loaded after ``NOSCRIPT``; ``round_trips``: requests
+    sent to Redis (a pipeline of coalesced decisions is one); ``latency``: moving
+    average of a Redis call's duration in seconds (0.0 before the first);
+    ``available``: False while the store waits ``recovery_time`` after a failure;
+    ``last_error``: the last failure's ``repr``, or ``None``.
+    """
+
+    decisions: int
+    errors: int
+    timeouts: int
+    fallbacks: int
+    script_loads: int
+    round_trips: int
+    latency: float
+    available: bool
+    last_error: str | None
+
+
+class _TimedOut(Exception):
+    """Redis gave no answer within the store's timeout."""
+
+
+class _Call:
+    """One script call waiting to ride in a batch (see ``RedisStore._join``)."""
+
+    __slots__ = ("answered", "args", "done", "error", "key", "leads", "reply", "script", "taken")
+
+    def __init__(self, script: Script, key: str, args: Sequence[str | int]) -> None:
+        self.script = script
+        self.key = key
+        self.args = args
+        self.done = anyio.Event()
+        self.taken = False  # out of the queue, into a batch
+        self.leads: list[_Call] | None = None  # the batch, when this call is to send it
+        self.answered = False
+        self.reply: object = None
+        self.error: Exception | None = None
+
+
+class _Plan:
+    """What a store needs per policy: script, key prefix, arguments and local policy."""
+
+    __slots__ = ("limit", "local", "params", "policy", "prefix", "script")
+
+    def __init__(self, policy: Policy, prefix: str, nodes: int) -> None:
+        self.policy = policy
+        identity = _policy_identity(policy)
+        self.prefix = f"{prefix}:{'/'.join(map(str, identity))}:"
+        self.script: Script
+        self.params: tuple[str, ...]
+        self.local: Policy
+        if isinstance(policy, GCRA):
+            self.script = GCRA_SCRIPT
+            self.params = (repr(policy.interval), repr(policy.tolerance))
+            self.limit = policy.burst
+            self.local = GCRA(policy.rate / nodes, policy.per, burst=max(1, policy.burst // nodes))
+        elif isinstance(policy, SlidingWindowCounter):
+            self.script = COUNTER
+            self.params = (repr(policy.limit), repr(policy.window))
+            self.limit = policy.limit
+            self.local = SlidingWindowCounter(max(1, policy.limit // nodes), policy.window)
+        else:
+            self.script = LOG
+            self.params = (repr(policy.limit), repr(policy.window))
+            self.limit = policy.limit
+            self.local = SlidingLog(max(1, policy.limit // nodes), policy.window)
+
+
+def _parse(reply: object, limit: int) -> tuple[Decision, float]:
+    text = reply.decode() if isinstance(reply, bytes) else str(reply)
+    allowed, remaining, retry_after, reset_after, now = text.split(" ")
+    decision = Decision(
+        allowed == "1", limit, int(remaining), float(retry_after), float(reset_after)
+    )
+    return decision, float(now)
+
+
+def _check_seconds(value: object, name: str, *, zero: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if zero and value == 0:
+        return 0.0
+    return check_positive(value, name)
+
+
+class RedisStore:
+    """A `brace.RateLimitStore` in Redis: one atomic Lua script call per decision.
+
+    Works with GCRA (`brace.TokenBucket`), the sliding-window counter and the exact
+    sliding log (`brace.SlidingWindow`, ``exact=True``; O(limit) per call). See the
+    module's documentation for the failure policies.
+
+    Args:
+        client: a ``redis.asyncio.Redis`` (asyncio only), a ``coredis.Redis`` (asyncio
+            and trio; enter it with ``async with`` first), their cluster clients, or any
+            `ScriptClient`. The caller keeps ownership: `aclose` does not close it.
+        prefix: starts every key (``prefix:policy:key``); stores sharing a prefix share
+            their counts.
+        on_error: ``"fail_closed"``, ``"fail_open"`` or ``"fallback"``.
+        fallback: the local store for ``on_error="fallback"``; default a new
+            `brace.MemoryStore`.
+        nodes: the number of processes sharing the limit (an int >= 1); the fallback
+            store applies each policy divided by it.
+        timeout: seconds to wait for Redis per decision (> 0), or ``None``.
+        recovery_time: seconds during which Redis is not asked after a failure (>= 0).
+        fail_closed_retry_after: the ``retry_after`` of a ``fail_closed`` refusal (> 0).
+        coalesce: send the decisions asked while one is in flight together, as one
+            pipeline (one round trip), when the client supports it (redis-py does).
+        clock: zero-argument callable returning monotonic seconds (recovery time,
+            latency and the fallback store); default `time.monotonic`.
+    """
+
+    __slots__ = (
+        "_batches",
+        "_clock",
+        "_closed_retry_after",
+        "_decisions",
+        "_down_until",
+        "_errors",
+        "_fallback",
+        "_fallbacks",
+        "_in_flight",
+        "_last_error",
+        "_latency",
+        "_nodes",
+        "_on_error",
+        "_plans",
+        "_prefix",
+        "_queue",
+        "_recovery_time",
+        "_round_trips",
+        "_script_loads",
+        "_timeout",
+        "_timeouts",
+        "client",
+    )
+
+    def __init__(
+        self,
+        client: object,
+        *,
+        prefix: str = "brace",
+        on_error: OnError = "fail_closed",
+        fallback: RateLimitStore | None = None,
+        nodes: int = 1,
+        timeout: float | None = 0.25,
+        recovery_time: float = 1.0,
+        fail_closed_retry_after: float = 1.0,
+        coalesce: bool = True,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.client: ScriptClient = adapt_client(client)
+        if not isinstance(coalesce, bool):
+            raise TypeError(f"coalesce must be a bool, got {type(coalesce).__name__}")
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+        if on_error not in _ON_ERROR:
+            raise ValueError(f"on_error must be one of {', '.join(_ON_ERROR)}; got {on_error!r}")
+        if fallback is not None:
+            if on_error != "fallback":
+                raise ValueError("fallback= is used only with on_error='fallback'")
+            if not isinstance(fallback, RateLimitStore):
+                raise TypeError(
+                    f"fallback must be a brace.RateLimitStore, got {type(fallback).__name__}"
+                )
+        if clock is not None and not callable(clock):
+            raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
+        self._clock: Callable[[], float] = time.monotonic if clock is None else clock
+        self._prefix = prefix
+        self._on_error = on_error
+        self._nodes = check_int(nodes, "nodes", minimum=1)
+        self._timeout = None if timeout is None else _check_seconds(timeout, "timeout", zero=False)
+        self._recovery_time = _check_seconds(recovery_time, "recovery_time", zero=True)
+        self._closed_retry_after = _check_seconds(
+            fail_closed_retry_after, "fail_closed_retry_after", zero=False
+        )
+        if on_error == "fallback" and fallback is None:
+            fallback = MemoryStore(clock=self._clock)
+        self._fallback = fallback
+        self._plans: dict[Policy, _Plan] = {}
+        self._batches: Batch | None = (
+            getattr(self.client, "evalsha_batch", None) if coalesce else None
+        )
+        self._in_flight = False
+        self._queue: list[_Call] = []
+        self._down_until = -math.inf
+        self._decisions = 0
+        self._errors = 0
+        self._timeouts = 0
+        self._fallbacks = 0
+        self._script_loads = 0
+        self._round_trips = 0
+        self._latency = 0.0
+        self._last_error: str | None = None
+
+    @property
+    def prefix(self) -> str:
+        """The start of every key this store writes."""
+        return self._prefix
+
+    @property
+    def on_error(self) -> OnError:
+        """What a decision does when Redis fails."""
+        return self._on_error
+
+    def key(self, policy: Policy, key: str) -> str:
+        """The Redis key holding ``key``'s state under ``policy``."""
+        return self._plan(policy).prefix + check_key(key)
+
+    def _plan(self, policy: Policy) -> _Plan:
+        plan = self._plans.get(policy)
+        if plan is None:
+            plan = _Plan(policy, self._prefix, self._nodes)
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans.clear()
+            self._plans[policy] = plan
+        return plan
+
+    async def hit(self, policy: Policy, key: str, cost: int = 1) -> Decision:
+        """Admit ``cost`` for ``key`` if ``policy`` allows, consuming it; never raises."""
+        return await self._decide(policy, key, cost, "hit")
+
+    async def peek(self, policy: Policy, key: str, cost: int = 1) -> Decision:
+        """The decision `hit` would return now, consuming nothing."""
+        return await self._decide(policy, key, cost, "peek")
+
+    async def reset(self, policy: Policy, key: str) -> None:
+        """Forget ``key`` (in the fallback store too); best effort when Redis fails."""
+        plan = self._plan(policy)
+        check_key(key)
+        if self._fallback is not None:
+            await self._fallback.reset(plan.local, key)
+        if self._clock() >= self._down_until:
+            await self._guarded(plan, plan.prefix + key, ("reset", 0, ""))
+
+    async def aclose(self) -> None:
+        """Close the fallback store; the client stays open (it is the caller's)."""
+        if self._fallback is not None:
+            await self._fallback.aclose()
+
+    async def _decide(self, policy: Policy, key: str, cost: int, mode: str) -> Decision:
+        plan = self._plans.get(policy)
+        if plan is None:
+            plan = self._plan(policy)
+        if key.__class__ is not str:
+            check_key(key)
+        if cost.__class__ is not int or cost < 0 or cost > plan.limit:
+            policy.check_cost(cost)
+        if self._down_until != -math.inf and self._clock() < self._down_until:
+            return await self._on_failure(plan, key, cost, mode)
+        reply = await self._guarded(plan, plan.prefix + key, (mode, cost, "", *plan.params))
+        if reply is None:
+            return await self._on_failure(plan, key, cost, mode)
+        return _parse(reply, plan.limit)[0]
+
+    async def _guarded(self, plan: _Plan, redis_key: str, args: Sequence[str | int]) -> object:
+        """Run the plan's script within ``timeout``; ``None`` (counted) when Redis fails."""
+        clock = self._clock
+        started = clock()
+        if self._down_until != -math.inf:
+            # Probing after a failure: the other callers keep away until this one is done.
+            self._down_until = started + self._recovery_time
+        try:
+            if self._in_flight and self._batches:
+                reply = await self._join(_Call(plan.script, redis_key, args))
+            elif self._batches:
+                reply = await self._lead_alone(plan.script, redis_key, args)
+            else:
+                reply = await self._evaluate_in_time(plan.script, redis_key, args)
+        except _TimedOut as exc:
+            self._timeouts += 1
+            self._failed(clock(), str(exc))
+            return None
+        except Exception as exc:  # every client failure goes to on_error
+            self._errors += 1
+            self._failed(clock(), repr(exc))
+            return None
+        finished = clock()
+        self._latency += _EWMA_ALPHA * ((finished - started) - self._latency)
+        self._decisions += 1
+        self._down_until = -math.inf
+        return reply
+
+    # Coalescing. While one call is in flight, the calls made meanwhile queue up; when it
+    # returns, the first of them leads them all to Redis as ONE pipeline (one round trip),
+    # while the next calls queue up behind. A lone call goes straight out, so a single
+    # task pays nothing for this.
+
+    async def _lead_alone(
+        self, script: Script, redis_key: str, args: Sequence[str | int]
+    ) -> object:
+        self._in_flight = True
+        try:
+            return await self._evaluate_in_time(script, redis_key, args)
+        finally:
+            self._hand_over()
+
+    async def _join(self, call: _Call) -> object:
+        self._queue.append(call)
+        try:
+            await call.done.wait()
+        except BaseException:
+            if not call.taken:  # still queued: withdraw, nothing was sent
+                self._queue.remove(call)
+            elif call.leads is not None and not call.answered:  # the others depend on it
+                with anyio.CancelScope(shield=True):
+                    await self._lead(call.leads)
+            raise
+        if call.leads is not None and not call.answered:
+            await self._lead(call.leads)
+        if call.error is not None:
+            raise call.error
+        return call.reply
+
+    async def _lead(self, batch: list[_Call]) -> None:
+        """Send a batch as one pipeline, answer every call, hand over to the next batch."""
+        try:
+            # Shielded: the calls of other tasks ride on this one; bounded by timeout.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self._timeout) as scope:
+                replies = await self._evaluate_batch(batch)
+            if scope.cancelled_caught:
+                error: Exception = _TimedOut(f"no answer within {self._timeout} s")
+                for call in batch:
+                    call.error = error
+            else:
+                for call, reply in zip(batch, replies, strict=True):
+                    if isinstance(reply, Exception):
+                        call.error = reply
+                    else:
+                        call.reply = reply
+        except Exception as exc:
+            for call in batch:
+                call.error = exc
+        finally:
+            for call in batch:
+                call.answered = True
+                call.done.set()
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        queue = self._queue
+        if queue:
+            self._queue = []
+            for call in queue:
+                call.taken = True
+            queue[0].leads = queue
+            queue[0].done.set()
+        else:
+            self._in_flight = False
+
+    async def _evaluate_batch(self, batch: list[_Call]) -> list[object]:
+        batches = self._batches
+        assert batches is not None
+        self._round_trips += 1
+        replies = list(await batches([(call.script.sha, (call.key,), call.args) for call in batch]))
+        missing = [
+            i
+            for i, reply in enumerate(replies)
+            if isinstance(reply, Exception) and is_noscript(reply)
+        ]
+        if missing:
+            for script in {batch[i].script for i in missing}:
+                self._round_trips += 1
+                await self.client.script_load(script.text)
+                self._script_loads += 1
+            self._round_trips += 1
+            again = await batches(
+                [(batch[i].script.sha, (batch[i].key,), batch[i].args) for i in missing]
+            )
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        return replies
+
+    def _failed(self, now: float, error: str) -> None:
+        self._last_error = error
+        self._down_until = now + self._recovery_time
+
+    async def _evaluate_in_time(
+        self, script: Script, redis_key: str, args: Sequence[str | int]
+    ) -> object:
+        if self._timeout is None:
+            return await self._evaluate(script, redis_key, args)
+        with anyio.move_on_after(self._timeout):  # swallows only its own deadline
+            return await self._evaluate(script, redis_key, args)
+        raise _TimedOut(f"no answer within {self._timeout} s")
+
+    async def _evaluate(self, script: Script, redis_key: str, args: Sequence[str | int]) -> object:
+        client = self.client
+        keys = (redis_key,)
+        self._round_trips += 1
+        try:
+            return await client.evalsha(script.sha, keys, args)
+        except Exception as exc:
+            if not is_noscript(exc):
+                raise
+        self._round_trips += 2
+        await client.script_load(script.text)
+        self._script_loads += 1
+        return await client.evalsha(script.sha, keys, args)
+
+    async def _on_failure(self, plan: _Plan, key: str, cost: int, mode: str) -> Decision:
+        self._fallbacks += 1
+        on_error = self._on_error
+        if on_error == "fail_open":
+            return Decision(True, plan.limit, plan.limit, 0.0, 0.0)
+        if on_error == "fallback" and self._fallback is not None:
+            local = plan.local
+            local_limit = local.burst if isinstance(local, GCRA) else local.limit
+            if cost <= local_limit:
+                if mode == "hit":
+                    return await self._fallback.hit(local, key, cost)
+                return await self._fallback.peek(local, key, cost)
+            limit = local_limit
+        else:
+            limit = plan.limit
+        wait = self._closed_retry_after
+        return Decision(False, limit, 0, wait, wait)
+
+    async def _decide_at(
+        self, policy: Policy, key: str, cost: int, now: float | None, *, mode: str = "hit"
+    ) -> tuple[Decision, float]:
+        """Test hook: run the script at time ``now`` (``None``: the server's ``TIME``).
+
+        Returns the decision and the time the script used. Errors are raised, not
+        handled by ``on_error``: this is for the differential and concurrency tests.
+        """
+        plan = self._plan(policy)
+        check_key(key)
+        policy.check_cost(cost)
+        if mode not in ("hit", "peek"):
+            raise ValueError(f"mode must be 'hit' or 'peek', got {mode!r}")
+        at = "" if now is None else repr(float(now))
+        reply = await self._evaluate(plan.script, plan.prefix + key, (mode, cost, at, *plan.params))
+        return _parse(reply, plan.limit)
+
+    def statistics(self) -> RedisStoreStatistics:
+        """A snapshot of the store's counters."""
+        return RedisStoreStatistics(
+            decisions=self._decisions,
+            errors=self._errors,
+            timeouts=self._timeouts,
+            fallbacks=self._fallbacks,
+            script_loads=self._script_loads,
+            round_trips=self._round_trips,
+            latency=self._latency,
+            available=self._down_until == -math.inf or self._clock() >= self._down_until,
+            last_error=self._last_error,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"RedisStore({self.client!r}, prefix={self._prefix!r}, "
+            f"on_error={self._on_error!r}, nodes={self._nodes!r})"
+        )

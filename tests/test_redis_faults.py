@@ -1,0 +1,223 @@
+"""RedisStore when Redis dies, hangs and comes back: on_error decides, nothing else leaks.
+
+Each test runs its own redis-server, kills (SIGKILL) or freezes (SIGSTOP) it while tasks
+keep deciding, checks that every call still returned a Decision following ``on_error``,
+then starts the server again on the same port and checks that decisions go back to Redis
+in the same store, without restarting anything.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+import brace
+from brace._core.window import SlidingWindowCounter
+from brace.redis import OnError, RedisStore
+from redis_server import COREDIS_LEAK, RedisServer, open_client, run
+
+pytestmark = [
+    pytest.mark.filterwarnings(COREDIS_LEAK),
+    pytest.mark.usefixtures("collect_coredis_garbage"),
+]
+
+POLICY = SlidingWindowCounter(10, 600.0)
+NODES = 2
+
+pytest_plugins = ("redis_fixtures",)
+
+
+async def _hammer(
+    store: RedisStore, seconds: float, tasks: int = 10
+) -> list[brace.Decision | BaseException]:
+    """``tasks`` tasks hitting one key for ``seconds``; every outcome, exceptions included."""
+    outcomes: list[brace.Decision | BaseException] = []
+
+    async def worker() -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                outcomes.append(await store.hit(POLICY, "key"))
+            except Exception as exc:
+                outcomes.append(exc)
+            await anyio.sleep(0.002)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(tasks):
+            group.start_soon(worker)
+    return outcomes
+
+
+def _decisions(outcomes: list[brace.Decision | BaseException]) -> list[brace.Decision]:
+    leaked = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+    assert not leaked, leaked[:3]
+    return [outcome for outcome in outcomes if isinstance(outcome, brace.Decision)]
+
+
+async def _until_redis_answers(store: RedisStore, seconds: float = 5.0) -> None:
+    """Keep deciding until one decision comes from Redis again."""
+    before = store.statistics().decisions
+    with anyio.fail_after(seconds):
+        while store.statistics().decisions == before:
+            await store.hit(POLICY, "probe")
+            await anyio.sleep(0.01)
+
+
+def _check_outage(on_error: str, decisions: list[brace.Decision]) -> None:
+    """What every decision made while Redis was away must look like."""
+    assert decisions
+    if on_error == "fail_closed":
+        assert all(not d.allowed and d.retry_after == 0.5 for d in decisions)
+    elif on_error == "fail_open":
+        assert all(d.allowed for d in decisions)
+    else:  # the local store: the limit divided by the nodes, and no more
+        assert sum(d.allowed for d in decisions) == POLICY.limit // NODES
+        assert all(d.limit == POLICY.limit // NODES for d in decisions)
+
+
+@pytest.mark.parametrize("on_error", ["fail_closed", "fail_open", "fallback"])
+def test_redis_killed_then_restarted(
+    on_error: OnError, client_kind: tuple[str, str], own_redis_server: RedisServer
+) -> None:
+    """Killed mid-run: on_error decides, no exception escapes; restarted: Redis decides again."""
+    library, backend = client_kind
+    server = own_redis_server
+
+    async def main() -> None:
+        async with open_client(library, server.port) as client:
+            store = RedisStore(
+                client,
+                on_error=on_error,
+                nodes=NODES,
+                timeout=0.2,
+                recovery_time=0.05,
+                fail_closed_retry_after=0.5,
+            )
+            # Up: Redis admits the limit and refuses the rest.
+            up = _decisions(await _hammer(store, 0.15))
+            assert sum(d.allowed for d in up) == POLICY.limit
+            assert store.statistics().decisions == len(up)
+
+            # Killed while the tasks run.
+            async with anyio.create_task_group() as group:
+                during: list[brace.Decision | BaseException] = []
+
+                async def collect() -> None:
+                    during.extend(await _hammer(store, 0.4))
+
+                group.start_soon(collect)
+                await anyio.sleep(0.1)
+                server.kill()
+            _decisions(during)  # whatever was in flight: answers, never exceptions
+            stats = store.statistics()
+            assert stats.errors + stats.timeouts > 0
+            assert stats.fallbacks > 0
+            assert stats.last_error is not None
+
+            # Down: every decision follows on_error.
+            before = store.statistics().decisions
+            down = _decisions(await _hammer(store, 0.2))
+            assert store.statistics().decisions == before
+            if on_error == "fallback":
+                # the local store has counted since the outage began: all refused now
+                assert not any(d.allowed for d in down)
+            else:
+                _check_outage(on_error, down)
+
+            # Restarted on the same port (empty: no persistence): back to Redis by itself.
+            server.start()
+            await _until_redis_answers(store)
+            back = _decisions(await _hammer(store, 0.2))
+            stats = store.statistics()
+            assert stats.available
+            assert stats.script_loads >= 2  # the new server needed the script again
+            assert server.call("EXISTS", store.key(POLICY, "key")) == b":1\r\n"
+            refused = [d for d in back if not d.allowed]
+            assert refused
+            assert all(d.limit == POLICY.limit for d in back[-5:])
+
+    run(backend, main)
+
+
+@pytest.mark.parametrize("on_error", ["fail_closed", "fail_open", "fallback"])
+def test_outage_from_the_start(on_error: OnError, own_redis_server: RedisServer) -> None:
+    """With Redis down from the first call, each on_error policy answers as documented."""
+    server = own_redis_server
+
+    async def main() -> None:
+        async with open_client("coredis", server.port) as client:
+            server.kill()
+            store = RedisStore(
+                client,
+                on_error=on_error,
+                nodes=NODES,
+                timeout=0.2,
+                recovery_time=0.05,
+                fail_closed_retry_after=0.5,
+            )
+            _check_outage(on_error, _decisions(await _hammer(store, 0.3)))
+            peeked = await store.peek(POLICY, "key")
+            assert peeked.allowed is (on_error == "fail_open")
+            await store.reset(POLICY, "key")  # best effort: no exception
+            if on_error == "fallback":
+                assert (await store.hit(POLICY, "key")).allowed  # the local count was reset
+
+    run("trio", main)
+
+
+def test_a_hung_redis_times_out(
+    client_kind: tuple[str, str], own_redis_server: RedisServer
+) -> None:
+    """A frozen server costs each call at most ``timeout``, counts timeouts, then recovers."""
+    library, backend = client_kind
+    server = own_redis_server
+
+    async def main() -> None:
+        options: dict[str, Any] = {}
+        async with open_client(library, server.port, **options) as client:
+            store = RedisStore(client, on_error="fail_open", timeout=0.1, recovery_time=0.2)
+            assert (await store.hit(POLICY, "key")).allowed
+            server.pause()
+            try:
+                started = time.monotonic()
+                decision = await store.hit(POLICY, "key")
+                elapsed = time.monotonic() - started
+                assert decision.allowed
+                assert 0.09 <= elapsed < 0.5
+                stats = store.statistics()
+                assert stats.timeouts == 1
+                assert not stats.available
+                # Within recovery_time Redis is not asked: answered at once.
+                started = time.monotonic()
+                assert (await store.hit(POLICY, "key")).allowed
+                assert time.monotonic() - started < 0.05
+                assert store.statistics().timeouts == 1
+            finally:
+                server.resume()
+            await _until_redis_answers(store)
+            assert store.statistics().available
+
+    run(backend, main)
+
+
+def test_cancellation_reaches_the_caller(own_redis_server: RedisServer) -> None:
+    """A caller cancelled while Redis hangs gets its cancellation, not a decision."""
+    server = own_redis_server
+
+    async def main() -> None:
+        async with open_client("coredis", server.port) as client:
+            store = RedisStore(client, timeout=5.0)
+            await store.hit(POLICY, "key")
+            server.pause()
+            try:
+                with anyio.move_on_after(0.1) as scope:
+                    await store.hit(POLICY, "key")
+                assert scope.cancelled_caught
+                assert store.statistics().timeouts == 0
+            finally:
+                server.resume()
+
+    run("trio", main)
