@@ -1,0 +1,288 @@
+"""Run brace's benchmarks against the floor and the peer libraries, in the same process.
+
+Usage (from the repository root)::
+
+    python -m benchmarks                       # both backends, all benchmarks
+    python -m benchmarks --backend asyncio --filter hit --quick
+    python -m benchmarks --json out.json --markdown out.md
+
+Each backend is one ``anyio.run(...)`` (the plain asyncio or trio loop, no virtual time);
+on it every selected case, the floors always included, is set up once and then timed in
+interleaved rounds (see ``_harness.py``). The tables give the median ns per operation
+over the rounds, its spread, and ``brace ÷ this`` for each brace variant of the table:
+below 1 means brace is cheaper than that row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+if __package__ in (None, ""):  # run as ``python benchmarks/run.py``
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import anyio
+
+from benchmarks import breaker, bucket, executor, floor, hit, policy, retry
+from benchmarks._harness import (
+    BACKENDS,
+    Case,
+    CaseResult,
+    Target,
+    TargetResult,
+    check_targets,
+    machine_info,
+    measure,
+)
+
+GROUPS: dict[str, tuple[str, ModuleType]] = {
+    "bucket": ("Local limiter fast path: async with bucket (issue 2)", bucket),
+    "hit": ("Keyed limiter: RateLimiter.hit(key), memory store, 1,000 keys (issue 2)", hit),
+    "breaker": ("Circuit breaker, closed path (issue 3)", breaker),
+    "retry": ("Retry, success path (issue 3)", retry),
+    "executor": ("Priority executor (issue 4)", executor),
+    "timeout": ("Timeout, nothing times out (issue 3, informative)", policy),
+    "compose": (
+        "A composed client stack: breaker > retry > timeout (issue 3, informative)",
+        policy,
+    ),
+}
+
+
+def _modules() -> list[ModuleType]:
+    modules: list[ModuleType] = []
+    for _, module in GROUPS.values():
+        if module not in modules:
+            modules.append(module)
+    return modules
+
+
+def all_cases() -> tuple[Case, ...]:
+    """Every case of every benchmark, floors first."""
+    cases: list[Case] = list(floor.CASES)
+    for module in _modules():
+        cases.extend(module.CASES)
+    return tuple(cases)
+
+
+def all_targets() -> tuple[Target, ...]:
+    targets: list[Target] = []
+    for module in _modules():
+        targets.extend(module.TARGETS)
+    return tuple(targets)
+
+
+def select(pattern: str | None) -> tuple[Case, ...]:
+    """The cases whose group, key or label matches ``pattern`` (a regex), and the floors."""
+    cases = all_cases()
+    if not pattern:
+        return cases
+    regex = re.compile(pattern, re.IGNORECASE)
+    return tuple(
+        case
+        for case in cases
+        if case.group == "floor" or regex.search(f"{case.group} {case.key} {case.label}")
+    )
+
+
+# --- formatting ----------------------------------------------------------------------
+
+
+def _ns(value: float) -> str:
+    if math.isnan(value):
+        return "-"
+    if value >= 10_000:
+        return f"{value / 1000:,.1f} µs"
+    return f"{value:,.0f} ns"
+
+
+def _ratio(value: float) -> str:
+    if math.isnan(value):
+        return "-"
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> str:
+    """A Markdown table whose columns are padded so it also reads well in a terminal."""
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [
+            cell.ljust(width) if kind == "l" else cell.rjust(width)
+            for cell, width, kind in zip(cells, widths, align, strict=True)
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = [
+        "-" * (w + 1) + ":" if kind == "r" else "-" * (w + 2)
+        for w, kind in zip(widths, align, strict=True)
+    ]
+    return "\n".join([line(headers), "|" + "|".join(rule) + "|", *(line(r) for r in rows)])
+
+
+def group_table(group: str, backend: str, results: Sequence[CaseResult]) -> str | None:
+    """The table of one benchmark on one backend (None if nothing of it was selected)."""
+    module = floor if group == "floor" else GROUPS[group][1]
+    keys = [case.key for case in module.CASES if case.group == group]
+    by_key = {r.case.key: r for r in results if r.backend == backend}
+    mine = [
+        by_key[k]
+        for k in keys
+        if k in by_key and not (group == "floor" and by_key[k].status == "n/a")
+    ]
+    if not mine:
+        return None
+    floor_keys: tuple[str, ...] = getattr(module, "FLOORS", ())
+    floors = [by_key[k] for k in floor_keys if k in by_key and by_key[k].status != "n/a"]
+    rows_in = [*floors, *mine]
+    braces = [r for r in mine if r.case.role == "brace" and r.ok]
+    headers = ["case", "role", "median / op", "min / op", "± %", "cpu median"] + [
+        f"{r.case.key.rsplit('.', 1)[-1]} ÷ this" for r in braces
+    ]
+    rows: list[list[str]] = []
+    for r in rows_in:
+        if r.ok:
+            cells = [
+                r.case.label,
+                r.case.role,
+                _ns(r.median),
+                _ns(min(r.samples)),
+                f"{100 * r.spread:.1f}",
+                _ns(r.cpu_median),
+            ]
+            cells += [_ratio(b.median / r.median) for b in braces]
+        else:
+            cells = [r.case.label, r.case.role, r.status, "", "", ""] + [""] * len(braces)
+        rows.append(cells)
+    return _table(headers, rows, "llrrrr" + "r" * len(braces))
+
+
+def targets_table(target_results: Sequence[TargetResult]) -> str:
+    rows = [
+        [
+            t.target.title,
+            t.backend,
+            _ratio(t.ratio),
+            _ratio(t.cpu_ratio),
+            _ratio(t.target.limit),
+            t.reference or "-",
+            t.status,
+        ]
+        for t in target_results
+    ]
+    return _table(
+        ["target", "backend", "brace ÷ ref", "(cpu clock)", "limit", "reference", "status"],
+        rows,
+        "llrrrll",
+    )
+
+
+def machine_text(machine: dict[str, Any], settings: dict[str, Any]) -> str:
+    packages = ", ".join(f"{k} {v}" for k, v in machine["packages"].items() if v is not None)
+    missing = [k for k, v in machine["packages"].items() if v is None]
+    lines = [
+        f"- CPU: {machine['cpu']}, {machine['cores']} cores ({machine['usable_cores']} usable), "
+        f"load average at start {machine['load_average']}",
+        f"- Python {machine['python']} ({machine['implementation']}), {machine['platform']}",
+        f"- packages: {packages}" + (f"; not installed: {', '.join(missing)}" if missing else ""),
+        f"- run: {machine['when']}; backends {', '.join(settings['backends'])}; "
+        f"{settings['rounds']} rounds of about {settings['round_seconds'] * 1000:.0f} ms per case",
+    ]
+    return "\n".join(lines)
+
+
+def report(
+    machine: dict[str, Any],
+    settings: dict[str, Any],
+    results: Sequence[CaseResult],
+    target_results: Sequence[TargetResult],
+) -> str:
+    parts = ["## Machine", "", machine_text(machine, settings), ""]
+    for backend in settings["backends"]:
+        table = group_table("floor", backend, results)
+        if table is not None:
+            parts += [f"## Floor: the event loop's own primitives — {backend}", "", table, ""]
+    for group, (title, _) in GROUPS.items():
+        for backend in settings["backends"]:
+            table = group_table(group, backend, results)
+            if table is not None:
+                parts += [f"## {title} — {backend}", "", table, ""]
+    if target_results:
+        parts += ["## Targets", "", targets_table(target_results), ""]
+    return "\n".join(parts)
+
+
+# --- main ----------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--backend", choices=("asyncio", "trio", "both"), default="both")
+    parser.add_argument("--filter", help="regex on benchmark group / case key / label")
+    parser.add_argument("--quick", action="store_true", help="3 short rounds: a smoke run")
+    parser.add_argument("--rounds", type=int, help="rounds per case (default 7, quick 3)")
+    parser.add_argument(
+        "--round-ms", type=float, help="target duration of one case in one round (default 100)"
+    )
+    parser.add_argument("--json", metavar="PATH", help="write all results as JSON")
+    parser.add_argument("--markdown", metavar="PATH", help="write the report as Markdown")
+    parser.add_argument("--list", action="store_true", help="list the cases and exit")
+    args = parser.parse_args(argv)
+
+    cases = select(args.filter)
+    if args.list:
+        for case in cases:
+            print(f"{case.key:34} {sorted(case.backends)!s:22} {case.label}")
+        return 0
+    backends = list(BACKENDS) if args.backend == "both" else [args.backend]
+    rounds = args.rounds or (3 if args.quick else 7)
+    round_seconds = (args.round_ms or (20 if args.quick else 100)) / 1000
+    settings = {
+        "backends": backends,
+        "rounds": rounds,
+        "round_seconds": round_seconds,
+        "filter": args.filter,
+    }
+    machine = machine_info()
+
+    def progress(message: str) -> None:
+        print(f"  .. {message}", file=sys.stderr, flush=True)
+
+    results: list[CaseResult] = []
+    for backend in backends:
+        run = functools.partial(
+            measure, cases, backend, rounds=rounds, round_seconds=round_seconds, progress=progress
+        )
+        results += anyio.run(run, backend=backend)
+    target_results = check_targets(
+        [t for t in all_targets() if any(c.key == t.brace_key for c in cases)], results
+    )
+    text = report(machine, settings, results, target_results)
+    print(text)
+    if args.markdown:
+        Path(args.markdown).write_text(text, encoding="utf-8")
+    if args.json:
+        payload = {
+            "machine": machine,
+            "settings": settings,
+            "results": [r.as_json() for r in results],
+            "targets": [t.as_json() for t in target_results],
+        }
+        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

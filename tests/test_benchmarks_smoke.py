@@ -1,0 +1,102 @@
+"""The benchmark suite still runs: every case sets up and does a few operations.
+
+No timing is asserted here (benchmarks are never run in tests); each case runs ``op(3)``
+once on a fresh, real-time loop of each backend it supports. Cases whose peer library is
+not installed, or whose brace class does not exist yet, are skipped.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the benchmarks package lives beside src/, not inside it
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import run as bench_run  # noqa: E402
+from benchmarks._harness import (  # noqa: E402
+    BACKENDS,
+    Case,
+    CaseResult,
+    Target,
+    brace_has,
+    check_targets,
+    run_once,
+    unavailable_reason,
+)
+
+CASES = bench_run.all_cases()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", CASES, ids=[case.key for case in CASES])
+def test_case_runs(case: Case, backend: str) -> None:
+    """Each benchmark case sets up and performs three operations without error."""
+    reason = unavailable_reason(case, backend)
+    if reason is not None:
+        pytest.skip(f"{case.key} on {backend}: {reason}")
+    run_once(case, backend, n=3)
+
+
+def test_case_keys_are_unique_and_targets_refer_to_cases() -> None:
+    """Every case key is unique and every target names existing cases."""
+    keys = [case.key for case in CASES]
+    assert len(keys) == len(set(keys))
+    for target in bench_run.all_targets():
+        assert target.brace_key in keys
+        assert set(target.against) <= set(keys)
+
+
+def test_targets_compare_medians() -> None:
+    """A target is met when brace's medians on both clocks are within limit x the reference."""
+    brace_case = CASES[0]
+    peer_case = CASES[1]
+    samples = [100.0, 90.0, 110.0]
+    results = [
+        CaseResult(brace_case, "asyncio", samples=samples, cpu_samples=[60.0, 60.0, 60.0]),
+        CaseResult(peer_case, "asyncio", samples=[4 * s for s in samples], cpu_samples=samples),
+    ]
+    met = Target("g", "t", brace_case.key, (peer_case.key,), 0.7)
+    borderline = Target("g", "t", brace_case.key, (peer_case.key,), 0.3)
+    missed = Target("g", "t", brace_case.key, (peer_case.key,), 0.2)
+    [ok], [unclear], [ko] = (check_targets([t], results) for t in (met, borderline, missed))
+    assert ok.status == "met"
+    assert unclear.status == "borderline"  # met on the wall clock (0.25), not the CPU (0.6)
+    assert ko.status == "MISSED"
+    assert ok.ratio == pytest.approx(0.25)
+    assert ok.cpu_ratio == pytest.approx(0.6)
+
+
+def test_cli_quick_run_on_floor_only(capsys: pytest.CaptureFixture[str]) -> None:
+    """The command line runs end to end and prints a table and the machine."""
+    assert (
+        bench_run.main(
+            ["--filter", "^floor$", "--backend", "asyncio", "--rounds", "1", "--round-ms", "1"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "await noop()" in out
+    assert "CPU:" in out
+
+
+@pytest.mark.parametrize("path", ["hit", "bucket", "breaker"])
+def test_breakdown_runs(path: str) -> None:
+    """The manual profile of a hot path prints one line per step."""
+    from benchmarks.breakdown import PATHS, breakdown
+
+    names = {"hit": ("RateLimiter", "TokenBucket"), "bucket": ("TokenBucket",)}
+    if not brace_has(*names.get(path, ("CircuitBreaker",))):
+        pytest.skip(f"brace has no {path} primitive yet")
+    table = breakdown(path, n=5, rounds=1)
+    assert table.count("\n| ") == len(PATHS[path]()) + 1
+
+
+def test_profile_runs() -> None:
+    """cProfile of one case prints a pstats table."""
+    from benchmarks.profile import profile_case
+
+    assert "function calls" in profile_case("floor.await", "asyncio", 10, "tottime", 5)
