@@ -35,8 +35,11 @@ COREDIS_LEAK = "ignore:Unclosed <MemoryObject:ResourceWarning"
 
 REDIS_BINARY = shutil.which("redis-server") or "/usr/bin/redis-server"
 
-# (client library, anyio backend): coredis runs on anyio; redis-py only on asyncio.
+# (client library, anyio backend): coredis and brace's LeanClient run on anyio; redis-py
+# only on asyncio.
 CLIENT_KINDS = [
+    pytest.param(("lean", "asyncio"), id="lean-asyncio"),
+    pytest.param(("lean", "trio"), id="lean-trio"),
     pytest.param(("redis-py", "asyncio"), id="redis-py-asyncio"),
     pytest.param(("coredis", "asyncio"), id="coredis-asyncio"),
     pytest.param(("coredis", "trio"), id="coredis-trio"),
@@ -135,8 +138,13 @@ class RedisServer:
 
 @asynccontextmanager
 async def open_client(library: str, port: int, **options: Any) -> AsyncIterator[Any]:
-    """A connected redis-py asyncio or coredis client on 127.0.0.1:``port``."""
-    if library == "redis-py":
+    """A connected LeanClient, redis-py asyncio or coredis client on 127.0.0.1:``port``."""
+    if library == "lean":
+        from brace.redis import LeanClient
+
+        async with LeanClient("127.0.0.1", port, **options) as lean:
+            yield lean
+    elif library == "redis-py":
         import redis.asyncio
 
         client = redis.asyncio.Redis(host="127.0.0.1", port=port, **options)

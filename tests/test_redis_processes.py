@@ -1,11 +1,12 @@
 """Many processes, one limit: 4 worker processes x 100 tasks never exceed it in any window.
 
-Each worker process opens its own client (two use redis-py on asyncio, two coredis on
-trio), connects, waits for the word to start, starts 100 tasks and for one second every task
-hits the same key of each policy as fast as it can. A worker reports the server time
-(``TIME``, read by the script that decided) of each admission and how many it was
-refused. Pooled, those times must obey each policy's guarantee over every window, and
-the refusals must outnumber the admissions (otherwise the test would prove nothing).
+Each worker process opens its own client (redis-py on asyncio, coredis on trio, and
+brace's LeanClient on each), connects, waits for the word to start, starts 100 tasks
+and for one second every task hits the same key of each policy as fast as it can. A
+worker reports the server time (``TIME``, read by the script that decided) of each
+admission and how many it was refused. Pooled, those times must obey each policy's
+guarantee over every window, and the refusals must outnumber the admissions (otherwise
+the test would prove nothing).
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ pytest_plugins = ("redis_fixtures",)
 
 WORKERS = [
     ("redis-py", "asyncio"),
-    ("redis-py", "asyncio"),
+    ("lean", "asyncio"),
     ("coredis", "trio"),
-    ("coredis", "trio"),
+    ("lean", "trio"),
 ]
 TASKS = 100
 SECONDS = 1.0
@@ -80,6 +81,10 @@ async def main():
             await work(client)
         finally:
             await client.aclose()
+    elif library == "lean":
+        from brace.redis import LeanClient
+        async with LeanClient("127.0.0.1", int(port)) as client:
+            await work(client)
     else:
         import coredis
         async with coredis.Redis(host="127.0.0.1", port=int(port)) as client:

@@ -3,13 +3,15 @@
 Give a `brace.RateLimiter` a ``RedisStore`` and every process using the same Redis (and
 the same ``prefix``) shares each key's limit::
 
-    import redis.asyncio
     from brace import RateLimiter, SlidingWindow
     from brace.redis import RedisStore
 
-    store = RedisStore(redis.asyncio.Redis(), on_error="fallback", nodes=4)
+    store = RedisStore.from_url("redis://127.0.0.1:6379/0", on_error="fallback", nodes=4)
     limiter = RateLimiter(SlidingWindow(limit=60, window=60.0), store=store)
     decision = await limiter.hit("user:42")
+
+``from_url`` uses brace's own `LeanClient` (asyncio and trio, one pipelined socket); a
+``redis.asyncio.Redis`` or ``coredis.Redis`` client can be given instead.
 
 Each decision is ONE script call (``EVALSHA``; the script is loaded on ``NOSCRIPT``, as
 after a server restart): the script reads the key's state, decides with the arithmetic
@@ -46,11 +48,27 @@ from ._core._validate import check_int, check_positive
 from ._core.gcra import GCRA
 from ._core.window import SlidingLog, SlidingWindowCounter
 from ._decision import Decision
-from ._redis_clients import Batch, ScriptClient, adapt_client, is_noscript
+from ._redis_clients import (
+    Batch,
+    LeanClient,
+    ScriptClient,
+    Within,
+    adapt_client,
+    is_noscript,
+)
 from ._redis_scripts import COUNTER, GCRA_SCRIPT, LOG, Script
+from ._resp import RedisConnectionError, RedisError, ResponseError
 from ._store import MemoryStore, Policy, RateLimitStore, _policy_identity, check_key
 
-__all__ = ("RedisStore", "RedisStoreStatistics", "ScriptClient")
+__all__ = (
+    "LeanClient",
+    "RedisConnectionError",
+    "RedisError",
+    "RedisStore",
+    "RedisStoreStatistics",
+    "ResponseError",
+    "ScriptClient",
+)
 
 OnError = Literal["fail_closed", "fail_open", "fallback"]
 
@@ -161,8 +179,9 @@ class RedisStore:
     module's documentation for the failure policies.
 
     Args:
-        client: a ``redis.asyncio.Redis`` (asyncio only), a ``coredis.Redis`` (asyncio
-            and trio; enter it with ``async with`` first), their cluster clients, or any
+        client: a `LeanClient` (brace's own, asyncio and trio; or use `from_url`), a
+            ``redis.asyncio.Redis`` (asyncio only), a ``coredis.Redis`` (asyncio and
+            trio; enter it with ``async with`` first), their cluster clients, or any
             `ScriptClient`. The caller keeps ownership: `aclose` does not close it.
         prefix: starts every key (``prefix:policy:key``); stores sharing a prefix share
             their counts.
@@ -175,7 +194,7 @@ class RedisStore:
         recovery_time: seconds during which Redis is not asked after a failure (>= 0).
         fail_closed_retry_after: the ``retry_after`` of a ``fail_closed`` refusal (> 0).
         coalesce: send the decisions asked while one is in flight together, as one
-            pipeline (one round trip), when the client supports it (redis-py does).
+            pipeline (one round trip), when the client supports it (all three do).
         clock: zero-argument callable returning monotonic seconds (recovery time,
             latency and the fallback store); default `time.monotonic`.
     """
@@ -194,6 +213,7 @@ class RedisStore:
         "_latency",
         "_nodes",
         "_on_error",
+        "_owns_client",
         "_plans",
         "_prefix",
         "_queue",
@@ -202,6 +222,7 @@ class RedisStore:
         "_script_loads",
         "_timeout",
         "_timeouts",
+        "_within",
         "client",
     )
 
@@ -251,6 +272,7 @@ class RedisStore:
         self._batches: Batch | None = (
             getattr(self.client, "evalsha_batch", None) if coalesce else None
         )
+        self._within: Within | None = getattr(self.client, "evalsha_within", None)
         self._in_flight = False
         self._queue: list[_Call] = []
         self._down_until = -math.inf
@@ -262,6 +284,51 @@ class RedisStore:
         self._round_trips = 0
         self._latency = 0.0
         self._last_error: str | None = None
+        self._owns_client = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        db: int | None = None,
+        stale_after: float = 5.0,
+        prefix: str = "brace",
+        on_error: OnError = "fail_closed",
+        fallback: RateLimitStore | None = None,
+        nodes: int = 1,
+        timeout: float | None = 0.25,
+        recovery_time: float = 1.0,
+        fail_closed_retry_after: float = 1.0,
+        coalesce: bool = True,
+        clock: Callable[[], float] | None = None,
+    ) -> RedisStore:
+        """A store over brace's own `LeanClient` (asyncio and trio), which it owns.
+
+        ``url`` is ``redis://[[user]:password@]host[:port][/db]`` or
+        ``unix:///path[?db=n]``; ``username``, ``password``, ``db`` and ``stale_after``
+        go to `LeanClient.from_url`, the rest to the store. Nothing connects until the
+        first decision; `aclose` closes the connection.
+        """
+        client = LeanClient.from_url(
+            url, username=username, password=password, db=db, stale_after=stale_after
+        )
+        store = cls(
+            client,
+            prefix=prefix,
+            on_error=on_error,
+            fallback=fallback,
+            nodes=nodes,
+            timeout=timeout,
+            recovery_time=recovery_time,
+            fail_closed_retry_after=fail_closed_retry_after,
+            coalesce=coalesce,
+            clock=clock,
+        )
+        store._owns_client = True
+        return store
 
     @property
     def prefix(self) -> str:
@@ -304,9 +371,11 @@ class RedisStore:
             await self._guarded(plan, plan.prefix + key, ("reset", 0, ""))
 
     async def aclose(self) -> None:
-        """Close the fallback store; the client stays open (it is the caller's)."""
+        """Close the fallback store; the client stays open unless `from_url` made it."""
         if self._fallback is not None:
             await self._fallback.aclose()
+        if self._owns_client and isinstance(self.client, LeanClient):
+            await self.client.aclose()
 
     async def _decide(self, policy: Policy, key: str, cost: int, mode: str) -> Decision:
         plan = self._plans.get(policy)
@@ -448,11 +517,29 @@ class RedisStore:
     async def _evaluate_in_time(
         self, script: Script, redis_key: str, args: Sequence[str | int]
     ) -> object:
-        if self._timeout is None:
+        timeout = self._timeout
+        if timeout is None:
             return await self._evaluate(script, redis_key, args)
-        with anyio.move_on_after(self._timeout):  # swallows only its own deadline
+        if self._within is not None:  # the client keeps the time: no cancel scope
+            started = time.monotonic()
+            self._round_trips += 1
+            try:
+                return await self._within(timeout, script.sha, (redis_key,), args)
+            except TimeoutError:
+                raise _TimedOut(f"no answer within {timeout} s") from None
+            except Exception as exc:
+                if not is_noscript(exc):
+                    raise
+            self._round_trips += 2  # NOSCRIPT: load it and run it in the time left
+            timeout = max(0.0, timeout - (time.monotonic() - started))
+            with anyio.move_on_after(timeout):
+                await self.client.script_load(script.text)
+                self._script_loads += 1
+                return await self.client.evalsha(script.sha, (redis_key,), args)
+            raise _TimedOut(f"no answer within {self._timeout} s")
+        with anyio.move_on_after(timeout):  # swallows only its own deadline
             return await self._evaluate(script, redis_key, args)
-        raise _TimedOut(f"no answer within {self._timeout} s")
+        raise _TimedOut(f"no answer within {timeout} s")
 
     async def _evaluate(self, script: Script, redis_key: str, args: Sequence[str | int]) -> object:
         client = self.client
