@@ -1,0 +1,9 @@
+"""``python -m brace.demo``: the ``brace-demo`` command."""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,461 @@
+"""``brace-demo``: run the demo server, or push it and its unprotected twin past capacity.
+
+``brace-demo serve`` runs the protected server on 127.0.0.1:8000 (and the fake AI upstream
+beside it). ``brace-demo overload --factor 5 --seconds 30`` starts the protected server
+and the unprotected twin one after the other, each in its own uvicorn process on a free
+loopback port, measures each one's capacity with a closed-loop ramp, drives it at
+``factor`` x that capacity with an open-loop load for ``seconds`` (one progress line a
+second), and prints the report (`brace.demo.report`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .loadgen import DEFAULT_MIX, CapacityStep, LoadGenerator, Recorder, percentile
+from .report import (
+    MB,
+    PlotUnavailable,
+    ServerRun,
+    format_report,
+    plot,
+    require_matplotlib,
+    summarize,
+)
+from .service import DemoSettings
+
+__all__ = ("main",)
+
+_LISTENING = re.compile(rb"listening on http://([0-9.]+):(\d+)")
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``brace-demo`` command."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "upstream":
+        return _upstream(args)
+    if args.command == "overload":
+        if args.plot:
+            try:
+                require_matplotlib()  # before a two-minute run, not after it
+            except PlotUnavailable as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 2
+        thresholds = gc.get_threshold()
+        _quiet_collector()  # the load generator's process too, for the run only
+        try:
+            return asyncio.run(_overload(args))
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        finally:
+            gc.unfreeze()
+            gc.set_threshold(*thresholds)
+    parser.print_help()
+    return 2
+
+
+def _bounded(
+    low: float, high: float, kind: type[float] | type[int] = float
+) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = kind(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in [{low:g}, {high:g}], got {text}")
+        return value
+
+    return parse
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="brace-demo", description="brace's reference server and its overload demo."
+    )
+    commands = parser.add_subparsers(dest="command")
+
+    serve = commands.add_parser("serve", help="run the demo server (protected by default)")
+    serve.add_argument("--app", choices=("protected", "twin"), default="protected")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=_bounded(0, 65535, int), default=8000)
+    serve.add_argument(
+        "--upstream-url",
+        help="the AI upstream's base URL (default: start the fake one on a free port)",
+    )
+    serve.add_argument("--log-level", default="info")
+
+    upstream = commands.add_parser("upstream", help="run the fake AI upstream")
+    upstream.add_argument("--host", default="127.0.0.1")
+    upstream.add_argument("--port", type=_bounded(0, 65535, int), default=0)
+    upstream.add_argument("--latency", type=_bounded(0, 60), default=0.5)
+    upstream.add_argument("--failure-rate", type=_bounded(0, 1), default=0.0)
+
+    overload = commands.add_parser(
+        "overload", help="push the protected server and its twin past capacity, then report"
+    )
+    overload.add_argument("--factor", type=_bounded(0.1, 20), default=5.0)
+    overload.add_argument("--seconds", type=_bounded(1, 600), default=30.0)
+    overload.add_argument("--plot", metavar="PNG", help="also write a PNG (needs matplotlib)")
+    overload.add_argument(
+        "--only", choices=("protected", "twin", "both"), default="both", help="which servers"
+    )
+    overload.add_argument(
+        "--timeout", type=_bounded(0.1, 120), default=10.0, help="client timeout (s)"
+    )
+    overload.add_argument("--max-connections", type=_bounded(16, 20000, int), default=4096)
+    overload.add_argument("--users", type=_bounded(1, 10**6, int), default=20_000)
+    overload.add_argument("--ramp-step", type=_bounded(0.2, 10), default=1.0)
+    overload.add_argument("--ramp-max-clients", type=_bounded(1, 4096, int), default=256)
+    return parser
+
+
+# -- the servers, in this process ------------------------------------------------------
+
+
+def _quiet_collector() -> None:
+    """Keep the cyclic garbage collector's pauses short under load, the same for both
+    servers: what exists at startup (modules, the app) lives as long as the process, so
+    freeze it out of the collector's passes, and collect young objects less often (a
+    server's requests make few reference cycles)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
+def _run_uvicorn(app: object, host: str, port: int, log_level: str) -> None:
+    """Run ``app`` under uvicorn and print ``listening on http://host:port`` once it
+    listens (port 0 picks a free port)."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="on",
+        access_log=False,
+        backlog=4096,
+    )
+    server = uvicorn.Server(config)
+    _quiet_collector()
+
+    async def run() -> None:
+        task = asyncio.ensure_future(server.serve())
+        while not server.started and not task.done():  # noqa: ASYNC110 (uvicorn has a flag)
+            await asyncio.sleep(0.01)
+        if server.started:
+            bound = server.servers[0].sockets[0].getsockname()
+            print(f"listening on http://{bound[0]}:{bound[1]}", flush=True)
+        await task
+
+    asyncio.run(run())
+
+
+def _upstream(args: argparse.Namespace) -> int:
+    from .upstream import UpstreamApp
+
+    app = UpstreamApp(latency=args.latency, failure_rate=args.failure_rate)
+    _run_uvicorn(app, args.host, args.port, "warning")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    upstream: subprocess.Popen[bytes] | None = None
+    url = args.upstream_url
+    if url is None:
+        upstream = subprocess.Popen(
+            [sys.executable, "-m", "brace.demo", "upstream", "--port", "0"],
+            stdout=subprocess.PIPE,
+        )
+        assert upstream.stdout is not None
+        found = _LISTENING.search(upstream.stdout.readline())
+        if found is None:
+            upstream.kill()
+            print("the fake AI upstream did not start", file=sys.stderr)
+            return 1
+        url = f"http://{found[1].decode()}:{found[2].decode()}"
+    settings = DemoSettings(upstream_url=url)
+    try:
+        if args.app == "twin":
+            from .twin import create_twin
+
+            _run_uvicorn(create_twin(settings), args.host, args.port, args.log_level)
+        else:
+            from .app import create_app
+
+            _run_uvicorn(create_app(settings), args.host, args.port, args.log_level)
+    finally:
+        if upstream is not None:
+            upstream.terminate()
+            upstream.wait(10)
+    return 0
+
+
+# -- the overload demo -----------------------------------------------------------------
+
+
+class _Process:
+    """A child process (server or upstream) announcing its address on stdout."""
+
+    def __init__(self, process: asyncio.subprocess.Process, log: Path) -> None:
+        self.process = process
+        self.log = log
+        self.host = ""
+        self.port = 0
+        self._drain: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, arguments: list[str], log: Path) -> _Process:
+        with log.open("wb") as stderr:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "brace.demo",
+                *arguments,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+            )
+        child = cls(process, log)
+        assert process.stdout is not None
+        try:
+            line = await asyncio.wait_for(process.stdout.readline(), 30)
+        except asyncio.TimeoutError:
+            line = b""
+        found = _LISTENING.search(line)
+        if found is None:
+            await child.stop(1.0)
+            raise RuntimeError(f"{' '.join(arguments)} did not start; see {log}")
+        child.host, child.port = found[1].decode(), int(found[2])
+        child._drain = asyncio.ensure_future(child._discard(process.stdout))
+        return child
+
+    @staticmethod
+    async def _discard(stream: asyncio.StreamReader) -> None:
+        while await stream.read(65536):
+            pass
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def alive(self) -> bool:
+        return self.process.returncode is None
+
+    def rss(self) -> int | None:
+        """Resident set size in bytes, from ``/proc/<pid>/statm``."""
+        try:
+            with open(f"/proc/{self.process.pid}/statm", "rb") as statm:
+                return int(statm.read().split()[1]) * _PAGE
+        except (OSError, ValueError, IndexError):
+            return None
+
+    async def stop(self, patience: float) -> str:
+        """SIGTERM, then SIGKILL after ``patience`` seconds; says which ended it."""
+        process = self.process
+        began = time.monotonic()
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), patience)
+                ending = f"stopped on SIGTERM in {time.monotonic() - began:.1f} s"
+            except asyncio.TimeoutError:
+                process.kill()
+                await process.wait()
+                ending = f"did not stop on SIGTERM within {patience:g} s: killed"
+        else:
+            ending = f"had exited (status {process.returncode})"
+        if self._drain is not None:
+            self._drain.cancel()
+        return ending
+
+
+async def _health(host: str, port: int, timeout: float) -> int | None:
+    """The status of ``GET /health``, or ``None`` without an answer within ``timeout``."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return None
+    try:
+        writer.write(b"GET /health HTTP/1.1\r\nhost: demo\r\nconnection: close\r\n\r\n")
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        return int(line[9:12])
+    except (OSError, ValueError, asyncio.TimeoutError):
+        return None
+    finally:
+        writer.close()
+
+
+def _mix_text() -> str:
+    total = sum(kind.weight for kind in DEFAULT_MIX)
+    parts = [
+        f"{kind.priority} {kind.weight / total:.0%} {kind.method} {kind.path}"
+        for kind in DEFAULT_MIX
+    ]
+    return " / ".join(parts)
+
+
+async def _measure(
+    label: str, arguments: list[str], args: argparse.Namespace, workdir: Path
+) -> ServerRun:
+    log = workdir / f"{label.split()[0]}.log"
+    server = await _Process.start(arguments, log)
+    print(f"\n== {label}: pid {server.process.pid} on {server.url} (log: {log})", flush=True)
+    generator = LoadGenerator(
+        server.host,
+        server.port,
+        users=args.users,
+        max_connections=args.max_connections,
+        timeout=args.timeout,
+    )
+    try:
+
+        def on_step(step: CapacityStep) -> None:
+            print(
+                f"   capacity ramp: {step.clients:4d} clients -> {step.rate:7.1f} 2xx/s "
+                f"(p50 {step.p50 * 1000:.0f} ms, p99 {step.p99 * 1000:.0f} ms, "
+                f"{step.errors} not 2xx)",
+                flush=True,
+            )
+
+        capacity = await generator.measure_capacity(
+            step=args.ramp_step, max_clients=args.ramp_max_clients, on_step=on_step
+        )
+        await asyncio.sleep(1.0)  # let the ramp's last requests and queues settle
+        rate = args.factor * capacity.capacity
+        print(
+            f"   capacity {capacity.capacity:.0f} req/s; now {args.factor:g} x = {rate:.0f} "
+            f"req/s for {args.seconds:g} s",
+            flush=True,
+        )
+        loop = asyncio.get_running_loop()
+        recorder = Recorder(loop.time())
+        rss: list[tuple[float, int]] = []
+        first = server.rss()
+        if first is not None:
+            rss.append((0.0, first))
+        reporter = asyncio.ensure_future(_progress(server, generator, recorder, rss))
+        try:
+            await generator.open_loop(rate, args.seconds, recorder=recorder)
+        finally:
+            reporter.cancel()
+            generator.close()
+        last = server.rss()
+        if last is not None:
+            rss.append((loop.time() - recorder.start, last))
+        alive = server.alive
+        status = await _health(server.host, server.port, 5.0) if alive else None
+        survived = alive and status == 200
+        print(
+            f"   after the run: process {'alive' if alive else 'DEAD'}, "
+            f"GET /health -> {status if status is not None else 'no answer'}",
+            flush=True,
+        )
+    finally:
+        generator.close()
+        ending = await server.stop(15.0)
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return ServerRun(
+        label=label,
+        capacity=capacity,
+        rate=rate,
+        seconds=args.seconds,
+        timeout=args.timeout,
+        recorder=recorder,
+        rss=tuple(rss),
+        survived=survived,
+        ending=ending,
+        slow_logged=text.count("slow request"),
+        errors_logged=text.count("Traceback"),
+    )
+
+
+async def _progress(
+    server: _Process, generator: LoadGenerator, recorder: Recorder, rss: list[tuple[float, int]]
+) -> None:
+    """One line a second: what was sent and answered in the last second."""
+    loop = asyncio.get_running_loop()
+    previous = list(recorder.totals)
+    tick = 0
+    while True:
+        tick += 1
+        await asyncio.sleep(max(0.0, recorder.start + tick - loop.time()))
+        totals = list(recorder.totals)
+        delta = [now - before for now, before in zip(totals, previous, strict=True)]
+        previous = totals
+        high = recorder.recent_high
+        recorder.recent_high = []
+        high_p99 = percentile(high, 0.99) * 1000 if high else None
+        size = server.rss()
+        if size is not None:
+            rss.append((loop.time() - recorder.start, size))
+        print(
+            f"   t={tick:3d} s  answered {delta[7]:5d}  2xx {delta[0]:5d}  429 {delta[1]:4d}  "
+            f"503 {delta[2]:5d}  5xx {delta[3]:3d}  timeouts {delta[4]:4d}  "
+            f"not sent {delta[6]:5d}  in flight {generator.in_flight:5d}  "
+            f"HIGH p99 {'-' if high_p99 is None else f'{high_p99:.1f}':>6} ms  "
+            f"RSS {(size or 0) / MB:5.0f} MB",
+            flush=True,
+        )
+
+
+async def _overload(args: argparse.Namespace) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="brace-demo-"))
+    print(
+        f"brace-demo overload: {args.factor:g} x capacity for {args.seconds:g} s; "
+        f"request mix {_mix_text()}; {args.users} users (X-User), "
+        f"client timeout {args.timeout:g} s, at most {args.max_connections} connections",
+        flush=True,
+    )
+    upstream = await _Process.start(["upstream", "--port", "0"], workdir / "upstream.log")
+    runs: list[ServerRun] = []
+    try:
+        servers = [
+            ("protected (brace)", "protected"),
+            ("unprotected twin", "twin"),
+        ]
+        for label, app in servers:
+            if args.only not in ("both", app):
+                continue
+            arguments = [
+                "serve",
+                "--app",
+                app,
+                "--port",
+                "0",
+                "--upstream-url",
+                upstream.url,
+                "--log-level",
+                "warning",
+            ]
+            runs.append(await _measure(label, arguments, args, workdir))
+    finally:
+        await upstream.stop(5.0)
+    summaries = [summarize(run) for run in runs]
+    print()
+    print(format_report(summaries, factor=args.factor, seconds=args.seconds, mix=_mix_text()))
+    status = 0
+    if args.plot:
+        try:
+            plot(summaries, runs, args.plot)
+            print(f"plot written to {args.plot}")
+        except PlotUnavailable as error:
+            print(f"error: {error}", file=sys.stderr)
+            status = 1
+    shutil.rmtree(workdir, ignore_errors=True)
+    return status
