@@ -223,7 +223,7 @@ def test_evicted_live_key_stays_limited(policy: Policy) -> None:
 
 
 def test_at_rest_keys_are_dropped_not_evicted() -> None:
-    """Keys whose state is at rest are dropped as new keys arrive, and the store stays small."""
+    """Keys at rest are dropped as new keys arrive; the store stays at its low-water mark."""
     clock = FakeClock()
     limiter = brace.RateLimiter(GCRA(10, 1.0), max_keys=100, clock=clock)
     for index in range(1000):
@@ -231,9 +231,9 @@ def test_at_rest_keys_are_dropped_not_evicted() -> None:
         clock.advance(1.0)  # every earlier key is back at rest
     statistics = limiter.statistics()
     assert statistics.evictions == 0
-    assert statistics.drops >= 990
+    assert statistics.drops >= 1000 - 100 // 4 - 2
     assert statistics.keys is not None
-    assert statistics.keys <= 3
+    assert statistics.keys <= 100 // 4 + 2  # the low-water mark: a quarter of max_keys
 
 
 def test_cost_zero_on_a_fresh_key_stores_nothing() -> None:

@@ -45,7 +45,7 @@ from typing import Generic, Protocol, TypeVar, runtime_checkable
 from ._core._validate import check_int
 from ._core.gcra import EPSILON, GCRA
 from ._core.window import CounterState, SlidingLog, SlidingLogCore, SlidingWindowCounter
-from ._decision import Decision
+from ._decision import Decision, Draft
 
 __all__ = (
     "MemoryStore",
@@ -64,6 +64,10 @@ _floor = math.floor
 _MIN_SLOTS = 1024
 # About this many keys per dict at most, so that a dict's rebuild takes well under 1 ms.
 _SHARD_KEYS = 8192
+# Below this many keys (and a quarter of max_keys), keys at rest are kept: they cost a few
+# hundred bytes and spare a returning key the price of a new entry. Above it, each new
+# key first looks at the two oldest and drops those at rest.
+_LOW_WATER = 4096
 
 
 @runtime_checkable
@@ -153,6 +157,7 @@ class _Table(Generic[_S]):
         "drops",
         "evictions",
         "hit_now",
+        "low_water",
         "mask",
         "max_keys",
         "order",
@@ -165,6 +170,7 @@ class _Table(Generic[_S]):
 
     def __init__(self, max_keys: int) -> None:
         self.max_keys = max_keys
+        self.low_water = min(max_keys // 4, _LOW_WATER)
         self.slots = max(max_keys, _MIN_SLOTS)  # of the sketch, allocated on first eviction
         # The states live in several dicts: a dict rebuilds itself in one go now and then
         # (to grow, or to shed deleted entries); small dicts keep that pause short.
@@ -205,10 +211,15 @@ class _Table(Generic[_S]):
         return len(self.order)  # one entry per key held
 
     def _insert(self, states: dict[str, _S], key: str, state: _S, now: float) -> None:
-        """Add a new key, first looking at the two oldest: drop, evict or requeue them."""
+        """Add a new key; above the low-water mark, first look at the two oldest: drop
+        them if at rest, evict them (into the sketch) if the table is full, else requeue."""
+        order = self.order
+        if len(order) < self.low_water:
+            states[key] = state
+            order.append(key)
+            return
         shards = self.shards
         mask = self.mask
-        order = self.order
         for _ in (0, 1):
             if not order:
                 break
@@ -260,6 +271,9 @@ class _GCRATable(_Table[float]):
         insert = self._insert
         allowed = rejected = 0
 
+        table = self
+        no_seed = -math.inf
+
         def hit_now(key: str, cost: int, now: float) -> Decision:
             nonlocal allowed, rejected
             if cost.__class__ is not int or cost < 0 or cost > burst:
@@ -279,23 +293,34 @@ class _GCRATable(_Table[float]):
             if ahead <= within:
                 allowed += 1
                 states[key] = new_tat
-                return Decision(
+                draft = Draft(
                     True, burst, int((tolerance + EPSILON - ahead) / interval), 0.0, ahead
                 )
+                draft.__class__ = Decision  # type: ignore[assignment]
+                return draft  # type: ignore[return-value]
             rejected += 1
             return policy.decide(tat, now, cost)[0]
 
         def hit_fresh(states: dict[str, float], key: str, cost: int, now: float) -> Decision:
             nonlocal allowed, rejected
-            check_key(key)
-            decision, new_tat = policy.decide(seed(key), now, cost)
-            if decision.allowed:
+            if key.__class__ is not str:
+                check_key(key)
+            tat = no_seed if table.sketch is None else seed(key)
+            # GCRA.decide, inlined as above.
+            base = tat if tat > now else now
+            new_tat = base + cost * interval
+            ahead = new_tat - now
+            if ahead <= within:
                 allowed += 1
                 if new_tat > now:  # else at rest: nothing worth storing
                     insert(states, key, new_tat, now)
-            else:
-                rejected += 1
-            return decision
+                draft = Draft(
+                    True, burst, int((tolerance + EPSILON - ahead) / interval), 0.0, ahead
+                )
+                draft.__class__ = Decision  # type: ignore[assignment]
+                return draft  # type: ignore[return-value]
+            rejected += 1
+            return policy.decide(tat, now, cost)[0]
 
         def counts() -> tuple[int, int]:
             return allowed, rejected
@@ -381,7 +406,7 @@ class _CounterTable(_Table[CounterState]):
                     offset = 0.0
                 else:
                     current = previous = 0
-            weight = previous * (1.0 - offset / window)
+            weight = previous * (1.0 - offset / window) if previous else 0.0
             if weight + current + cost <= within:
                 allowed += 1
                 current += cost
@@ -393,7 +418,9 @@ class _CounterTable(_Table[CounterState]):
                     reset = window - offset
                 else:
                     reset = 0.0
-                return Decision(True, limit, remaining if remaining > 0 else 0, 0.0, reset)
+                draft = Draft(True, limit, remaining if remaining > 0 else 0, 0.0, reset)
+                draft.__class__ = Decision  # type: ignore[assignment]
+                return draft  # type: ignore[return-value]
             rejected += 1
             return policy.decide(state, now, cost)[0]
 
