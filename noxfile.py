@@ -45,6 +45,11 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """Benchmarks: brace beside the floor and the peers, in one run, as ratios."""
+    """Benchmarks: the main suite (posargs go to it), then the ASGI and Redis benchmarks.
+
+    The Redis benchmark starts its own redis-server, which must be on the PATH.
+    """
     session.install("-e", ".[bench]")
     session.run("python", "-m", "benchmarks", *session.posargs)
+    session.run("python", "benchmarks/asgi_bench.py")
+    session.run("python", "benchmarks/redis_bench.py")
