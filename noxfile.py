@@ -45,7 +45,7 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """Benchmarks: the main suite (posargs go to it), then the ASGI and Redis benchmarks.
+    """Benchmarks: the main suite (posargs go to it), then the standalone ones.
 
     The Redis benchmark starts its own redis-server, which must be on the PATH.
     """
@@ -53,3 +53,5 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "benchmarks", *session.posargs)
     session.run("python", "benchmarks/asgi_bench.py")
     session.run("python", "benchmarks/redis_bench.py")
+    session.run("python", "benchmarks/executor_jobs.py")
+    session.run("python", "benchmarks/guard_bench.py")
