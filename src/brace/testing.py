@@ -81,13 +81,15 @@ def set_retry_testing(enabled: bool, *, attempts: int | None = None) -> None:
     """Make every :class:`brace.Retry` skip its sleeps (``enabled=True``) or restore them.
 
     With ``attempts`` set, every retry also makes at most that many attempts (1: no
-    retries at all). Meant for a test suite's setup, like stamina's ``set_testing``::
+    retries at all). Meant for a test suite's setup, like stamina's ``set_testing``:
 
-        @pytest.fixture(autouse=True)
-        def no_retry_sleep():
-            brace.testing.set_retry_testing(True, attempts=2)
-            yield
-            brace.testing.set_retry_testing(False)
+    ```python
+    @pytest.fixture(autouse=True)
+    def no_retry_sleep():
+        brace.testing.set_retry_testing(True, attempts=2)
+        yield
+        brace.testing.set_retry_testing(False)
+    ```
     """
     _retry.set_testing(enabled, attempts=attempts)
 
