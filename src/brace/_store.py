@@ -284,35 +284,20 @@ class _GCRATable(_Table[float]):
                 check_key(key)
                 raise
             tat = states.get(key)
+            fresh = tat is None
             if tat is None:  # only str keys are stored: a key found is a str
-                return hit_fresh(states, key, cost, now)
+                if key.__class__ is not str:
+                    check_key(key)
+                tat = no_seed if table.sketch is None else seed(key)
             # GCRA.decide, inlined (same operations, so the same floats).
             base = tat if tat > now else now
             new_tat = base + cost * interval
             ahead = new_tat - now
             if ahead <= within:
                 allowed += 1
-                states[key] = new_tat
-                draft = Draft(
-                    True, burst, int((tolerance + EPSILON - ahead) / interval), 0.0, ahead
-                )
-                draft.__class__ = Decision  # type: ignore[assignment]
-                return draft  # type: ignore[return-value]
-            rejected += 1
-            return policy.decide(tat, now, cost)[0]
-
-        def hit_fresh(states: dict[str, float], key: str, cost: int, now: float) -> Decision:
-            nonlocal allowed, rejected
-            if key.__class__ is not str:
-                check_key(key)
-            tat = no_seed if table.sketch is None else seed(key)
-            # GCRA.decide, inlined as above.
-            base = tat if tat > now else now
-            new_tat = base + cost * interval
-            ahead = new_tat - now
-            if ahead <= within:
-                allowed += 1
-                if new_tat > now:  # else at rest: nothing worth storing
+                if not fresh:
+                    states[key] = new_tat
+                elif new_tat > now:  # else at rest: nothing worth storing
                     insert(states, key, new_tat, now)
                 draft = Draft(
                     True, burst, int((tolerance + EPSILON - ahead) / interval), 0.0, ahead
