@@ -337,12 +337,12 @@ class GracefulShutdown:
 
 def _soon_callback() -> Callable[[Callable[[], object]], object]:
     """A way to run a callback in the event loop from a signal handler."""
-    import sniffio
+    # (no sniffio: recent anyio releases no longer bring it)
+    import asyncio
 
-    if sniffio.current_async_library() == "trio":
+    try:
+        return asyncio.get_running_loop().call_soon_threadsafe
+    except RuntimeError:  # no asyncio loop running here: this is trio
         import trio
 
         return trio.lowlevel.current_trio_token().run_sync_soon
-    import asyncio
-
-    return asyncio.get_running_loop().call_soon_threadsafe
