@@ -141,3 +141,31 @@ def test_every_public_module_is_checked() -> None:
     # brace.demo is the demo application (extra "demo"), not a library API.
     known = {"brace.testing", "brace.demo", *OPTIONAL_MODULES}
     assert public <= known, f"add to OPTIONAL_MODULES: {sorted(public - known)}"
+
+
+def test_no_unguarded_import_of_undeclared_packages() -> None:
+    """brace's modules import sniffio only inside ``try/except ImportError``: anyio no longer
+    installs it, so a plain ``pip install brace`` may not have it."""
+    import ast
+
+    unguarded: list[str] = []
+    for path in sorted(Path(brace.__file__).parent.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        guarded: set[int] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Try) and any(
+                isinstance(handler.type, ast.Name) and handler.type.id == "ImportError"
+                for handler in node.handlers
+            ):
+                for inner in node.body:
+                    guarded.update(id(sub) for sub in ast.walk(inner))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            else:
+                continue
+            if any(name.split(".")[0] == "sniffio" for name in names) and id(node) not in guarded:
+                unguarded.append(f"{path.name}:{node.lineno}")
+    assert unguarded == []
