@@ -7,7 +7,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from brace._headers import PolicyField, delay_seconds, join_members, ratelimit_item, sf_string
+from brace._headers import PolicyField, delay_seconds, ratelimit_item, sf_string
 
 # RFC 9651 sf-list of sf-string items with integer parameters, the only shape used here.
 _MEMBER = re.compile(r'"((?:[^"\\]|\\["\\])*)"((?:;[a-z*][a-z0-9_.*-]*=\d{1,15})*)')
@@ -45,7 +45,7 @@ def test_draft_ratelimit_example() -> None:
 
 def test_draft_multiple_policies_example() -> None:
     """Several policies form one list field, in the draft's member syntax."""
-    value = join_members(
+    value = ", ".join(
         [PolicyField("permin", 50, 60.0).member, PolicyField("perhr", 1000, 3600.0).member]
     )
     assert value == '"permin";q=50;w=60, "perhr";q=1000;w=3600'

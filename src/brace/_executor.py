@@ -17,7 +17,7 @@ from ._core._validate import check_positive
 from ._core.admission import AdmissionCore, Discipline, FullPolicy, Reservoir, Ticket, TicketState
 from ._exceptions import QueueFull, QueueTimeout, ShuttingDown, TimeoutExceeded
 from ._memory import MemoryAdmission, MemoryGuard
-from ._priority import Priority
+from ._priority import Priority, check_priority
 
 if TYPE_CHECKING:
     from ._adaptive import AdaptiveLimit
@@ -176,7 +176,7 @@ class PriorityExecutor:
             queue_timeout=queue_timeout,
         )
         self._timeout = None if timeout is None else check_positive(timeout, "timeout")
-        self._default_priority = _check_priority(default_priority)
+        self._default_priority = check_priority(default_priority)
         self._waits = Reservoir(reservoir_size)
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be a zero-argument callable, got {clock!r}")
@@ -254,7 +254,7 @@ class PriorityExecutor:
         return self._default_priority
 
     def _slot_for(self, priority: int | None) -> _Slot:
-        priority = self.default_priority if priority is None else _check_priority(priority)
+        priority = self._default_priority if priority is None else check_priority(priority)
         slot = self._slots.get(priority)
         if slot is None:
             slot = self._slots[priority] = _Slot(self, priority)
@@ -284,7 +284,7 @@ class PriorityExecutor:
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """``run(fn, *args, **kwargs)`` with the default priority and timeout (for compose)."""
-        slot = self._slots.get(self.default_priority) or self._slot_for(None)
+        slot = self._slots.get(self._default_priority) or self._slot_for(None)
         return await self._run(slot, self._timeout, fn, args, kwargs)
 
     @overload
@@ -735,9 +735,3 @@ class _TimedSlot:
         else:
             outcome = _FAILED
         self._executor._finish(self._started, outcome)
-
-
-def _check_priority(priority: object) -> int:
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise TypeError(f"priority must be an int or a brace.Priority, got {priority!r}")
-    return priority

@@ -19,7 +19,6 @@ from __future__ import annotations
 import email.utils
 import math
 import time
-from collections.abc import Iterable
 
 __all__ = (
     "IDEMPOTENT_METHODS",
@@ -79,11 +78,6 @@ def ratelimit_item(policy: PolicyField, remaining: int, reset: float) -> str:
     """The policy's member of the ``RateLimit`` field: ``"name";r=<remaining>;t=<reset>``."""
     remaining = min(max(remaining, 0), _MAX_SF_INTEGER)
     return f"{policy.prefix}{remaining};t={delay_seconds(reset)}"
-
-
-def join_members(members: Iterable[str]) -> str:
-    """Members of an sf-list, as one field value."""
-    return ", ".join(members)
 
 
 #: Methods retried by default by the client adapters (RFC 9110 idempotent methods).

@@ -24,7 +24,7 @@ from typing_extensions import ParamSpec
 from ._core._validate import check_positive
 from ._core.memory import MemoryLevel, MemoryLevelsCore
 from ._exceptions import MemoryPressure
-from ._priority import Priority
+from ._priority import Priority, check_priority
 from ._probes import MemoryProbe, MemorySample, ProcessMemoryProbe
 
 __all__ = (
@@ -192,8 +192,8 @@ class MemoryGuard:
         if on_high not in ("queue", "shed"):
             raise ValueError(f"on_high must be 'queue' or 'shed', got {on_high!r}")
         self._shedding = on_high == "shed"
-        self._shed_priority = _check_priority(shed_priority, "shed_priority")
-        self.default_priority = _check_priority(default_priority, "default_priority")
+        self._shed_priority = check_priority(shed_priority, "shed_priority")
+        self.default_priority = check_priority(default_priority, "default_priority")
         self._queue_timeout = (
             None if queue_timeout is None else check_positive(queue_timeout, "queue_timeout")
         )
@@ -378,7 +378,7 @@ class MemoryGuard:
     ) -> Any:
         """Decorate an async function: ``@guard`` or ``@guard(priority=Priority.LOW)``."""
         if priority is not None:
-            _check_priority(priority, "priority")
+            check_priority(priority, "priority")
 
         def decorate(function: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
             @functools.wraps(function)
@@ -430,7 +430,7 @@ class _Admitted:
 
     def __init__(self, guard: MemoryGuard, priority: int | None) -> None:
         self._guard = guard
-        self._priority = None if priority is None else _check_priority(priority, "priority")
+        self._priority = None if priority is None else check_priority(priority, "priority")
 
     async def __aenter__(self) -> None:
         await self._guard.wait_admitted(self._priority)
@@ -449,9 +449,3 @@ def _call_hook(hook: MemoryHook, change: MemoryLevelChange) -> None:
         hook(change)
     except Exception:
         logger.exception("memory guard: level-change hook %r raised", hook)
-
-
-def _check_priority(priority: object, name: str) -> int:
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise TypeError(f"{name} must be an int (a brace.Priority), got {type(priority).__name__}")
-    return int(priority)

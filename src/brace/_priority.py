@@ -16,3 +16,10 @@ class Priority(enum.IntEnum):
     HIGH = 0
     MEDIUM = 10
     LOW = 20
+
+
+def check_priority(value: object, name: str = "priority") -> int:
+    """An int priority (a `Priority` or any finer int; not a bool), returned unchanged."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int (a brace.Priority or a finer int), got {value!r}")
+    return value

@@ -6,6 +6,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from ._core._validate import check_int
+
 __all__ = ("Rate", "parse_rate")
 
 _UNITS: dict[str, float] = {}
@@ -58,11 +60,7 @@ class Rate:
     period: float
 
     def __post_init__(self) -> None:
-        limit = self.limit
-        if isinstance(limit, bool) or not isinstance(limit, int):
-            raise TypeError(f"limit must be an int, got {type(limit).__name__}")
-        if limit < 1:
-            raise ValueError(f"limit must be an int >= 1, got {limit!r}")
+        check_int(self.limit, "limit", minimum=1)
         period = self.period
         if isinstance(period, bool) or not isinstance(period, (int, float)):
             raise TypeError(f"period must be a number of seconds, got {type(period).__name__}")

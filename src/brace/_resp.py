@@ -572,17 +572,10 @@ def _expire(future: asyncio.Future[None]) -> None:
 
 def _on_asyncio() -> bool:
     try:
-        import sniffio
-    except ImportError:  # pragma: no cover - anyio without sniffio: asyncio or nothing
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return False
-        return True
-    try:
-        return bool(sniffio.current_async_library() == "asyncio")
-    except sniffio.AsyncLibraryNotFoundError:
+        asyncio.get_running_loop()
+    except RuntimeError:
         return False
+    return True
 
 
 def _check_connected(code: int, address: object) -> None:

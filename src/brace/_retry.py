@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -20,7 +19,7 @@ from typing import Any, Protocol, TypeVar, cast
 import anyio
 from typing_extensions import ParamSpec, Self
 
-from ._core._validate import check_int
+from ._core._validate import check_int, check_positive
 from ._core.backoff import Backoff, RandomSource, as_backoff
 from ._core.budget import RetryBudgetCore
 
@@ -281,15 +280,7 @@ class Retry:
             )
         self._retry_if_result = retry_if_result
         if deadline is not None:
-            if isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
-                raise TypeError(
-                    f"deadline must be a number of seconds or None, got {type(deadline).__name__}"
-                )
-            if not 0 < deadline < math.inf:
-                raise ValueError(
-                    f"deadline must be a finite number of seconds > 0, got {deadline!r}"
-                )
-            deadline = float(deadline)
+            deadline = check_positive(deadline, "deadline")
         self._deadline = deadline
         if budget is not None and not isinstance(budget, RetryBudget):
             raise TypeError(f"budget must be a RetryBudget or None, got {type(budget).__name__}")

@@ -242,14 +242,11 @@ class _Table(Generic[_S]):
 
 
 class _GCRATable(_Table[float]):
-    __slots__ = ("burst", "interval", "policy", "sketch", "tolerance")
+    __slots__ = ("policy", "sketch")
 
     def __init__(self, policy: GCRA, max_keys: int) -> None:
         super().__init__(max_keys)
         self.policy = policy
-        self.burst = policy.burst
-        self.interval = policy.interval
-        self.tolerance = policy.tolerance
         self.sketch: array[float] | None = None
         self.hit_now, self.counts = self._hit_function()
 
@@ -263,9 +260,9 @@ class _GCRATable(_Table[float]):
         shards = self.shards
         mask = self.mask
         policy = self.policy
-        burst = self.burst
-        interval = self.interval
-        tolerance = self.tolerance
+        burst = policy.burst
+        interval = policy.interval
+        tolerance = policy.tolerance
         within = tolerance + EPSILON
         seed = self._seed
         insert = self._insert
@@ -338,13 +335,11 @@ class _GCRATable(_Table[float]):
 
 
 class _CounterTable(_Table[CounterState]):
-    __slots__ = ("limit", "policy", "sketch", "window")
+    __slots__ = ("policy", "sketch")
 
     def __init__(self, policy: SlidingWindowCounter, max_keys: int) -> None:
         super().__init__(max_keys)
         self.policy = policy
-        self.limit = policy.limit
-        self.window = policy.window
         self.sketch: list[CounterState | None] | None = None
         self.hit_now, self.counts = self._hit_function()
 
@@ -358,9 +353,9 @@ class _CounterTable(_Table[CounterState]):
         shards = self.shards
         mask = self.mask
         policy = self.policy
-        limit = self.limit
+        limit = policy.limit
         within = limit + EPSILON
-        window = self.window
+        window = policy.window
         double = 2 * window
         seed = self._seed
         insert = self._insert
@@ -438,7 +433,7 @@ class _CounterTable(_Table[CounterState]):
         states = self.states_of(key)
         if key in states:
             # Two windows back: at rest now and later, dropped at its turn.
-            states[key] = (_floor(now / self.window) - 2, 0, 0)
+            states[key] = (_floor(now / self.policy.window) - 2, 0, 0)
 
     def _at_rest(self, state: CounterState, now: float) -> bool:
         return self.policy.at_rest(state, now)
@@ -465,13 +460,11 @@ def merge_counters(a: CounterState, b: CounterState) -> CounterState:
 
 
 class _LogTable(_Table[SlidingLogCore]):
-    __slots__ = ("limit", "policy", "sketch", "window")
+    __slots__ = ("policy", "sketch")
 
     def __init__(self, policy: SlidingLog, max_keys: int) -> None:
         super().__init__(max_keys)
         self.policy = policy
-        self.limit = policy.limit
-        self.window = policy.window
         # Per slot: (time of the latest entry, largest total) of the logs spilled into it.
         self.sketch: list[tuple[float, int] | None] | None = None
         self.hit_now, self.counts = self._hit_function()
@@ -490,7 +483,7 @@ class _LogTable(_Table[SlidingLogCore]):
         shards = self.shards
         mask = self.mask
         policy = self.policy
-        limit = self.limit
+        limit = policy.limit
         seed = self._seed
         insert = self._insert
         allowed = rejected = 0
@@ -525,8 +518,10 @@ class _LogTable(_Table[SlidingLogCore]):
         check_key(key)
         self.policy.check_cost(cost)
         core = self.states_of(key).get(key)
-        probe = self._seed(key)
-        if core is not None:
+        if core is None:
+            probe = self._seed(key)
+        else:
+            probe = self.policy.core()
             probe.entries = deque(core.entries)
             probe.total = core.total
         return probe.try_acquire(now, cost)

@@ -14,7 +14,6 @@ context) finds its own scope on exit.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import TypeVar
 import anyio
 from typing_extensions import ParamSpec
 
+from ._core._validate import check_positive
 from ._exceptions import TimeoutExceeded
 
 __all__ = ("Timeout", "TimeoutStatistics")
@@ -57,17 +57,7 @@ class Timeout:
     __slots__ = ("__weakref__", "_calls", "_scopes", "_seconds", "_timed_out")
 
     def __init__(self, seconds: float | None) -> None:
-        if seconds is not None:
-            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-                raise TypeError(
-                    f"seconds must be a number of seconds or None, got {type(seconds).__name__}"
-                )
-            if not 0 < seconds < math.inf:
-                raise ValueError(
-                    f"seconds must be a finite number > 0 (or None for no limit), got {seconds!r}"
-                )
-            seconds = float(seconds)
-        self._seconds = seconds
+        self._seconds = None if seconds is None else check_positive(seconds, "seconds")
         self._scopes: ContextVar[_Stack | None] = ContextVar("brace.Timeout", default=None)
         self._calls = 0
         self._timed_out = 0

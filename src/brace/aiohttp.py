@@ -148,7 +148,8 @@ class BraceMiddleware:
         priority = rule.priority
         if priority is None:
             priority = default_priority(request.method, request.path)
-        begin = self._clock()
+        slow = self._slow
+        begin = 0.0 if slow is None else self._clock()  # timed only to report slow requests
         self._active += 1
         try:
             load = self.load
@@ -178,16 +179,17 @@ class BraceMiddleware:
             raise
         finally:
             self._active -= 1
-            elapsed = self._clock() - begin
-            if self._slow is not None and elapsed > self._slow:
-                self._counts[7] += 1
-                logger.warning(
-                    "slow request: %s %s took %.3f s (rule %s)",
-                    request.method,
-                    request.path,
-                    elapsed,
-                    rule.name,
-                )
+            if slow is not None:
+                elapsed = self._clock() - begin
+                if elapsed > slow:
+                    self._counts[7] += 1
+                    logger.warning(
+                        "slow request: %s %s took %.3f s (rule %s)",
+                        request.method,
+                        request.path,
+                        elapsed,
+                        rule.name,
+                    )
         if fields and self._headers_on_success and not response.prepared:
             response.headers.update(self._fields(rule, fields))
         return response

@@ -37,6 +37,7 @@ from ._asgi_rules import (
     default_priority,
 )
 from ._client_ip import ClientAddress, ForwardedHeader, TrustedProxies
+from ._core._validate import check_positive
 from ._exceptions import (
     CircuitOpen,
     MemoryPressure,
@@ -219,9 +220,9 @@ class BraceMiddleware:
         if not isinstance(headers_on_success, bool):
             raise TypeError(f"headers_on_success must be a bool, got {headers_on_success!r}")
         self._headers_on_success = headers_on_success
-        self._slow = None if slow_request is None else _positive(slow_request, "slow_request")
-        self._default_retry_after = _positive(default_retry_after, "default_retry_after")
-        self._drain_timeout = _positive(drain_timeout, "drain_timeout")
+        self._slow = None if slow_request is None else check_positive(slow_request, "slow_request")
+        self._default_retry_after = check_positive(default_retry_after, "default_retry_after")
+        self._drain_timeout = check_positive(drain_timeout, "drain_timeout")
         self._requests = 0
         self._active = 0
         # rate_limited, queue_full, circuit_open, memory_pressure, overloaded,
@@ -323,7 +324,8 @@ class BraceMiddleware:
                     ]
             await send(message)
 
-        begin = self._clock()
+        slow = self._slow
+        begin = 0.0 if slow is None else self._clock()  # timed only to report slow requests
         self._active += 1
         try:
             load = self.load
@@ -358,7 +360,6 @@ class BraceMiddleware:
             raise
         finally:
             self._active -= 1
-            slow = self._slow
             if slow is not None:
                 elapsed = self._clock() - begin
                 if elapsed > slow:
@@ -593,14 +594,6 @@ async def _respond(
 def _check_type(value: object, kind: type, name: str) -> None:
     if value is not None and not isinstance(value, kind):
         raise TypeError(f"{name} must be a brace.{kind.__name__} or None, got {value!r}")
-
-
-def _positive(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
-    if not 0 < value < float("inf"):
-        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
-    return float(value)
 
 
 # -- health endpoints --------------------------------------------------------------------

@@ -32,6 +32,8 @@ import enum
 import math
 from dataclasses import dataclass
 
+from ._validate import check_positive
+
 __all__ = (
     "MemoryLevel",
     "MemoryLevelsCore",
@@ -220,10 +222,4 @@ class MemoryLevelsCore:
 
 
 def _optional_positive(value: object, name: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds or None, got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
-    return float(value)
+    return None if value is None else check_positive(value, name)

@@ -287,8 +287,9 @@ class SlidingLogCore:
     __slots__ = ("entries", "limit", "total", "window")
 
     def __init__(self, limit: int, window: float) -> None:
-        self.limit = check_int(limit, "limit", minimum=1)
-        self.window = check_positive(window, "window")
+        # Checked once by SlidingLog, the only maker (``core()`` runs for every new key).
+        self.limit = limit
+        self.window = window
         self.entries: deque[tuple[float, int]] = deque()
         self.total = 0
 
