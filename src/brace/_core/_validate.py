@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import math
 
-__all__ = ("check_cost", "check_int", "check_positive")
+__all__ = ("check_cost", "check_finite", "check_int", "check_positive")
+
+
+def check_finite(value: object, name: str, accepted: str = "") -> float:
+    """A finite number (int or float, not bool); ``accepted`` describes the range for the
+    message, the caller checks it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        what = f"a finite number {accepted}" if accepted else "a finite number"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return float(value)
 
 
 def check_positive(value: object, name: str) -> float:

@@ -31,6 +31,8 @@ import math
 from collections.abc import Callable
 from typing import Protocol
 
+from ._validate import check_finite
+
 __all__ = (
     "Backoff",
     "Capped",
@@ -169,7 +171,7 @@ class Exponential(Backoff):
 
     def __init__(self, base: float, factor: float, cap: float) -> None:
         self.base = check_delay(base, "base", positive=True)
-        self.factor = _check_number(factor, "factor")
+        self.factor = check_finite(factor, "factor")
         if self.factor < 1:
             raise ValueError(f"factor must be a finite number >= 1, got {factor!r}")
         self.cap = check_cap(cap, self.base)
@@ -252,7 +254,7 @@ class Jittered(Backoff):
 
     def __init__(self, inner: Backoff, fraction: float) -> None:
         self.inner = as_backoff(inner, "inner")
-        self.fraction = _check_number(fraction, "fraction")
+        self.fraction = check_finite(fraction, "fraction")
         if not 0 <= self.fraction <= 1:
             raise ValueError(f"fraction must be a number in [0, 1], got {fraction!r}")
 
@@ -302,17 +304,9 @@ def as_backoff(value: object, name: str = "backoff") -> Backoff:
     )
 
 
-def _check_number(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
-
-
 def check_delay(value: object, name: str, *, positive: bool = False) -> float:
     """A finite number of seconds, >= 0 (or > 0 when ``positive``)."""
-    seconds = _check_number(value, name)
+    seconds = check_finite(value, name)
     if positive and seconds <= 0:
         raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
     if seconds < 0:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 
-from ._validate import check_int
+from ._validate import check_finite, check_int
 
 __all__ = ("RetryBudgetCore",)
 
@@ -58,13 +58,13 @@ class RetryBudgetCore:
         window: float = 10.0,
         buckets: int = 10,
     ) -> None:
-        self.ratio = _check_number(ratio, "ratio", "in [0, 1]")
+        self.ratio = check_finite(ratio, "ratio", "in [0, 1]")
         if not 0 <= self.ratio <= 1:
             raise ValueError(f"ratio must be a number in [0, 1], got {ratio!r}")
-        self.min_per_second = _check_number(min_per_second, "min_per_second", ">= 0")
+        self.min_per_second = check_finite(min_per_second, "min_per_second", ">= 0")
         if self.min_per_second < 0:
             raise ValueError(f"min_per_second must be a finite number >= 0, got {min_per_second!r}")
-        self.window = _check_number(window, "window", "> 0")
+        self.window = check_finite(window, "window", "> 0")
         if self.window <= 0:
             raise ValueError(f"window must be a finite number of seconds > 0, got {window!r}")
         self.buckets = check_int(buckets, "buckets", minimum=1)
@@ -130,11 +130,3 @@ class RetryBudgetCore:
         self._advance(now)
         room = self.ratio * self._total_requests + self.reserve + EPSILON - self._total_retries
         return max(0, math.floor(room))
-
-
-def _check_number(value: object, name: str, accepted: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number {accepted}, got {value!r}")
-    return float(value)
