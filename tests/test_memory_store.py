@@ -14,7 +14,7 @@ from collections import defaultdict
 
 import anyio
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
@@ -22,7 +22,7 @@ import brace
 from brace._core.gcra import GCRA, TokenBucketCore
 from brace._core.window import CounterState, SlidingLog, SlidingLogCore, SlidingWindowCounter
 from brace._decision import Decision
-from brace._store import Policy, merge_counters
+from brace._store import Policy, _window_end, merge_counters
 from brace.testing import FakeClock
 
 policies = st.one_of(
@@ -346,3 +346,62 @@ def test_memory_store_statistics_is_frozen() -> None:
     with pytest.raises(AttributeError):
         statistics.keys = 1  # type: ignore[misc]
     assert "max_keys=7" in repr(brace.MemoryStore(max_keys=7))
+
+
+awkward_windows = st.sampled_from([0.1, 0.3, 1 / 3, 0.7, 1.1, 7.7, 1e-3, 86_400.0 / 7])
+
+
+@st.composite
+def boundary_times(draw: st.DrawFn, window: float) -> list[float]:
+    """Times at, just before and just after window boundaries, mostly rising, sometimes not."""
+    times: list[float] = []
+    index = draw(st.integers(min_value=0, max_value=10**6))
+    for _ in range(draw(st.integers(min_value=1, max_value=30))):
+        index += draw(st.sampled_from([0, 0, 1, 1, 2, 5, -1]))
+        edge = index * window
+        times.append(
+            draw(
+                st.sampled_from(
+                    [
+                        edge,
+                        math.nextafter(edge, -math.inf),
+                        math.nextafter(edge, math.inf),
+                        edge + window / 2,
+                        edge + window * 0.999,
+                    ]
+                )
+            )
+        )
+    return times
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), window=awkward_windows, limit=st.sampled_from([1, 2, 7]))
+def test_counter_fast_path_agrees_with_the_core_at_window_edges(
+    data: st.DataObject, window: float, limit: int
+) -> None:
+    # The store remembers the last call's window instead of dividing each time: at the
+    # float boundaries of awkward windows, and with a clock that steps back, it must still
+    # find the window the core finds, decision for decision. The reference keeps states
+    # exactly as a store with room does (a fresh key is stored only if left live), since
+    # with a clock stepping back a remembered at-rest state and a fresh key can differ.
+    policy = SlidingWindowCounter(limit=limit, window=window)
+    store = brace.MemoryStore(max_keys=16)
+    states: dict[str, CounterState] = {}
+    for now in data.draw(boundary_times(window)):
+        key = data.draw(st.sampled_from(["a", "b"]))
+        cost = data.draw(st.integers(min_value=0, max_value=limit))
+        expected, state = policy.decide(states.get(key), now, cost)
+        if expected.allowed and (key in states or state[1] or state[2]):
+            states[key] = state
+        assert store.hit_now(policy, key, cost, now) == expected
+
+
+@given(window=awkward_windows, index=st.integers(min_value=-(10**9), max_value=10**12))
+def test_window_end_stays_in_its_window(window: float, index: int) -> None:
+    end = _window_end(index, window)
+    assert math.floor(end / window) <= index  # never reaches into the next window
+    start = index * window
+    if math.floor(start / window) == index:  # the window has floats: end is one of them
+        assert math.floor(end / window) == index
+        assert end >= start

@@ -60,25 +60,24 @@ _install_fast_init()
 
 
 class Draft:
-    """`Decision`'s exact slot layout without its frozen ``__setattr__``: the hot paths'
-    way to build one.
+    """`Decision`'s exact slot layout without its frozen ``__setattr__`` or an ``__init__``:
+    the hot paths' way to build one.
 
-    Filling a draft and retyping it (``draft.__class__ = Decision``, allowed because the
-    layouts match) yields a genuine, frozen, equal-comparing ``Decision`` for about two
-    thirds of the cost of calling ``Decision(...)``: plain slot stores instead of
-    descriptor calls. Used where a decision is built on every call (the keyed store).
+    Creating a draft (``Draft()``: no Python ``__init__`` frame), filling its five slots and
+    retyping it (``draft.__class__ = Decision``, allowed because the layouts match) yields a
+    genuine, frozen, equal-comparing ``Decision`` for about a third of the cost of calling
+    ``Decision(...)``: plain slot stores instead of descriptor calls. Used where a decision
+    is built on every call (the keyed store). A draft must be filled completely before it
+    is retyped: an unset slot would raise ``AttributeError`` when read.
     """
 
     __slots__ = ("allowed", "limit", "remaining", "retry_after", "reset_after")  # noqa: RUF023
 
-    def __init__(
-        self, allowed: bool, limit: int, remaining: int, retry_after: float, reset_after: float
-    ) -> None:
-        self.allowed = allowed
-        self.limit = limit
-        self.remaining = remaining
-        self.retry_after = retry_after
-        self.reset_after = reset_after
+    allowed: bool
+    limit: int
+    remaining: int
+    retry_after: float
+    reset_after: float
 
 
 assert Draft.__slots__ == Decision.__slots__, "Draft must keep Decision's slot layout"

@@ -270,6 +270,7 @@ class _GCRATable(_Table[float]):
 
         table = self
         no_seed = -math.inf
+        floor = _floor
 
         def hit_now(key: str, cost: int, now: float) -> Decision:
             nonlocal allowed, rejected
@@ -296,9 +297,13 @@ class _GCRATable(_Table[float]):
                     states[key] = new_tat
                 elif new_tat > now:  # else at rest: nothing worth storing
                     insert(states, key, new_tat, now)
-                draft = Draft(
-                    True, burst, int((tolerance + EPSILON - ahead) / interval), 0.0, ahead
-                )
+                draft = Draft()
+                draft.allowed = True
+                draft.limit = burst
+                # floor, not int: the same for a non-negative number (ahead <= within), faster
+                draft.remaining = floor((within - ahead) / interval)
+                draft.retry_after = 0.0
+                draft.reset_after = ahead
                 draft.__class__ = Decision  # type: ignore[assignment]
                 return draft  # type: ignore[return-value]
             rejected += 1
@@ -359,10 +364,16 @@ class _CounterTable(_Table[CounterState]):
         double = 2 * window
         seed = self._seed
         insert = self._insert
+        floor = _floor
         allowed = rejected = 0
+        # The window of the last call: every ``now`` in ``[low, high]`` has
+        # ``floor(now / window) == cached``, because that floor is non-decreasing in
+        # ``now`` and holds at both ends (see `_window_end`). Two float comparisons then
+        # stand for a division, a ``floor`` and a product; the empty range misses at once.
+        low, high, cached, start = math.inf, -math.inf, 0, 0.0
 
         def hit_now(key: str, cost: int, now: float) -> Decision:
-            nonlocal allowed, rejected
+            nonlocal allowed, rejected, low, high, cached, start
             if cost.__class__ is not int or cost < 0 or cost > limit:
                 policy.check_cost(cost)
             try:
@@ -374,8 +385,13 @@ class _CounterTable(_Table[CounterState]):
             if state is None:  # only str keys are stored: a key found is a str
                 return hit_fresh(states, key, cost, now)
             # SlidingWindowCounter.roll and .decide, inlined (same operations, same floats).
-            index = _floor(now / window)
-            offset = now - index * window
+            if low <= now <= high:
+                index = cached
+                offset = now - start
+            else:
+                index = floor(now / window)
+                offset = now - index * window
+                low, high, cached, start = now, _window_end(index, window), index, index * window
             old_index, current, previous = state
             if index != old_index:
                 if index == old_index + 1:
@@ -391,14 +407,19 @@ class _CounterTable(_Table[CounterState]):
                 allowed += 1
                 current += cost
                 states[key] = (index, current, previous)
-                remaining = int(limit - weight - current + EPSILON)
+                # floor, not int: the same once clamped at 0, and faster
+                remaining = floor(limit - weight - current + EPSILON)
+                draft = Draft()
+                draft.allowed = True
+                draft.limit = limit
+                draft.remaining = remaining if remaining > 0 else 0
+                draft.retry_after = 0.0
                 if current > 0:
-                    reset = double - offset
+                    draft.reset_after = double - offset
                 elif previous > 0:
-                    reset = window - offset
+                    draft.reset_after = window - offset
                 else:
-                    reset = 0.0
-                draft = Draft(True, limit, remaining if remaining > 0 else 0, 0.0, reset)
+                    draft.reset_after = 0.0
                 draft.__class__ = Decision  # type: ignore[assignment]
                 return draft  # type: ignore[return-value]
             rejected += 1
@@ -445,6 +466,19 @@ class _CounterTable(_Table[CounterState]):
         slot = hash(key) % self.slots
         held = sketch[slot]
         sketch[slot] = state if held is None else merge_counters(held, state)
+
+
+def _window_end(index: int, window: float) -> float:
+    """A float ``end`` with ``floor(t / window) <= index`` for every ``t <= end``.
+
+    Starts at ``(index + 1) * window`` and steps down while rounding puts it in the next
+    window (a step or two at most). With a ``t0`` in window ``index``, every ``t`` in
+    ``[t0, end]`` is then in window ``index``: the floor is non-decreasing in ``t``.
+    """
+    end = (index + 1) * window
+    while _floor(end / window) > index:
+        end = math.nextafter(end, -math.inf)
+    return end
 
 
 def merge_counters(a: CounterState, b: CounterState) -> CounterState:
