@@ -99,20 +99,29 @@ def encode(args: Sequence[Argument]) -> bytes:
     parts = [b"*%d\r\n" % len(args)]
     append = parts.append
     for arg in args:
-        if isinstance(arg, str):
-            data = arg.encode()
-        elif isinstance(arg, bytes):
-            data = arg
-        elif isinstance(arg, int) and not isinstance(arg, bool):
+        kind = arg.__class__  # exact types first: the common case, without isinstance
+        if kind is str:
+            data = arg.encode()  # type: ignore[union-attr]
+        elif kind is int:
             data = b"%d" % arg
-        elif isinstance(arg, float):
-            data = repr(float(arg)).encode()
+        elif kind is bytes:
+            data = arg  # type: ignore[assignment]
         else:
-            raise TypeError(
-                f"a Redis argument must be str, bytes, int or float, got {type(arg).__name__}"
-            )
+            data = _encode_other(arg)
         append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
+
+
+def _encode_other(arg: object) -> bytes:
+    if isinstance(arg, str):
+        return arg.encode()
+    if isinstance(arg, bytes):
+        return arg
+    if isinstance(arg, int) and not isinstance(arg, bool):
+        return b"%d" % arg
+    if isinstance(arg, float):
+        return repr(float(arg)).encode()
+    raise TypeError(f"a Redis argument must be str, bytes, int or float, got {type(arg).__name__}")
 
 
 _INCOMPLETE = -1

@@ -36,11 +36,12 @@ client reaches the caller; cancellation always does.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import anyio
 
@@ -108,16 +109,33 @@ class _TimedOut(Exception):
     """Redis gave no answer within the store's timeout."""
 
 
+class _Event(Protocol):
+    def set(self) -> object: ...
+    def wait(self) -> Awaitable[object]: ...
+
+
+def _event_factory() -> Callable[[], _Event]:
+    """``asyncio.Event`` on asyncio, else ``anyio.Event``: the same waits and wake-ups
+    (a cancelled waiter raises the loop's own cancellation either way), but creating an
+    ``anyio.Event`` looks the running library up each time, a cost paid per coalesced
+    call. Decided once per store, on its first coalesced call."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return anyio.Event
+    return asyncio.Event
+
+
 class _Call:
     """One script call waiting to ride in a batch (see ``RedisStore._join``)."""
 
     __slots__ = ("answered", "args", "done", "error", "key", "leads", "reply", "script", "taken")
 
-    def __init__(self, script: Script, key: str, args: Sequence[str | int]) -> None:
+    def __init__(self, script: Script, key: str, args: Sequence[str | int], done: _Event) -> None:
         self.script = script
         self.key = key
         self.args = args
-        self.done = anyio.Event()
+        self.done = done
         self.taken = False  # out of the queue, into a batch
         self.leads: list[_Call] | None = None  # the batch, when this call is to send it
         self.answered = False
@@ -223,6 +241,7 @@ class RedisStore:
         "_timeout",
         "_timeouts",
         "_within",
+        "_new_event",
         "client",
     )
 
@@ -275,6 +294,7 @@ class RedisStore:
         self._within: Within | None = getattr(self.client, "evalsha_within", None)
         self._in_flight = False
         self._queue: list[_Call] = []
+        self._new_event: Callable[[], _Event] | None = None
         self._down_until = -math.inf
         self._decisions = 0
         self._errors = 0
@@ -401,7 +421,10 @@ class RedisStore:
             self._down_until = started + self._recovery_time
         try:
             if self._in_flight and self._batches:
-                reply = await self._join(_Call(plan.script, redis_key, args))
+                new_event = self._new_event
+                if new_event is None:
+                    new_event = self._new_event = _event_factory()
+                reply = await self._join(_Call(plan.script, redis_key, args, new_event()))
             elif self._batches:
                 reply = await self._lead_alone(plan.script, redis_key, args)
             else:
