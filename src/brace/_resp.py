@@ -103,9 +103,7 @@ def encode(args: Sequence[Argument]) -> bytes:
         if kind is str:
             data = arg.encode()  # type: ignore[union-attr]
         elif kind is int:
-            data = b"%d" % arg
-        elif kind is bytes:
-            data = arg  # type: ignore[assignment]
+            data = b"%d" % arg  # type: ignore[str-format]
         else:
             data = _encode_other(arg)
         append(b"$%d\r\n%s\r\n" % (len(data), data))

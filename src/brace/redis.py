@@ -229,6 +229,7 @@ class RedisStore:
         "_in_flight",
         "_last_error",
         "_latency",
+        "_new_event",
         "_nodes",
         "_on_error",
         "_owns_client",
@@ -241,7 +242,6 @@ class RedisStore:
         "_timeout",
         "_timeouts",
         "_within",
-        "_new_event",
         "client",
     )
 
