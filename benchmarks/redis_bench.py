@@ -16,6 +16,12 @@ commands from clients are counted, the commands a Lua script runs inside the ser
 trip); brace coalesces the decisions asked while one is in flight into one pipeline, so
 its round trips (counted by the store) are fewer than its commands under concurrency.
 
+The two "floor" rows are what no client with one round trip per decision can beat: a raw
+asyncio protocol writing a fixed command and counting fixed-size replies (a ``PING``,
+and an ``EVALSHA`` of ``return 1``), no parsing, no decision. At 1 task a decision is a
+round trip through the kernel, both event loops and Redis, so the floor bounds every
+ratio: brace over a peer is at most floor over that peer.
+
 All cases run on asyncio (limits' and pyrate-limiter's async Redis support is asyncio).
 "LeanClient" is brace's own client (``brace.redis.LeanClient``: one pipelined socket).
 pyrate-limiter keeps one sorted set per bucket, so its case uses one bucket (one key).
@@ -32,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -205,7 +212,14 @@ def _limits(strategy: str, implementation: Literal["redispy", "coredis"]) -> Set
         async def decide(i: int) -> object:
             return await hit(item, names[i % keys])
 
-        yield decide, None
+        if implementation == "coredis":
+            # coredis 5+ serves requests only inside ``async with client``, which limits
+            # does not do for its own client (it fails with "Connection pool is not
+            # initialized"): enter the client limits made, as its user would have to.
+            async with store.bridge.storage:
+                yield decide, None
+        else:
+            yield decide, None
 
     return setup
 
@@ -228,7 +242,58 @@ async def _pyrate(port: int, keys: int) -> AsyncIterator[tuple[Decide, Callable[
         await client.aclose()
 
 
+class _RawProtocol(asyncio.Protocol):
+    """The least a client can do: write a fixed command, count fixed-size replies."""
+
+    def __init__(self, reply_size: int) -> None:
+        self.reply_size = reply_size
+        self.waiting: deque[asyncio.Future[None]] = deque()
+        self.pending = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: Any = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.pending += len(data)
+        while self.pending >= self.reply_size:
+            self.pending -= self.reply_size
+            self.waiting.popleft().set_result(None)
+
+
+def _floor(command: bytes, reply: bytes) -> Setup:
+    """One round trip per decision and no client code: no one-round-trip client is faster."""
+
+    @asynccontextmanager
+    async def setup(port: int, keys: int) -> AsyncIterator[tuple[Decide, Callable[[], int] | None]]:
+        loop = asyncio.get_running_loop()
+        payload = command
+        if command.startswith(b"EVALSHA"):
+            sha = _command(port, "SCRIPT", "LOAD", "return 1").split(b"\r\n")[1].decode()
+            payload = f"*3\r\n$7\r\nEVALSHA\r\n$40\r\n{sha}\r\n$1\r\n0\r\n".encode()
+        transport, protocol = await loop.create_connection(
+            lambda: _RawProtocol(len(reply)), "127.0.0.1", port
+        )
+        write = transport.write
+        waiting = protocol.waiting
+
+        async def decide(i: int) -> object:
+            future = loop.create_future()
+            waiting.append(future)
+            write(payload)
+            return await future
+
+        try:
+            yield decide, None
+        finally:
+            transport.close()
+
+    return setup
+
+
+FLOOR = "floor: "
 CASES: list[tuple[str, Setup]] = [
+    (FLOOR + "PING, raw asyncio protocol", _floor(b"PING\r\n", b"+PONG\r\n")),
+    (FLOOR + "EVALSHA of 'return 1', raw asyncio protocol", _floor(b"EVALSHA", b":1\r\n")),
     ("brace GCRA (LeanClient)", _brace("lean", "gcra")),
     ("brace sliding window counter (LeanClient)", _brace("lean", "counter")),
     ("brace sliding log (LeanClient)", _brace("lean", "log")),
@@ -296,11 +361,12 @@ def table(results: list[Result]) -> str:
         if r.error:
             rows.append(f"| {r.name} | error: {r.error} | | | |")
         else:
-            trips = (
-                f"{r.round_trips:.3f}"
-                if r.round_trips is not None
-                else f"{r.commands:.2f} (no pipelining)"
-            )
+            if r.name.startswith(FLOOR):
+                trips = "(writes as they come)"
+            elif r.round_trips is not None:
+                trips = f"{r.round_trips:.3f}"
+            else:
+                trips = f"{r.commands:.2f} (no pipelining)"
             rows.append(
                 f"| {r.name} | {r.single:,.0f} | {r.concurrent:,.0f} | {r.commands:.2f} | {trips} |"
             )
@@ -340,7 +406,12 @@ def main() -> None:
                     kept.concurrent = max(kept.concurrent, result.concurrent)
         results = list(best.values())
         print(table(results))
-        peers = [r for r in results if not r.error and not r.name.startswith("brace")]
+        floors = [r for r in results if not r.error and r.name.startswith(FLOOR)]
+        peers = [
+            r
+            for r in results
+            if not r.error and not r.name.startswith(("brace", FLOOR))
+        ]
         ours = [r for r in results if not r.error and r.name.startswith("brace")]
         if peers and ours:
             for label, attribute in (("1 task", "single"), ("100 tasks", "concurrent")):
@@ -352,6 +423,14 @@ def main() -> None:
                     f"({best_ours.name}) vs best peer {getattr(best_peer, attribute):,.0f}/s "
                     f"({best_peer.name}): x{ratio:.2f}"
                 )
+                if floors:
+                    floor = max(floors, key=lambda r: getattr(r, attribute))
+                    bound = getattr(floor, attribute) / getattr(best_peer, attribute)
+                    print(
+                        f"  floor {getattr(floor, attribute):,.0f}/s ({floor.name}): "
+                        f"brace at {getattr(best_ours, attribute) / getattr(floor, attribute):.0%}"
+                        f" of it; a one-round-trip client can be at most x{bound:.2f} the peer"
+                    )
     finally:
         process.kill()
         process.wait()
