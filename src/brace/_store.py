@@ -339,7 +339,11 @@ class _GCRATable(_Table[float]):
             sketch[slot] = state
 
 
-class _CounterTable(_Table[CounterState]):
+class _CounterTable(_Table[list[int]]):
+    """Counter states live in the dict as ``[window, current, previous]`` lists, updated
+    in place on the hot path (no tuple built, no dict store); the sketch and the core
+    see them as ``CounterState`` tuples."""
+
     __slots__ = ("policy", "sketch")
 
     def __init__(self, policy: SlidingWindowCounter, max_keys: int) -> None:
@@ -393,7 +397,8 @@ class _CounterTable(_Table[CounterState]):
                 offset = now - index * window
                 low, high, cached, start = now, _window_end(index, window), index, index * window
             old_index, current, previous = state
-            if index != old_index:
+            rolled = index != old_index
+            if rolled:
                 if index == old_index + 1:
                     previous = current
                     current = 0
@@ -406,7 +411,10 @@ class _CounterTable(_Table[CounterState]):
             if weight + current + cost <= within:
                 allowed += 1
                 current += cost
-                states[key] = (index, current, previous)
+                state[1] = current  # in place: no tuple built, no dict store
+                if rolled:
+                    state[0] = index
+                    state[2] = previous
                 # floor, not int: the same once clamped at 0, and faster
                 remaining = floor(limit - weight - current + EPSILON)
                 draft = Draft()
@@ -423,16 +431,16 @@ class _CounterTable(_Table[CounterState]):
                 draft.__class__ = Decision  # type: ignore[assignment]
                 return draft  # type: ignore[return-value]
             rejected += 1
-            return policy.decide(state, now, cost)[0]
+            return policy.decide(_frozen(state), now, cost)[0]
 
-        def hit_fresh(states: dict[str, CounterState], key: str, cost: int, now: float) -> Decision:
+        def hit_fresh(states: dict[str, list[int]], key: str, cost: int, now: float) -> Decision:
             nonlocal allowed, rejected
             check_key(key)
             decision, state = policy.decide(seed(key), now, cost)
             if decision.allowed:
                 allowed += 1
                 if state[1] or state[2]:  # else at rest: nothing worth storing
-                    insert(states, key, state, now)
+                    insert(states, key, [*state], now)
             else:
                 rejected += 1
             return decision
@@ -445,27 +453,31 @@ class _CounterTable(_Table[CounterState]):
     def peek_now(self, key: str, cost: int, now: float) -> Decision:
         check_key(key)
         self.policy.check_cost(cost)
-        state = self.states_of(key).get(key)
-        if state is None:
-            state = self._seed(key)
+        stored = self.states_of(key).get(key)
+        state = self._seed(key) if stored is None else _frozen(stored)
         return self.policy.decide(state, now, cost)[0]
 
     def reset_now(self, key: str, now: float) -> None:
         states = self.states_of(key)
         if key in states:
             # Two windows back: at rest now and later, dropped at its turn.
-            states[key] = (_floor(now / self.policy.window) - 2, 0, 0)
+            states[key] = [_floor(now / self.policy.window) - 2, 0, 0]
 
-    def _at_rest(self, state: CounterState, now: float) -> bool:
-        return self.policy.at_rest(state, now)
+    def _at_rest(self, state: list[int], now: float) -> bool:
+        return self.policy.at_rest(_frozen(state), now)
 
-    def _spill(self, key: str, state: CounterState) -> None:
+    def _spill(self, key: str, state: list[int]) -> None:
         sketch = self.sketch
         if sketch is None:
             sketch = self.sketch = [None] * self.slots
         slot = hash(key) % self.slots
         held = sketch[slot]
-        sketch[slot] = state if held is None else merge_counters(held, state)
+        frozen = _frozen(state)
+        sketch[slot] = frozen if held is None else merge_counters(held, frozen)
+
+
+def _frozen(state: list[int]) -> CounterState:
+    return (state[0], state[1], state[2])
 
 
 def _window_end(index: int, window: float) -> float:
