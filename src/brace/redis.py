@@ -48,7 +48,7 @@ import anyio
 from ._core._validate import check_int, check_positive
 from ._core.gcra import GCRA
 from ._core.window import SlidingLog, SlidingWindowCounter
-from ._decision import Decision
+from ._decision import Decision, Draft
 from ._redis_clients import (
     Batch,
     LeanClient,
@@ -114,16 +114,36 @@ class _Event(Protocol):
     def wait(self) -> Awaitable[object]: ...
 
 
-def _event_factory() -> Callable[[], _Event]:
-    """``asyncio.Event`` on asyncio, else ``anyio.Event``: the same waits and wake-ups
-    (a cancelled waiter raises the loop's own cancellation either way), but creating an
-    ``anyio.Event`` looks the running library up each time, a cost paid per coalesced
-    call. Decided once per store, on its first coalesced call."""
+class _FutureEvent:
+    """A one-waiter event on asyncio: a bare future, set at most once.
+
+    Cheaper than ``asyncio.Event`` (no waiter list, no loop look-up on wait) and than
+    ``anyio.Event`` (which looks the running library up on creation), a cost paid per
+    coalesced call. A waiter cancelled while waiting cancels the future; a later `set`
+    then does nothing, which is all the call needs (nobody waits on it any more).
+    """
+
+    __slots__ = ("_future",)
+
+    def __init__(self, future: asyncio.Future[None]) -> None:
+        self._future = future
+
+    def set(self) -> None:
+        future = self._future
+        if not future.done():
+            future.set_result(None)
+
+    def wait(self) -> asyncio.Future[None]:
+        return self._future
+
+
+def _new_event() -> _Event:
+    """A `_FutureEvent` on asyncio, an ``anyio.Event`` on any other backend (trio)."""
     try:
-        asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
     except RuntimeError:
-        return anyio.Event
-    return asyncio.Event
+        return anyio.Event()
+    return _FutureEvent(loop.create_future())
 
 
 class _Call:
@@ -173,12 +193,17 @@ class _Plan:
 
 
 def _parse(reply: object, limit: int) -> tuple[Decision, float]:
-    text = reply.decode() if isinstance(reply, bytes) else str(reply)
-    allowed, remaining, retry_after, reset_after, now = text.split(" ")
-    decision = Decision(
-        allowed == "1", limit, int(remaining), float(retry_after), float(reset_after)
-    )
-    return decision, float(now)
+    # int() and float() read ASCII bytes as they are: no decode
+    data = reply if reply.__class__ is bytes else str(reply).encode()
+    allowed, remaining, retry_after, reset_after, now = data.split(b" ")
+    draft = Draft()
+    draft.allowed = allowed == b"1"
+    draft.limit = limit
+    draft.remaining = int(remaining)
+    draft.retry_after = float(retry_after)
+    draft.reset_after = float(reset_after)
+    draft.__class__ = Decision  # type: ignore[assignment]
+    return draft, float(now)  # type: ignore[return-value]
 
 
 def _check_seconds(value: object, name: str, *, zero: bool) -> float:
@@ -229,7 +254,6 @@ class RedisStore:
         "_in_flight",
         "_last_error",
         "_latency",
-        "_new_event",
         "_nodes",
         "_on_error",
         "_owns_client",
@@ -294,7 +318,6 @@ class RedisStore:
         self._within: Within | None = getattr(self.client, "evalsha_within", None)
         self._in_flight = False
         self._queue: list[_Call] = []
-        self._new_event: Callable[[], _Event] | None = None
         self._down_until = -math.inf
         self._decisions = 0
         self._errors = 0
@@ -421,10 +444,7 @@ class RedisStore:
             self._down_until = started + self._recovery_time
         try:
             if self._in_flight and self._batches:
-                new_event = self._new_event
-                if new_event is None:
-                    new_event = self._new_event = _event_factory()
-                reply = await self._join(_Call(plan.script, redis_key, args, new_event()))
+                reply = await self._join(_Call(plan.script, redis_key, args, _new_event()))
             elif self._batches:
                 reply = await self._lead_alone(plan.script, redis_key, args)
             else:
