@@ -407,11 +407,7 @@ def main() -> None:
         results = list(best.values())
         print(table(results))
         floors = [r for r in results if not r.error and r.name.startswith(FLOOR)]
-        peers = [
-            r
-            for r in results
-            if not r.error and not r.name.startswith(("brace", FLOOR))
-        ]
+        peers = [r for r in results if not r.error and not r.name.startswith(("brace", FLOOR))]
         ours = [r for r in results if not r.error and r.name.startswith("brace")]
         if peers and ours:
             for label, attribute in (("1 task", "single"), ("100 tasks", "concurrent")):
