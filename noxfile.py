@@ -12,13 +12,9 @@ nox.options.sessions = ["tests", "examples", "typecheck", "lint", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
-# The suite's virtual time on asyncio needs looptime 0.9, which needs Python 3.11; on
-# 3.10 (looptime 0.7) one adaptive-limit test does not finish. The library itself runs on
-# 3.10: the `examples` session checks it there too.
-TEST_PYTHONS = ["3.11", "3.12", "3.13"]
 
 
-@nox.session(python=TEST_PYTHONS)
+@nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """The whole test suite, every async test on asyncio and trio."""
     session.install("-e", ".[test]")

@@ -15,6 +15,7 @@ purgatory's breaker (got once) around tenacity's ``AsyncRetrying`` around
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -186,7 +187,7 @@ TIMEOUT_CASES = (
         "timeout.asyncio",
         "async with asyncio.timeout(30): await noop()",
         asyncio_timeout,
-        backends=ASYNCIO,
+        backends=ASYNCIO if sys.version_info >= (3, 11) else frozenset(),  # new in 3.11
     ),
     _case(
         "timeout",
