@@ -339,11 +339,7 @@ class _GCRATable(_Table[float]):
             sketch[slot] = state
 
 
-class _CounterTable(_Table[list[int]]):
-    """Counter states live in the dict as ``[window, current, previous]`` lists, updated
-    in place on the hot path (no tuple built, no dict store); the sketch and the core
-    see them as ``CounterState`` tuples."""
-
+class _CounterTable(_Table[CounterState]):
     __slots__ = ("policy", "sketch")
 
     def __init__(self, policy: SlidingWindowCounter, max_keys: int) -> None:
@@ -397,8 +393,7 @@ class _CounterTable(_Table[list[int]]):
                 offset = now - index * window
                 low, high, cached, start = now, _window_end(index, window), index, index * window
             old_index, current, previous = state
-            rolled = index != old_index
-            if rolled:
+            if index != old_index:
                 if index == old_index + 1:
                     previous = current
                     current = 0
@@ -411,10 +406,7 @@ class _CounterTable(_Table[list[int]]):
             if weight + current + cost <= within:
                 allowed += 1
                 current += cost
-                state[1] = current  # in place: no tuple built, no dict store
-                if rolled:
-                    state[0] = index
-                    state[2] = previous
+                states[key] = (index, current, previous)
                 # floor, not int: the same once clamped at 0, and faster
                 remaining = floor(limit - weight - current + EPSILON)
                 draft = Draft()
@@ -431,16 +423,16 @@ class _CounterTable(_Table[list[int]]):
                 draft.__class__ = Decision  # type: ignore[assignment]
                 return draft  # type: ignore[return-value]
             rejected += 1
-            return policy.decide(_frozen(state), now, cost)[0]
+            return policy.decide(state, now, cost)[0]
 
-        def hit_fresh(states: dict[str, list[int]], key: str, cost: int, now: float) -> Decision:
+        def hit_fresh(states: dict[str, CounterState], key: str, cost: int, now: float) -> Decision:
             nonlocal allowed, rejected
             check_key(key)
             decision, state = policy.decide(seed(key), now, cost)
             if decision.allowed:
                 allowed += 1
                 if state[1] or state[2]:  # else at rest: nothing worth storing
-                    insert(states, key, [*state], now)
+                    insert(states, key, state, now)
             else:
                 rejected += 1
             return decision
@@ -453,31 +445,27 @@ class _CounterTable(_Table[list[int]]):
     def peek_now(self, key: str, cost: int, now: float) -> Decision:
         check_key(key)
         self.policy.check_cost(cost)
-        stored = self.states_of(key).get(key)
-        state = self._seed(key) if stored is None else _frozen(stored)
+        state = self.states_of(key).get(key)
+        if state is None:
+            state = self._seed(key)
         return self.policy.decide(state, now, cost)[0]
 
     def reset_now(self, key: str, now: float) -> None:
         states = self.states_of(key)
         if key in states:
             # Two windows back: at rest now and later, dropped at its turn.
-            states[key] = [_floor(now / self.policy.window) - 2, 0, 0]
+            states[key] = (_floor(now / self.policy.window) - 2, 0, 0)
 
-    def _at_rest(self, state: list[int], now: float) -> bool:
-        return self.policy.at_rest(_frozen(state), now)
+    def _at_rest(self, state: CounterState, now: float) -> bool:
+        return self.policy.at_rest(state, now)
 
-    def _spill(self, key: str, state: list[int]) -> None:
+    def _spill(self, key: str, state: CounterState) -> None:
         sketch = self.sketch
         if sketch is None:
             sketch = self.sketch = [None] * self.slots
         slot = hash(key) % self.slots
         held = sketch[slot]
-        frozen = _frozen(state)
-        sketch[slot] = frozen if held is None else merge_counters(held, frozen)
-
-
-def _frozen(state: list[int]) -> CounterState:
-    return (state[0], state[1], state[2])
+        sketch[slot] = state if held is None else merge_counters(held, state)
 
 
 def _window_end(index: int, window: float) -> float:
