@@ -271,10 +271,11 @@ class _GCRATable(_Table[float]):
         table = self
         no_seed = -math.inf
         floor = _floor
+        one = 1  # the usual cost: a limit or burst is at least 1, so it always passes
 
         def hit_now(key: str, cost: int, now: float) -> Decision:
             nonlocal allowed, rejected
-            if cost.__class__ is not int or cost < 0 or cost > burst:
+            if cost is not one and (cost.__class__ is not int or cost < 0 or cost > burst):
                 policy.check_cost(cost)
             try:
                 states = shards[hash(key) & mask]
@@ -365,6 +366,7 @@ class _CounterTable(_Table[CounterState]):
         seed = self._seed
         insert = self._insert
         floor = _floor
+        one = 1  # the usual cost: a limit is at least 1, so it always passes
         allowed = rejected = 0
         # The window of the last call: every ``now`` in ``[low, high]`` has
         # ``floor(now / window) == cached``, because that floor is non-decreasing in
@@ -374,7 +376,7 @@ class _CounterTable(_Table[CounterState]):
 
         def hit_now(key: str, cost: int, now: float) -> Decision:
             nonlocal allowed, rejected, low, high, cached, start
-            if cost.__class__ is not int or cost < 0 or cost > limit:
+            if cost is not one and (cost.__class__ is not int or cost < 0 or cost > limit):
                 policy.check_cost(cost)
             try:
                 states = shards[hash(key) & mask]
