@@ -149,7 +149,7 @@ def _new_event() -> _Event:
 class _Call:
     """One script call waiting to ride in a batch (see ``RedisStore._join``)."""
 
-    __slots__ = ("answered", "args", "done", "error", "key", "leads", "reply", "script", "taken")
+    __slots__ = ("args", "done", "error", "key", "leads", "reply", "script", "taken")
 
     def __init__(self, script: Script, key: str, args: Sequence[str | int], done: _Event) -> None:
         self.script = script
@@ -158,7 +158,6 @@ class _Call:
         self.done = done
         self.taken = False  # out of the queue, into a batch
         self.leads: list[_Call] | None = None  # the batch, when this call is to send it
-        self.answered = False
         self.reply: object = None
         self.error: Exception | None = None
 
@@ -192,10 +191,10 @@ class _Plan:
             self.local = SlidingLog(max(1, policy.limit // nodes), policy.window)
 
 
-def _parse(reply: object, limit: int) -> tuple[Decision, float]:
+def _parse(reply: object, limit: int) -> Decision:
     # int() and float() read ASCII bytes as they are: no decode
     data = reply if reply.__class__ is bytes else str(reply).encode()
-    allowed, remaining, retry_after, reset_after, now = data.split(b" ")
+    allowed, remaining, retry_after, reset_after, _now = data.split(b" ")
     draft = Draft()
     draft.allowed = allowed == b"1"
     draft.limit = limit
@@ -203,7 +202,7 @@ def _parse(reply: object, limit: int) -> tuple[Decision, float]:
     draft.retry_after = float(retry_after)
     draft.reset_after = float(reset_after)
     draft.__class__ = Decision  # type: ignore[assignment]
-    return draft, float(now)  # type: ignore[return-value]
+    return draft  # type: ignore[return-value]
 
 
 def _check_seconds(value: object, name: str, *, zero: bool) -> float:
@@ -433,7 +432,7 @@ class RedisStore:
         reply = await self._guarded(plan, plan.prefix + key, (mode, cost, "", *plan.params))
         if reply is None:
             return await self._on_failure(plan, key, cost, mode)
-        return _parse(reply, plan.limit)[0]
+        return _parse(reply, plan.limit)
 
     async def _guarded(self, plan: _Plan, redis_key: str, args: Sequence[str | int]) -> object:
         """Run the plan's script within ``timeout``; ``None`` (counted) when Redis fails."""
@@ -484,11 +483,11 @@ class RedisStore:
         except BaseException:
             if not call.taken:  # still queued: withdraw, nothing was sent
                 self._queue.remove(call)
-            elif call.leads is not None and not call.answered:  # the others depend on it
+            elif call.leads is not None:  # the others depend on it: lead them anyway
                 with anyio.CancelScope(shield=True):
                     await self._lead(call.leads)
             raise
-        if call.leads is not None and not call.answered:
+        if call.leads is not None:  # woken to lead the calls queued behind the last batch
             await self._lead(call.leads)
         if call.error is not None:
             raise call.error
@@ -515,7 +514,6 @@ class RedisStore:
                 call.error = exc
         finally:
             for call in batch:
-                call.answered = True
                 call.done.set()
             self._hand_over()
 
@@ -573,13 +571,10 @@ class RedisStore:
             except Exception as exc:
                 if not is_noscript(exc):
                     raise
-            self._round_trips += 2  # NOSCRIPT: load it and run it in the time left
-            timeout = max(0.0, timeout - (time.monotonic() - started))
-            with anyio.move_on_after(timeout):
-                await self.client.script_load(script.text)
-                self._script_loads += 1
-                return await self.client.evalsha(script.sha, (redis_key,), args)
-            raise _TimedOut(f"no answer within {self._timeout} s")
+            # NOSCRIPT: load it and run it in the time left
+            with anyio.move_on_after(max(0.0, timeout - (time.monotonic() - started))):
+                return await self._reload_and_run(script, (redis_key,), args)
+            raise _TimedOut(f"no answer within {timeout} s")
         with anyio.move_on_after(timeout):  # swallows only its own deadline
             return await self._evaluate(script, redis_key, args)
         raise _TimedOut(f"no answer within {timeout} s")
@@ -593,10 +588,16 @@ class RedisStore:
         except Exception as exc:
             if not is_noscript(exc):
                 raise
+        return await self._reload_and_run(script, keys, args)
+
+    async def _reload_and_run(
+        self, script: Script, keys: Sequence[str], args: Sequence[str | int]
+    ) -> object:
+        """After NOSCRIPT: ``SCRIPT LOAD``, then the ``EVALSHA`` again (two round trips)."""
         self._round_trips += 2
-        await client.script_load(script.text)
+        await self.client.script_load(script.text)
         self._script_loads += 1
-        return await client.evalsha(script.sha, keys, args)
+        return await self.client.evalsha(script.sha, keys, args)
 
     async def _on_failure(self, plan: _Plan, key: str, cost: int, mode: str) -> Decision:
         self._fallbacks += 1
@@ -631,7 +632,8 @@ class RedisStore:
             raise ValueError(f"mode must be 'hit' or 'peek', got {mode!r}")
         at = "" if now is None else repr(float(now))
         reply = await self._evaluate(plan.script, plan.prefix + key, (mode, cost, at, *plan.params))
-        return _parse(reply, plan.limit)
+        used = reply if reply.__class__ is bytes else str(reply).encode()
+        return _parse(reply, plan.limit), float(used.rsplit(b" ", 1)[1])
 
     def statistics(self) -> RedisStoreStatistics:
         """A snapshot of the store's counters."""
