@@ -142,10 +142,12 @@ async def _measure(backend: str) -> dict[str, float]:
         for name, runner in runners.items():  # interleaved rounds
             gc.collect()
             gc.disable()
-            start = time.perf_counter_ns()
-            await runner()
-            elapsed = time.perf_counter_ns() - start
-            gc.enable()
+            try:
+                start = time.perf_counter_ns()
+                await runner()
+                elapsed = time.perf_counter_ns() - start
+            finally:
+                gc.enable()
             samples[name].append(elapsed / JOBS)
     return {name: statistics.median(values) for name, values in samples.items()}
 

@@ -70,9 +70,7 @@ async def anyio_fail_after() -> AsyncIterator[Op]:
 
 @asynccontextmanager
 async def asyncio_timeout() -> AsyncIterator[Op]:
-    timeout: Any = getattr(asyncio, "timeout", None)  # new in Python 3.11
-    if timeout is None:
-        raise RuntimeError("asyncio.timeout needs Python 3.11")
+    timeout: Any = asyncio.timeout  # Python 3.11+: before, the case is n/a (see CASES)
 
     async def op(n: int) -> None:
         work = noop

@@ -284,7 +284,7 @@ class PriorityExecutor:
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """``run(fn, *args, **kwargs)`` with the default priority and timeout (for compose)."""
-        slot = self._slots.get(self._default_priority) or self._slot_for(None)
+        slot = self._default_slot or self._slot_for(None)
         return await self._run(slot, self._timeout, fn, args, kwargs)
 
     @overload

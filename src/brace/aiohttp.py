@@ -43,7 +43,7 @@ from ._load import LoadMonitor
 from ._memory import MemoryGuard
 from ._priority import Priority
 from ._retry import Backoff, Retry
-from .asgi import BraceMiddlewareStatistics
+from .asgi import BraceMiddlewareStatistics, _check_type
 
 __all__ = ("BraceMiddleware", "ResilientMiddleware")
 
@@ -89,13 +89,9 @@ class BraceMiddleware:
         drain_timeout: float = 30.0,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        for value, kind, name in (
-            (executor, PriorityExecutor, "executor"),
-            (memory, MemoryGuard, "memory"),
-            (load, LoadMonitor, "load"),
-        ):
-            if value is not None and not isinstance(value, kind):
-                raise TypeError(f"{name} must be a brace.{kind.__name__} or None, got {value!r}")
+        _check_type(executor, PriorityExecutor, "executor")
+        _check_type(memory, MemoryGuard, "memory")
+        _check_type(load, LoadMonitor, "load")
         if user is not None and not callable(user):
             raise TypeError(f"user must be a callable (request) -> str | None, got {user!r}")
         self.executor = executor

@@ -1,8 +1,8 @@
 """A lean, bounded HTTP/1.1 load generator for the overload demo (asyncio streams).
 
-It speaks just enough HTTP/1.1 over keep-alive connections to 127.0.0.1 to cost about 40 µs
-of CPU per request (``httpx.AsyncClient``: about 600 µs), so the client is not the
-bottleneck. Two ways to drive a server:
+It speaks just enough HTTP/1.1 over keep-alive connections to 127.0.0.1 to cost little CPU
+per request (a general client such as ``httpx.AsyncClient`` does much more), so the client
+is not the bottleneck. Two ways to drive a server:
 
 - `LoadGenerator.measure_capacity`: closed loop, a ramp of ``1, 2, 4, ...`` clients each
   sending its next request when the last one is answered; the capacity is the best rate
