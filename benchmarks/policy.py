@@ -70,7 +70,7 @@ async def anyio_fail_after() -> AsyncIterator[Op]:
 
 @asynccontextmanager
 async def asyncio_timeout() -> AsyncIterator[Op]:
-    timeout: Any = asyncio.timeout  # Python 3.11+: before, the case is n/a (see CASES)
+    timeout: Any = asyncio.timeout  # type: ignore[attr-defined]  # 3.11+; n/a before (CASES)
 
     async def op(n: int) -> None:
         work = noop
