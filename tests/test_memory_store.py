@@ -424,3 +424,16 @@ def test_key_states_cost_the_garbage_collector_nothing(policy: Policy) -> None:
     states = [state for shard in table.shards for state in shard.values()]
     assert len(states) == 500
     assert not any(gc.is_tracked(state) for state in states)
+
+
+def test_counter_fast_path_uses_the_window_slack_not_gcras() -> None:
+    # Found by the edge test above: the store's counter path once used GCRA's slack
+    # (1e-6) instead of the window core's (1e-9), and said remaining=5 where the core
+    # says 4 (a weight of 1.2e-9 just after a window edge).
+    policy = SlidingWindowCounter(limit=7, window=1 / 3)
+    store = brace.MemoryStore(max_keys=16)
+    state: CounterState | None = None
+    for now, cost in ((333339.0, 5), (333339.66666666657, 2)):
+        expected, state = policy.decide(state, now, cost)
+        assert store.hit_now(policy, "k", cost, now) == expected
+    assert expected.remaining == 4

@@ -44,6 +44,7 @@ from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from ._core._validate import check_int
 from ._core.gcra import EPSILON, GCRA
+from ._core.window import EPSILON as WINDOW_EPSILON
 from ._core.window import CounterState, SlidingLog, SlidingLogCore, SlidingWindowCounter
 from ._decision import Decision, Draft
 
@@ -360,7 +361,7 @@ class _CounterTable(_Table[CounterState]):
         mask = self.mask
         policy = self.policy
         limit = policy.limit
-        within = limit + EPSILON
+        within = limit + WINDOW_EPSILON  # the window core's slack, not GCRA's
         window = policy.window
         double = 2 * window
         seed = self._seed
@@ -410,7 +411,7 @@ class _CounterTable(_Table[CounterState]):
                 current += cost
                 states[key] = (index, current, previous)
                 # floor, not int: the same once clamped at 0, and faster
-                remaining = floor(limit - weight - current + EPSILON)
+                remaining = floor(limit - weight - current + WINDOW_EPSILON)
                 draft = Draft()
                 draft.allowed = True
                 draft.limit = limit
