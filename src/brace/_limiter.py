@@ -117,10 +117,8 @@ class RateLimiter:
         "_allowed",
         "_clock",
         "_hit_now",
-        "_peek_now",
         "_policy",
         "_rejected",
-        "_reset_now",
         "_store",
         "_table",
         "_waiters",
@@ -156,8 +154,6 @@ class RateLimiter:
             table = store._table(self._policy)
             self._table = table
             self._hit_now: Callable[[str, int, float], Decision] | None = table.hit_now
-            self._peek_now = table.peek_now
-            self._reset_now = table.reset_now
         else:
             self._table = None
             self._hit_now = None
@@ -205,7 +201,7 @@ class RateLimiter:
     async def peek(self, key: str, cost: int = 1) -> Decision:
         """The decision `hit` would return now, consuming nothing."""
         if self._table is not None:
-            return self._peek_now(key, cost, self._clock())
+            return self._table.peek_now(key, cost, self._clock())
         check_key(key)
         self._policy.check_cost(cost)
         return await self._store.peek(self._policy, key, cost)
@@ -214,7 +210,7 @@ class RateLimiter:
         """Forget ``key``: its next request is decided as a fresh key's."""
         check_key(key)
         if self._table is not None:
-            self._reset_now(key, self._clock())
+            self._table.reset_now(key, self._clock())
         else:
             await self._store.reset(self._policy, key)
 
@@ -304,11 +300,12 @@ class RateLimiter:
         table = self._table
         waiters = sum(len(queue) for queue in self._waiters.values())
         if table is not None:
+            allowed, rejected = table.counts()
             return RateLimiterStatistics(
                 keys=len(table),
-                hits=table.allowed + table.rejected,
-                allowed=table.allowed,
-                rejected=table.rejected,
+                hits=allowed + rejected,
+                allowed=allowed,
+                rejected=rejected,
                 evictions=table.evictions,
                 drops=table.drops,
                 waiters=waiters,

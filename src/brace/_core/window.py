@@ -366,6 +366,3 @@ class SlidingLogCore:
     def at_rest(self, now: float) -> bool:
         self._expire(now)
         return not self.entries
-
-    def check_cost(self, cost: object) -> int:
-        return check_cost(cost, self.limit)
