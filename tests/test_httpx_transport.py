@@ -179,12 +179,12 @@ async def test_streamed_body_is_never_replayed(base_url: str) -> None:
 
 
 async def test_breaker_opens_and_closes(base_url: str) -> None:
-    """Two 500s open the breaker: the next call fails fast unsent; after the recovery time a
-    probe to the recovered server closes it."""
+    """With key=None (one breaker, the one given) two 500s open it: the next call fails fast
+    unsent; after the recovery time a probe to the recovered server closes it."""
     key = name()
     FAILING[key] = 500
     breaker = brace.CircuitBreaker(failure_threshold=2, recovery_time=0.5)
-    transport = ResilientTransport(retry=fast_retry(), breaker=breaker)
+    transport = ResilientTransport(retry=fast_retry(), breaker=breaker, key=None)
     async with httpx.AsyncClient(transport=transport, base_url=base_url) as http:
         assert (await http.get(f"/switch/{key}")).status_code == 500
         assert (await http.get(f"/switch/{key}")).status_code == 500

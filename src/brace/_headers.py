@@ -16,15 +16,11 @@ Policies are fixed per rule, so their member text is built once (`PolicyField`);
 
 from __future__ import annotations
 
-import email.utils
 import math
-import time
 
 __all__ = (
-    "IDEMPOTENT_METHODS",
     "PolicyField",
     "delay_seconds",
-    "parse_retry_after",
     "ratelimit_item",
     "sf_string",
 )
@@ -78,25 +74,3 @@ def ratelimit_item(policy: PolicyField, remaining: int, reset: float) -> str:
     """The policy's member of the ``RateLimit`` field: ``"name";r=<remaining>;t=<reset>``."""
     remaining = min(max(remaining, 0), _MAX_SF_INTEGER)
     return f"{policy.prefix}{remaining};t={delay_seconds(reset)}"
-
-
-#: Methods retried by default by the client adapters (RFC 9110 idempotent methods).
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (delay-seconds or an HTTP-date);
-    ``None`` when absent or unreadable. A date in the past gives 0."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    seconds = when.timestamp() - (time.time() if now is None else now)
-    return max(seconds, 0.0) if math.isfinite(seconds) else None

@@ -19,12 +19,11 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
 
-from aiohttp import ClientError, ClientRequest, ClientResponse, payload, web
+from aiohttp import web
 
+from ._aiohttp_client import ResilientMiddleware as ResilientMiddleware
 from ._asgi_rules import CompiledLimit, CompiledRule, Rule, RuleTable, default_priority
-from ._breaker import CircuitBreaker
 from ._client_ip import ClientAddress, ForwardedHeader, TrustedProxies
 from ._exceptions import (
     CircuitOpen,
@@ -37,12 +36,10 @@ from ._exceptions import (
     ShuttingDown,
 )
 from ._executor import PriorityExecutor
-from ._headers import IDEMPOTENT_METHODS, delay_seconds, parse_retry_after, ratelimit_item
-from ._limiter import RateLimiter
+from ._headers import delay_seconds, ratelimit_item
 from ._load import LoadMonitor
 from ._memory import MemoryGuard
 from ._priority import Priority
-from ._retry import Backoff, Retry
 from .asgi import BraceMiddlewareStatistics, _check_type
 
 __all__ = ("BraceMiddleware", "ResilientMiddleware")
@@ -307,124 +304,3 @@ class BraceMiddleware:
             status=status,
             headers=headers,
         )
-
-
-ClientHandler = Callable[[ClientRequest], Awaitable[ClientResponse]]
-
-
-class _RetryableStatus(Rejected):
-    def __init__(self, response: ClientResponse, retry_after: float | None) -> None:
-        super().__init__(f"HTTP {response.status}", retry_after=retry_after)
-        self.response = response
-
-
-class _Stop(Exception):
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-class ResilientMiddleware:
-    """An aiohttp client middleware: ``ClientSession(middlewares=(ResilientMiddleware(),))``.
-
-    The arguments are those of `brace.httpx.ResilientTransport`. A retried answer is read
-    (so it can be handed back should retrying stop) and released before the next attempt.
-    Only requests whose body can be sent again (none, or bytes) are retried.
-    """
-
-    def __init__(
-        self,
-        *,
-        retry: Retry | None = None,
-        breaker: CircuitBreaker | None = None,
-        limiter: Any = None,
-        retry_statuses: Iterable[int] = (429, 502, 503, 504),
-        respect_retry_after: bool = True,
-        max_retry_after: float = 60.0,
-        retry_methods: Iterable[str] = IDEMPOTENT_METHODS,
-    ) -> None:
-        if retry is not None and not isinstance(retry, Retry):
-            raise TypeError(f"retry must be a brace.Retry or None, got {retry!r}")
-        self.retry = (
-            Retry(
-                3,
-                backoff=Backoff.exponential(base=0.1, cap=10.0),
-                retry_on=(ClientError, asyncio.TimeoutError, _RetryableStatus),
-                name="aiohttp",
-            )
-            if retry is None
-            else retry
-        )
-        if breaker is not None and not isinstance(breaker, CircuitBreaker):
-            raise TypeError(f"breaker must be a brace.CircuitBreaker or None, got {breaker!r}")
-        self.breaker = breaker
-        if limiter is not None and not callable(getattr(limiter, "acquire", None)):
-            raise TypeError(
-                "limiter must be a brace.TokenBucket, brace.SlidingWindow or brace.RateLimiter, "
-                f"got {limiter!r}"
-            )
-        self.limiter = limiter
-        self.retry_statuses = frozenset(retry_statuses)
-        self.respect_retry_after = bool(respect_retry_after)
-        self.max_retry_after = float(max_retry_after)
-        self.retry_methods = frozenset(method.upper() for method in retry_methods)
-
-    async def __call__(self, request: ClientRequest, handler: ClientHandler) -> ClientResponse:
-        body = request.body
-        replayable = isinstance(body, (bytes, bytearray, payload.BytesPayload))
-        if request.method not in self.retry_methods or not replayable:
-            return await self._attempt(request, handler, retrying=False)
-        stop: BaseException | None = None
-        response: ClientResponse | None = None
-        try:
-            async for attempt in self.retry:
-                with attempt:
-                    try:
-                        response = await self._attempt(request, handler, retrying=True)
-                    except _Stop as wrapped:
-                        stop = wrapped.error
-        except _RetryableStatus as last:
-            return last.response  # read and released, still readable
-        if stop is not None:
-            raise stop
-        assert response is not None
-        return response
-
-    async def _attempt(
-        self, request: ClientRequest, handler: ClientHandler, *, retrying: bool
-    ) -> ClientResponse:
-        limiter = self.limiter
-        if limiter is not None:
-            if isinstance(limiter, RateLimiter):
-                await limiter.acquire(request.url.host or "-")
-            else:
-                await limiter.acquire()
-        ticket = None
-        if self.breaker is not None:
-            try:
-                ticket = self.breaker.try_enter()
-            except Rejected as refused:
-                if retrying:
-                    raise _Stop(refused) from None
-                raise
-        try:
-            response = await handler(request)
-        except BaseException as error:
-            if ticket is not None:
-                ticket.record_exception(error)
-            raise
-        if ticket is not None:
-            if response.status >= 500:
-                ticket.failure()
-            else:
-                ticket.success()
-        if not retrying or response.status not in self.retry_statuses:
-            return response
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        if retry_after is not None and retry_after > self.max_retry_after:
-            return response
-        try:
-            await response.read()
-        finally:
-            response.release()
-        raise _RetryableStatus(response, retry_after if self.respect_retry_after else None)
