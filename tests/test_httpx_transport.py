@@ -138,6 +138,19 @@ async def test_retry_after_can_be_ignored_or_too_long(base_url: str) -> None:
     assert SEEN[key] == 1
 
 
+async def test_unreadable_retry_after_returns_the_answer(base_url: str) -> None:
+    """Regression: a real server's 503 with `retry-after: ²` (a Unicode digit) is retried as
+    if it had no Retry-After, then handed back, not raised."""
+    key = name()
+    transport = ResilientTransport(retry=fast_retry(3))
+    async with httpx.AsyncClient(transport=transport, base_url=base_url) as http:
+        response = await http.get(f"/flaky/{key}", params={"fail": 10, "retry_after": "²"})
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "²"
+    assert response.text == "failure 3"
+    assert SEEN[key] == 3
+
+
 async def test_exhausted_retries_return_the_last_answer(base_url: str) -> None:
     """When every attempt fails, the last answer comes back whole (status, headers, body)."""
     key = name()
@@ -268,6 +281,6 @@ def test_bad_configuration() -> None:
     with pytest.raises(ValueError, match="retry_statuses"):
         ResilientTransport(retry_statuses=(700,))
     with pytest.raises(TypeError, match="limiter"):
-        ResilientTransport(limiter=object())  # type: ignore[arg-type]
+        ResilientTransport(limiter=object())
     with pytest.raises(TypeError, match="inner"):
         ResilientTransport(inner=object())  # type: ignore[arg-type]

@@ -66,8 +66,7 @@ class ResilientMiddleware(ResilientClient[ClientRequest, ClientResponse]):
                 int(length) > limit
             ):
                 return None  # reading could take more than the limit: hand it back unread
-        try:
-            await response.read()
-        finally:
-            response.release()
-        return response  # released, its body kept: still readable
+        # Reading to the end gives the connection back to the pool (and closes it on an
+        # error); an explicit release() would make read() refuse the kept body.
+        await response.read()
+        return response

@@ -12,7 +12,6 @@ loop itself is shared with `brace.aiohttp.ResilientMiddleware` (``brace._client`
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 try:
     import httpx
@@ -37,11 +36,14 @@ _KEPT_EXTENSIONS = ("http_version", "reason_phrase")
 
 
 class _Prefixed(httpx.AsyncByteStream):
-    """A response stream whose first chunks were already read."""
+    """A response stream whose first chunks were already read from ``rest``."""
 
-    def __init__(self, chunks: list[bytes], rest: httpx.AsyncByteStream | Any) -> None:
+    def __init__(
+        self, chunks: list[bytes], rest: AsyncIterator[bytes], stream: httpx.AsyncByteStream
+    ) -> None:
         self._chunks = chunks
         self._rest = rest
+        self._stream = stream
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         for chunk in self._chunks:
@@ -50,7 +52,14 @@ class _Prefixed(httpx.AsyncByteStream):
             yield chunk
 
     async def aclose(self) -> None:
-        await self._rest.aclose()
+        await _close(self._rest)
+        await self._stream.aclose()
+
+
+async def _close(chunks: AsyncIterator[bytes]) -> None:
+    close = getattr(chunks, "aclose", None)
+    if close is not None:
+        await close()
 
 
 class ResilientTransport(ResilientClient[httpx.Request, httpx.Response], httpx.AsyncBaseTransport):
@@ -93,17 +102,22 @@ class ResilientTransport(ResilientClient[httpx.Request, httpx.Response], httpx.A
         return value
 
     async def _keep(self, response: httpx.Response, limit: int) -> httpx.Response | None:
+        stream = response.stream
+        if not isinstance(stream, httpx.AsyncByteStream):
+            return None  # not a stream this transport knows how to read: hand it back
+        rest = aiter(stream)  # one iterator: a _Prefixed goes on where this loop stops
         chunks: list[bytes] = []
         size = 0
         try:
-            async for chunk in response.stream:  # type: ignore[union-attr]
+            async for chunk in rest:
                 chunks.append(chunk)
                 size += len(chunk)
                 if size > limit:  # too long to keep: hand this one back
-                    response.stream = _Prefixed(chunks, response.stream)
+                    response.stream = _Prefixed(chunks, rest, stream)
                     return None
         finally:
             if size <= limit:
+                await _close(rest)
                 await response.aclose()
         extensions = response.extensions
         return httpx.Response(
