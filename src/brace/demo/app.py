@@ -100,6 +100,7 @@ def create_app(settings: DemoSettings | None = None) -> BraceMiddleware:
             retry=retry,
             breaker=breaker,
             retry_methods=["GET", "POST"],  # a completion has no side effect: POST may retry
+            key=None,  # one upstream: the registered breaker itself, not one per host
         ),
         base_url=base_url,
         timeout=settings.ai_timeout,
