@@ -205,3 +205,37 @@ def test_lower_case_methods_are_normalised() -> None:
     """retry_methods=("get",) is read as GET, for both adapters."""
     for adapter in ADAPTERS:
         assert adapter(retry_methods=("get", "Put")).retry_methods == {"GET", "PUT"}
+
+
+async def test_keyed_limiters() -> None:
+    """A RateLimiter is keyed by host:port (or "*" with key=None); a SlidingWindow is a
+    template like a TokenBucket; any other limiter with acquire() is shared."""
+    inner = server({"a": [httpx.Response(200)], "b": [httpx.Response(200)]}, [])
+    limiter = brace.RateLimiter(brace.TokenBucket(1, per=10.0, burst=1), clock=anyio.current_time)
+    async with httpx.AsyncClient(transport=ResilientTransport(inner, limiter=limiter)) as http:
+        await http.get("http://a/")
+        await http.get("http://b/")
+    assert limiter.statistics().keys == 2
+    assert (await limiter.peek("a:80")).allowed is False
+    async with httpx.AsyncClient(
+        transport=ResilientTransport(inner, limiter=limiter, key=None)
+    ) as http:
+        await http.get("http://a/")
+    assert (await limiter.peek("*")).allowed is False
+    window = brace.SlidingWindow(1, 10.0, clock=anyio.current_time)
+    async with httpx.AsyncClient(transport=ResilientTransport(inner, limiter=window)) as http:
+        start = anyio.current_time()
+        await http.get("http://a/")
+        await http.get("http://b/")
+        assert anyio.current_time() - start < 1.0
+
+    class Counter:
+        calls = 0
+
+        async def acquire(self) -> None:
+            Counter.calls += 1
+
+    async with httpx.AsyncClient(transport=ResilientTransport(inner, limiter=Counter())) as http:
+        await http.get("http://a/")
+        await http.get("http://b/")
+    assert Counter.calls == 2

@@ -46,10 +46,12 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 from typing_extensions import TypedDict
 
 from ._breaker import CircuitBreaker
+from ._bucket import TokenBucket
 from ._core.breaker import CircuitState, _CountWindow, _TimeWindow
 from ._exceptions import CircuitOpen, Rejected
 from ._limiter import RateLimiter
 from ._retry import Backoff, Retry
+from ._window import SlidingWindow
 
 __all__ = (
     "IDEMPOTENT_METHODS",
@@ -373,8 +375,8 @@ def _acquirer(
     if isinstance(limiter, RateLimiter):
         acquire: Callable[[str], Awaitable[object]] = limiter.acquire
         return acquire
-    if keyed and hasattr(limiter, "policy") and hasattr(limiter, "_clock"):
-        # a TokenBucket / SlidingWindow as a template: one of its kind per key
+    if keyed and isinstance(limiter, (TokenBucket, SlidingWindow)):
+        # a TokenBucket / SlidingWindow as a template: one of its kind per key, same clock
         return RateLimiter(limiter, max_keys=max_keys, clock=limiter._clock).acquire
     shared = limiter.acquire
 
