@@ -3,7 +3,7 @@ breakers and limits, the body cap, Retry-After, validation (asyncio and trio, vi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -239,3 +239,84 @@ async def test_keyed_limiters() -> None:
         await http.get("http://a/")
         await http.get("http://b/")
     assert Counter.calls == 2
+
+
+class Body(httpx.AsyncByteStream):
+    """A response body that yields ``chunks``, then raises ``error`` or waits forever."""
+
+    def __init__(self, chunks: list[bytes], error: Exception | None) -> None:
+        self.chunks = chunks
+        self.error = error
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+        if self.error is not None:
+            raise self.error
+        await anyio.sleep_forever()
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_a_body_failing_midway_is_closed_and_retried() -> None:
+    """A 503 whose body breaks while it is read is closed; the error is retried as any
+    transport error, and raised when retrying stops."""
+    bodies: list[Body] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        bodies.append(Body([b"par"], httpx.ReadError("reset")))
+        return httpx.Response(503, stream=bodies[-1])
+
+    transport = ResilientTransport(httpx.MockTransport(handle), retry=fast_retry())
+    async with httpx.AsyncClient(transport=transport) as http:
+        with pytest.raises(httpx.ReadError):
+            await http.get("http://a/")
+    assert len(bodies) == 3
+    assert all(body.closed for body in bodies)
+
+
+async def test_cancelled_while_reading_closes_and_releases() -> None:
+    """Cancelled while a retryable body is read: the response is closed, and the half-open
+    probe was settled from the status already (a 503 reopens the circuit), none left held."""
+    bodies: list[Body] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        bodies.append(Body([b"slow"], None))
+        return httpx.Response(503, stream=bodies[-1])
+
+    breaker = brace.CircuitBreaker(failure_threshold=1, recovery_time=60, clock=anyio.current_time)
+    transport = ResilientTransport(httpx.MockTransport(handle), breaker=breaker, key=None)
+    breaker.open_for(0.5)
+    await anyio.sleep(1)
+    assert breaker.state is brace.CircuitState.HALF_OPEN
+    async with httpx.AsyncClient(transport=transport) as http:
+        with anyio.move_on_after(5):
+            await http.get("http://a/")
+    assert bodies[0].closed
+    stats = breaker.statistics()
+    assert (stats.state, stats.half_open_calls) == (brace.CircuitState.OPEN, 0)
+
+
+async def test_cancelled_while_sending_gives_the_probe_back() -> None:
+    """A half-open probe cancelled while the server has not answered gives its permit back:
+    the next call is admitted as the probe."""
+    answer_now = False
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if not answer_now:
+            await anyio.sleep_forever()
+        return httpx.Response(200)
+
+    breaker = brace.CircuitBreaker(failure_threshold=1, clock=anyio.current_time)
+    transport = ResilientTransport(httpx.MockTransport(handle), breaker=breaker, key=None)
+    breaker.open_for(0.5)
+    await anyio.sleep(1)
+    async with httpx.AsyncClient(transport=transport) as http:
+        with anyio.move_on_after(5):
+            await http.get("http://a/")
+        assert breaker.statistics().half_open_calls == 0
+        answer_now = True
+        assert (await http.get("http://a/")).status_code == 200
+    assert breaker.state is brace.CircuitState.CLOSED
