@@ -9,7 +9,8 @@ Every case is an ``httpx.AsyncClient`` over the same ``httpx.MockTransport`` ans
 10 hosts, in interleaved rounds. The table gives the median time per request over the
 rounds, the spread (min-max of the rounds) and the ratio to the bare client; a second
 table calls the transports' ``handle_async_request`` directly (no client around them),
-which shows brace's own cost with less of httpx's around it. Then
+which shows brace's own cost with less of httpx's around it; a third times a 503 carrying
+128 KB of hostile headers (a 64 KB ``Retry-After`` of Unicode digits), read once. Then
 ``parse_retry_after`` on a short value, an HTTP-date and hostile values up to 64 KB:
 median ns per call (its work is bounded: it reads at most 64 characters).
 """
@@ -142,6 +143,41 @@ def retry_after_values() -> dict[str, str]:
     }
 
 
+HOSTILE = [(b"retry-after", "\u00b2".encode() * 32768), (b"x-junk", b"\xff" * 65536)]
+
+
+def hostile(request: httpx.Request) -> httpx.Response:
+    """A 503 with a 64 KB Retry-After of Unicode digits and 64 KB of junk."""
+    return httpx.Response(503, headers=HOSTILE, content=b"busy")
+
+
+async def run_hostile(transport: httpx.AsyncBaseTransport, requests: int) -> float:
+    """Seconds per call answered by ``hostile``."""
+    request = httpx.Request("GET", HOSTS[0])
+    start = time.perf_counter()
+    for _ in range(requests):
+        response = await transport.handle_async_request(request)
+        if response.status_code != 503:
+            raise RuntimeError(f"got {response.status_code}")
+        await response.aread()
+    return (time.perf_counter() - start) / requests
+
+
+async def hostile_headers(requests: int, rounds: int) -> None:
+    """The cost of an answer with 128 KB of hostile headers, read once (one attempt)."""
+    cases: dict[str, httpx.AsyncBaseTransport] = {
+        "bare (MockTransport)": httpx.MockTransport(hostile),
+        "ResilientTransport, 1 attempt": ResilientTransport(
+            httpx.MockTransport(hostile), retry=brace.Retry(1)
+        ),
+    }
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, transport in cases.items():
+            times[name].append(await run_hostile(transport, requests))
+    table("503 + 128 KB hostile headers", times)
+
+
 def parse_costs(calls: int, rounds: int) -> None:
     print(f"| {'parse_retry_after on':<30} | {'per call':>10} | {'result':>10} |")
     print(f"|{'-' * 32}|{'-' * 12}|{'-' * 12}|")
@@ -163,6 +199,7 @@ def main(requests: int, rounds: int, backend: str) -> int:
         f"{requests} requests x {rounds} rounds, medians\n"
     )
     anyio.run(transports, requests, rounds, backend=backend)
+    anyio.run(hostile_headers, max(requests // 10, 100), rounds, backend=backend)
     parse_costs(max(requests, 1000), rounds)
     return 0
 

@@ -32,7 +32,8 @@ from ._client import (
 
 __all__ = ("IDEMPOTENT_METHODS", "MAX_RETRY_AFTER", "ResilientTransport", "parse_retry_after")
 
-_KEPT_EXTENSIONS = ("http_version", "reason_phrase")
+# parse_retry_after reads at most 64 characters: a longer value is not even decoded.
+_RETRY_AFTER_MAX_BYTES = 64
 
 
 class _Prefixed(httpx.AsyncByteStream):
@@ -98,8 +99,11 @@ class ResilientTransport(ResilientClient[httpx.Request, httpx.Response], httpx.A
         return response.status_code
 
     def _retry_after(self, response: httpx.Response) -> str | None:
-        value: str | None = response.headers.get("retry-after")
-        return value
+        # From the raw bytes: httpx would decode every header to find this one.
+        found = [value for name, value in response.headers.raw if name.lower() == b"retry-after"]
+        if len(found) != 1 or len(found[0]) > _RETRY_AFTER_MAX_BYTES:
+            return None  # absent, repeated (unreadable joined) or too long to be read
+        return found[0].decode("latin-1")
 
     async def _keep(self, response: httpx.Response, limit: int) -> httpx.Response | None:
         stream = response.stream
@@ -118,14 +122,11 @@ class ResilientTransport(ResilientClient[httpx.Request, httpx.Response], httpx.A
         finally:
             if size <= limit:
                 await _close(rest)
-                await response.aclose()
-        extensions = response.extensions
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=httpx.ByteStream(b"".join(chunks)),
-            extensions={name: extensions[name] for name in _KEPT_EXTENSIONS if name in extensions},
-        )
+                await stream.aclose()
+        # The same response, its body now in memory (a new one would copy and decode
+        # every header again): read by no one yet, so still readable.
+        response.stream = httpx.ByteStream(b"".join(chunks))
+        return response
 
     async def aclose(self) -> None:
         await self.inner.aclose()
