@@ -119,3 +119,27 @@ async def test_body_cap(servers: tuple[TestServer, TestServer]) -> None:
                 assert response.status == 503
                 assert await response.read() == b"x" * int(params["size"])
             assert seen(server, path) == sent, path
+
+
+async def test_repeated_retry_after_is_absent() -> None:
+    """Two Retry-After headers count as none (as with httpx): the backoff alone decides,
+    so a huge second value does not stop the retries."""
+    answers = iter([(503, ("0", "99999")), (200, ())])
+
+    async def twice(request: web.Request) -> web.Response:
+        status, values = next(answers)
+        response = web.Response(status=status)
+        for value in values:
+            response.headers.add("Retry-After", value)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/", twice)
+    async with (
+        TestServer(app) as other,
+        aiohttp.ClientSession(
+            middlewares=(ResilientMiddleware(retry=fast_retry(), max_retry_after=60),)
+        ) as http,
+        http.get(other.make_url("/")) as response,
+    ):
+        assert response.status == 200

@@ -320,3 +320,15 @@ async def test_cancelled_while_sending_gives_the_probe_back() -> None:
         answer_now = True
         assert (await http.get("http://a/")).status_code == 200
     assert breaker.state is brace.CircuitState.CLOSED
+
+
+async def test_repeated_retry_after_is_absent() -> None:
+    """Two Retry-After headers count as none: a huge second value does not stop retries."""
+    seen: list[str] = []
+    busy = httpx.Response(503, headers=[("retry-after", "0"), ("retry-after", "99999")])
+    transport = ResilientTransport(
+        server({"a": [busy, httpx.Response(200)]}, seen), retry=fast_retry(), max_retry_after=60
+    )
+    async with httpx.AsyncClient(transport=transport) as http:
+        assert (await http.get("http://a/")).status_code == 200
+    assert len(seen) == 2

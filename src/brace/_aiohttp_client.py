@@ -56,7 +56,8 @@ class ResilientMiddleware(ResilientClient[ClientRequest, ClientResponse]):
         return response.status
 
     def _retry_after(self, response: ClientResponse) -> str | None:
-        return response.headers.get("Retry-After")
+        found = response.headers.getall("Retry-After", ())
+        return found[0] if len(found) == 1 else None  # repeated: unreadable, as with httpx
 
     async def _keep(self, response: ClientResponse, limit: int) -> ClientResponse | None:
         if response.method != "HEAD" and response.status not in _BODILESS_STATUSES:
