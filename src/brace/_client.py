@@ -278,13 +278,11 @@ class ResilientClient(abc.ABC, Generic[RequestT, ResponseT]):
         key = "*" if key_of is None else key_of(request)
         if not isinstance(key, str):
             raise TypeError(f"key must return a str, got {type(key).__name__}")
-        table = self._breakers
-        breaker = self.breaker if table is None else table.get(key)
         if method not in self.retry_methods or not replayable:
-            outcome = await self._attempt(send, key, breaker, retrying=False)
+            outcome = await self._attempt(send, key, retrying=False)
         else:
             try:
-                outcome = await self.retry.call(self._attempt, send, key, breaker, retrying=True)
+                outcome = await self.retry.call(self._attempt, send, key, retrying=True)
             except _RetryableStatus as last:
                 return cast(ResponseT, last.kept)  # retrying stopped: the last answer
         if isinstance(outcome, _Stopped):
@@ -295,13 +293,14 @@ class ResilientClient(abc.ABC, Generic[RequestT, ResponseT]):
         self,
         send: Callable[[], Awaitable[ResponseT]],
         key: str,
-        breaker: CircuitBreaker | None,
         *,
         retrying: bool,
     ) -> ResponseT | _Stopped:
         acquire = self._acquire
         if acquire is not None:
             await acquire(key)
+        table = self._breakers  # looked up per attempt: the key's breaker of the moment
+        breaker = self.breaker if table is None else table.get(key)
         ticket = None
         if breaker is not None:
             try:
