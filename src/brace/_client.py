@@ -241,6 +241,8 @@ class ResilientClient(abc.ABC, Generic[RequestT, ResponseT]):
         keyed = key is not None
         self._breakers = _BreakerTable(breaker, max_keys) if breaker is not None and keyed else None
         self._acquire = _acquirer(limiter, keyed=keyed, max_keys=max_keys)
+        # the key is computed only when something is kept per key
+        self._key_of = key if self._breakers is not None or self._acquire is not None else None
 
     @property
     def breakers(self) -> Mapping[str, CircuitBreaker]:
@@ -274,7 +276,7 @@ class ResilientClient(abc.ABC, Generic[RequestT, ResponseT]):
         replayable: bool,
     ) -> ResponseT:
         """Send ``request`` (through ``send``) as configured; the response to hand back."""
-        key_of = self.key
+        key_of = self._key_of
         key = "*" if key_of is None else key_of(request)
         if not isinstance(key, str):
             raise TypeError(f"key must return a str, got {type(key).__name__}")
