@@ -161,7 +161,11 @@ async def test_breaker_settles_from_status() -> None:
 async def test_key_must_return_a_str() -> None:
     """A key function returning something else than a str is a TypeError naming key."""
     inner = server({"a": [httpx.Response(200)]}, [])
-    transport = ResilientTransport(inner, key=lambda request: 3)  # type: ignore[arg-type,return-value]
+    transport = ResilientTransport(
+        inner,
+        breaker=brace.CircuitBreaker(),
+        key=lambda request: 3,  # type: ignore[arg-type,return-value]
+    )
     async with httpx.AsyncClient(transport=transport) as http:
         with pytest.raises(TypeError, match="key"):
             await http.get("http://a/")
