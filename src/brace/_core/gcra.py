@@ -39,7 +39,16 @@ from __future__ import annotations
 import math
 
 from .._decision import Decision
-from ._validate import check_cost, check_int, check_positive
+from ._validate import (
+    MAX_COUNT,
+    MAX_SECONDS,
+    MIN_INTERVAL,
+    check_cost,
+    check_int,
+    check_positive,
+    check_seconds,
+    shown,
+)
 
 __all__ = ("EPSILON", "GCRA", "TokenBucketCore")
 
@@ -57,12 +66,29 @@ class GCRA:
 
     def __init__(self, rate: float, per: float = 1.0, burst: int | None = None) -> None:
         self.rate = check_positive(rate, "rate")
-        self.per = check_positive(per, "per")
+        self.per = check_seconds(per, "per")
+        self.interval = self.per / self.rate
+        if not MIN_INTERVAL <= self.interval <= MAX_SECONDS:  # 0 and inf included
+            raise ValueError(
+                f"rate and per: per / rate (the time one token takes to come back) must be "
+                f"in [{MIN_INTERVAL:g}, {MAX_SECONDS:g}] s, got rate={shown(rate)}, "
+                f"per={shown(per)}"
+            )
         if burst is None:
             burst = max(1, math.floor(self.rate))
-        self.burst = check_int(burst, "burst", minimum=1)
-        self.interval = self.per / self.rate
+            if burst > MAX_COUNT:
+                raise ValueError(
+                    f"burst (by default the rate rounded down) must be <= {MAX_COUNT}: "
+                    f"give burst= for a rate of {shown(rate)}"
+                )
+        self.burst = check_int(burst, "burst", minimum=1, maximum=MAX_COUNT)
         self.tolerance = self.burst * self.interval
+        if not self.tolerance <= MAX_SECONDS:
+            raise ValueError(
+                f"burst * per / rate (the time an empty bucket takes to refill) must be at "
+                f"most {MAX_SECONDS:g} s, got burst={shown(burst)}, per={shown(per)}, "
+                f"rate={shown(rate)}"
+            )
 
     def decide(self, tat: float, now: float, cost: int = 1) -> tuple[Decision, float]:
         """Admit ``cost`` tokens at ``now`` if they are there; return the decision and new tat."""

@@ -49,7 +49,7 @@ from collections import deque
 from collections.abc import Callable
 
 from .._decision import Decision
-from ._validate import check_cost, check_int, check_positive
+from ._validate import MAX_COUNT, MIN_WINDOW, check_cost, check_int, check_seconds
 
 __all__ = (
     "CounterState",
@@ -75,8 +75,8 @@ class SlidingWindowCounter:
     __slots__ = ("limit", "window")
 
     def __init__(self, limit: int, window: float) -> None:
-        self.limit = check_int(limit, "limit", minimum=1)
-        self.window = check_positive(window, "window")
+        self.limit = check_int(limit, "limit", minimum=1, maximum=MAX_COUNT)
+        self.window = check_seconds(window, "window", minimum=MIN_WINDOW)
 
     def roll(self, state: CounterState | None, now: float) -> tuple[int, int, int, float]:
         """Bring ``state`` to the window containing ``now``: (index, current, previous, offset)."""
@@ -265,8 +265,8 @@ class SlidingLog:
     __slots__ = ("limit", "window")
 
     def __init__(self, limit: int, window: float) -> None:
-        self.limit = check_int(limit, "limit", minimum=1)
-        self.window = check_positive(window, "window")
+        self.limit = check_int(limit, "limit", minimum=1, maximum=MAX_COUNT)
+        self.window = check_seconds(window, "window", minimum=MIN_WINDOW)
 
     def core(self) -> SlidingLogCore:
         return SlidingLogCore(self.limit, self.window)
