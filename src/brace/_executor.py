@@ -241,8 +241,11 @@ class PriorityExecutor:
             if slot is not None:
                 return slot
         elif self._adaptive is None:
-            slot = self._slots.get(priority)
-            if slot is not None:
+            try:
+                slot = self._slots.get(priority)
+            except TypeError:  # unhashable: _slot_for says what a priority must be
+                slot = None
+            if slot is not None:  # only checked priorities are in _slots
                 return slot
         if self._adaptive is not None:
             return _TimedSlot(self._slot_for(priority))  # carries its start time: not shared

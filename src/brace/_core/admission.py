@@ -243,6 +243,9 @@ class AdmissionCore:
         if self.closed:
             self.rejected_closed += 1
             return None, _NOTHING
+        aging = self.aging
+        # The key first: should it fail, no count has moved for a waiter never queued.
+        key = priority if aging is None else priority + CLASS_STEP * now / aging
         evicted: tuple[Ticket, ...] = _NOTHING
         if self.pending >= self.max_queue:
             victim = self._victim(priority)
@@ -254,8 +257,6 @@ class AdmissionCore:
             evicted = (victim,)
         self._seq += 1
         self.tickets += 1
-        aging = self.aging
-        key = priority if aging is None else priority + CLASS_STEP * now / aging
         ticket = Ticket(self._seq, priority, key, now)
         queue = self._classes.get(priority)
         if queue is None:
