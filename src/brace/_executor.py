@@ -362,7 +362,7 @@ class PriorityExecutor:
             rejected_while_draining=core.rejected_closed - rejected_before,
             still_running=core.running,
             timed_out=timed_out,
-            duration=self._clock() - start,
+            duration=max(0.0, self._clock() - start),
         )
 
     async def wait_idle(self) -> None:
@@ -401,7 +401,7 @@ class PriorityExecutor:
             total_processed=processed,
             average_wait_time=self._wait_total / admitted if admitted else 0.0,
             average_processing_time=(
-                core.busy_time / core.completions if core.completions else 0.0
+                max(0.0, core.busy_time / core.completions) if core.completions else 0.0
             ),
             wait_time_p50=p50,
             wait_time_p90=p90,
@@ -536,7 +536,7 @@ class PriorityExecutor:
         state = ticket.state
         if state is _GRANTED:
             slot.admitted += 1
-            waited = now - ticket.enqueued_at
+            waited = max(0.0, now - ticket.enqueued_at)  # 0: the clock stepped back
             self._wait_total += waited
             self._sync_waits()
             self._waits.add(waited)
@@ -587,7 +587,7 @@ class PriorityExecutor:
             adaptive = self._adaptive
             if adaptive is not None and started is not None:
                 # before the release, so that "in flight" still includes this one
-                adaptive.observe(now - started, outcome is _TIMED_OUT, now)
+                adaptive.observe(max(0.0, now - started), outcome is _TIMED_OUT, now)
             changed = core.release(now)
         if changed:
             self._wake(changed)

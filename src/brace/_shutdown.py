@@ -253,7 +253,8 @@ class GracefulShutdown:
             await anyio.sleep(self.delay)
         if self.chain and self.delay:
             self._call_previous()
-        remaining = max(self.timeout - (self._clock() - started), 0.0)
+        # Within [0, timeout]: a clock that stepped back must not lengthen the drain.
+        remaining = min(max(self.timeout - (self._clock() - started), 0.0), self.timeout)
         results: list[object] = [None] * len(self._drainables)
         timed_out = False
         with anyio.CancelScope() as scope:
@@ -270,7 +271,7 @@ class GracefulShutdown:
             signal=self._signal,
             drained=tuple(results),
             timed_out=timed_out,
-            duration=self._clock() - started,
+            duration=max(0.0, self._clock() - started),
         )
 
     @staticmethod

@@ -371,10 +371,11 @@ class AdmissionCore:
     def service_time(self) -> float | None:
         """Mean seconds a slot is held, over the last one or two estimate windows."""
         busy, done = self._epoch_marks[0]
+        # busy_time sums ``running * elapsed``: a clock that stepped back takes some off.
         if self.completions > done:
-            return (self.busy_time - busy) / (self.completions - done)
+            return max(0.0, (self.busy_time - busy) / (self.completions - done))
         if self.completions:
-            return self.busy_time / self.completions
+            return max(0.0, self.busy_time / self.completions)
         return None
 
     def retry_after(self) -> float | None:
@@ -409,6 +410,8 @@ class AdmissionCore:
             queue = self._best_class()
             ticket = queue[0]
             delay = now - ticket.enqueued_at
+            if delay < 0.0:  # the clock stepped back
+                delay = 0.0
             if timeout is not None and delay >= timeout - EPSILON:
                 queue.popleft()
                 self.pending -= 1

@@ -16,6 +16,12 @@ available at ``now`` are ``(tolerance - (max(tat, now) - now)) / interval``. A b
 ``tat <= now`` is full: it holds no information a fresh bucket lacks ("at rest"), which
 is what lets a keyed store drop it without loss.
 
+A clock that steps back never admits more: ``tat`` keeps its value, so the bucket is
+decided as if the time had not come back (for at most the length of the step, a bucket
+that was used stays as empty as it was). The values reported are clamped at 0: a
+``tat`` further ahead of ``now`` than the tolerance would otherwise report a negative
+``remaining``.
+
 All arithmetic is on floats; comparisons allow ``EPSILON`` seconds of rounding so that a
 request arriving exactly when its tokens come back is admitted. Rounding accumulates in
 ``tat``: each request adds ``cost * interval`` to a number of the size of the clock
@@ -101,7 +107,8 @@ class GCRA:
             remaining = int((tolerance + EPSILON - ahead) / interval)
             return Decision(True, self.burst, remaining, 0.0, ahead), new_tat
         used = base - now
-        remaining = int((tolerance + EPSILON - used) / interval)
+        # Below 0 only after the clock stepped back (then ``used`` exceeds the tolerance).
+        remaining = max(0, int((tolerance + EPSILON - used) / interval))
         return Decision(False, self.burst, remaining, ahead - tolerance, used), tat
 
     def retry_after(self, tat: float, now: float, cost: int = 1) -> float:
@@ -114,7 +121,7 @@ class GCRA:
         """Tokens in the bucket at ``now`` (fractional)."""
         if tat <= now:
             return float(self.burst)  # exactly, not tolerance / interval
-        return (self.tolerance - (tat - now)) / self.interval
+        return max(0.0, (self.tolerance - (tat - now)) / self.interval)  # 0: a clock step back
 
     def at_rest(self, tat: float, now: float) -> bool:
         """True when the bucket is full: it is indistinguishable from a fresh one."""

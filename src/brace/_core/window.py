@@ -40,6 +40,13 @@ where ``current`` becomes ``previous``.
 **Log.** The exact sliding log keeps the time and cost of each admitted request in the
 last ``window`` seconds (at most ``limit`` entries, as every cost is >= 1) and admits
 when their sum plus ``cost`` is within ``limit``. Exact, at O(limit) memory per key.
+
+**A clock that steps back** never admits more. The counter keeps its newest window (and
+decides as at that window's start) until the clock is back in it; the log stamps an
+entry made while the clock is behind its newest entry with that entry's time, so that
+its entries stay in order and expire no sooner than they would have. Either way a key
+stays as limited as it was for at most the length of the step, and no reported value
+(``remaining``, ``retry_after``, ``reset_after``) is negative.
 """
 
 from __future__ import annotations
@@ -314,7 +321,10 @@ class SlidingLogCore:
         if self.total + cost > self.limit:
             return False
         if cost:
-            self.entries.append((now, cost))
+            entries = self.entries
+            if entries and now < entries[-1][0]:  # the clock stepped back: keep the order
+                now = entries[-1][0]
+            entries.append((now, cost))
             self.total += cost
         return True
 
