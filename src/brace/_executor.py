@@ -176,7 +176,7 @@ class PriorityExecutor:
             queue_timeout=queue_timeout,
         )
         self._timeout = None if timeout is None else check_positive(timeout, "timeout")
-        self._default_priority = check_priority(default_priority)
+        self._default_priority = check_priority(default_priority, "default_priority")
         self._waits = Reservoir(reservoir_size)
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be a zero-argument callable, got {clock!r}")

@@ -108,7 +108,7 @@ class RateLimiter:
     Args:
         policy: what each key is limited to (see above).
         store: where the per-key state lives; default: a new `brace.MemoryStore`.
-        max_keys: the bound of the default memory store (an int >= 1).
+        max_keys: the bound of the default memory store (an int from 1 to 10**8).
         clock: zero-argument callable returning monotonic seconds; default
             `time.monotonic` (pass `anyio.current_time` under a virtual-time loop).
     """

@@ -76,6 +76,9 @@ _SHARD_KEYS = 8192
 # hundred bytes and spare a returning key the price of a new entry. Above it, each new
 # key first looks at the two oldest and drops those at rest.
 _LOW_WATER = 4096
+# The largest max_keys: a table makes max_keys / _SHARD_KEYS dicts at once (about 2 MB at
+# this bound) and, on its first eviction, a sketch of max_keys slots.
+MAX_KEYS = 10**8
 
 
 @runtime_checkable
@@ -648,7 +651,7 @@ class MemoryStore:
     directly so that ``await limiter.hit(key)`` never yields to the event loop.
 
     Args:
-        max_keys: the most keys held per policy (an int >= 1).
+        max_keys: the most keys held per policy (an int from 1 to 10**8).
         clock: zero-argument callable returning monotonic seconds, read by the async
             methods; default `time.monotonic`.
     """
@@ -658,7 +661,7 @@ class MemoryStore:
     def __init__(
         self, max_keys: int = 100_000, *, clock: Callable[[], float] | None = None
     ) -> None:
-        self._max_keys = check_int(max_keys, "max_keys", minimum=1)
+        self._max_keys = check_int(max_keys, "max_keys", minimum=1, maximum=MAX_KEYS)
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
         self._clock: Callable[[], float] = time.monotonic if clock is None else clock

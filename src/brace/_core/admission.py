@@ -526,7 +526,8 @@ class Reservoir:
     __slots__ = ("_count", "_index", "_samples", "size", "zeros")
 
     def __init__(self, size: int = 1024) -> None:
-        self.size = check_int(size, "reservoir_size", minimum=1)
+        # At most a million samples: the ring is allocated at once (8 bytes a slot).
+        self.size = check_int(size, "reservoir_size", minimum=1, maximum=10**6)
         self._samples: list[float] = [0.0] * self.size
         self._index = 0
         self._count = 0
