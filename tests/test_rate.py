@@ -108,9 +108,9 @@ def test_rate_validates_its_fields() -> None:
         brace.Rate(0, 60.0)
     with pytest.raises(TypeError, match="period must be a number"):
         brace.Rate(1, "60")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="period must be a finite number of seconds > 0"):
+    with pytest.raises(ValueError, match="period must be a finite number of seconds >= 1e-06"):
         brace.Rate(1, 0)
-    with pytest.raises(ValueError, match="period must be a finite number of seconds > 0"):
+    with pytest.raises(ValueError, match="period must be a finite number of seconds >= 1e-06"):
         brace.Rate(1, float("inf"))
 
 

@@ -176,7 +176,7 @@ class PriorityExecutor:
             queue_timeout=queue_timeout,
         )
         self._timeout = None if timeout is None else check_positive(timeout, "timeout")
-        self._default_priority = check_priority(default_priority)
+        self._default_priority = check_priority(default_priority, "default_priority")
         self._waits = Reservoir(reservoir_size)
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be a zero-argument callable, got {clock!r}")
@@ -241,8 +241,11 @@ class PriorityExecutor:
             if slot is not None:
                 return slot
         elif self._adaptive is None:
-            slot = self._slots.get(priority)
-            if slot is not None:
+            try:
+                slot = self._slots.get(priority)
+            except TypeError:  # unhashable: _slot_for says what a priority must be
+                slot = None
+            if slot is not None:  # only checked priorities are in _slots
                 return slot
         if self._adaptive is not None:
             return _TimedSlot(self._slot_for(priority))  # carries its start time: not shared
@@ -359,7 +362,7 @@ class PriorityExecutor:
             rejected_while_draining=core.rejected_closed - rejected_before,
             still_running=core.running,
             timed_out=timed_out,
-            duration=self._clock() - start,
+            duration=max(0.0, self._clock() - start),
         )
 
     async def wait_idle(self) -> None:
@@ -398,7 +401,7 @@ class PriorityExecutor:
             total_processed=processed,
             average_wait_time=self._wait_total / admitted if admitted else 0.0,
             average_processing_time=(
-                core.busy_time / core.completions if core.completions else 0.0
+                max(0.0, core.busy_time / core.completions) if core.completions else 0.0
             ),
             wait_time_p50=p50,
             wait_time_p90=p90,
@@ -533,7 +536,7 @@ class PriorityExecutor:
         state = ticket.state
         if state is _GRANTED:
             slot.admitted += 1
-            waited = now - ticket.enqueued_at
+            waited = max(0.0, now - ticket.enqueued_at)  # 0: the clock stepped back
             self._wait_total += waited
             self._sync_waits()
             self._waits.add(waited)
@@ -584,7 +587,7 @@ class PriorityExecutor:
             adaptive = self._adaptive
             if adaptive is not None and started is not None:
                 # before the release, so that "in flight" still includes this one
-                adaptive.observe(now - started, outcome is _TIMED_OUT, now)
+                adaptive.observe(max(0.0, now - started), outcome is _TIMED_OUT, now)
             changed = core.release(now)
         if changed:
             self._wake(changed)

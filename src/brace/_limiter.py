@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypeVar
 import anyio
 from typing_extensions import ParamSpec
 
+from ._core._validate import shown
 from ._core.gcra import GCRA
 from ._core.window import SlidingLog, SlidingWindowCounter
 from ._decision import Decision
@@ -107,7 +108,7 @@ class RateLimiter:
     Args:
         policy: what each key is limited to (see above).
         store: where the per-key state lives; default: a new `brace.MemoryStore`.
-        max_keys: the bound of the default memory store (an int >= 1).
+        max_keys: the bound of the default memory store (an int from 1 to 10**8).
         clock: zero-argument callable returning monotonic seconds; default
             `time.monotonic` (pass `anyio.current_time` under a virtual-time loop).
     """
@@ -354,8 +355,9 @@ class RateLimit:
 
 
 def _refusal(key: str, decision: Decision) -> RateLimited:
+    # shown(): a key is attacker-chosen text of any length; the message quotes its start.
     return RateLimited(
-        f"rate limit exceeded for key {key!r}; retry after {decision.retry_after:.3f} s",
+        f"rate limit exceeded for key {shown(key)}; retry after {decision.retry_after:.3f} s",
         retry_after=decision.retry_after,
         decision=decision,
         key=key,

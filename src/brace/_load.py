@@ -117,6 +117,8 @@ class LoadMonitor:
 
     def observe(self, lag: float) -> None:
         """Record one lag sample by hand (what :meth:`run` does every ``interval``)."""
+        if isinstance(lag, bool) or not isinstance(lag, (int, float)):
+            raise TypeError(f"lag must be a number of seconds, got {type(lag).__name__}")
         self._core.observe(lag, self._clock())
 
     async def run(

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
-from ._core._validate import check_int
+from ._core._validate import MAX_COUNT, MAX_SECONDS, MIN_WINDOW, check_int, check_seconds, shown
 
 __all__ = ("Rate", "parse_rate")
 
@@ -22,14 +21,17 @@ for _seconds, _names in (
 
 _RATE = re.compile(
     r"""
-    \s* (?P<limit>\d+)
+    \s* (?P<limit>[0-9]+)
     \s* (?:/|\bper\b)
-    \s* (?P<count>\d+(?:\.\d+)?)?
+    \s* (?P<count>[0-9]+(?:\.[0-9]+)?)?
     \s* (?P<unit>[a-z]+)
     \s*
     """,
-    re.IGNORECASE | re.VERBOSE,
+    re.ASCII | re.IGNORECASE | re.VERBOSE,
 )
+# Longer rate strings are refused before the expression looks at them (its runs of
+# optional spaces would otherwise cost time quadratic in the length of a bad string).
+_MAX_TEXT = 100
 
 _ACCEPTED = (
     "expected '<limit>/<period>' or '<limit> per <period>', such as '10/minute', "
@@ -60,13 +62,9 @@ class Rate:
     period: float
 
     def __post_init__(self) -> None:
-        check_int(self.limit, "limit", minimum=1)
-        period = self.period
-        if isinstance(period, bool) or not isinstance(period, (int, float)):
-            raise TypeError(f"period must be a number of seconds, got {type(period).__name__}")
-        if not math.isfinite(period) or period <= 0:
-            raise ValueError(f"period must be a finite number of seconds > 0, got {period!r}")
-        object.__setattr__(self, "period", float(period))
+        check_int(self.limit, "limit", minimum=1, maximum=MAX_COUNT)
+        period = check_seconds(self.period, "period", minimum=MIN_WINDOW)
+        object.__setattr__(self, "period", period)
 
     def __str__(self) -> str:
         for seconds, unit in _CANONICAL:
@@ -95,16 +93,29 @@ def parse_rate(text: str) -> Rate:
     """
     if not isinstance(text, str):
         raise TypeError(f"rate must be a str such as '10/minute', got {type(text).__name__}")
+    if len(text) > _MAX_TEXT:
+        raise ValueError(
+            f"invalid rate {shown(text)}: a rate string is at most {_MAX_TEXT} characters; "
+            f"{_ACCEPTED}"
+        )
     match = _RATE.fullmatch(text)
     if match is None:
         raise ValueError(f"invalid rate {text!r}: {_ACCEPTED}")
     seconds = _UNITS.get(match["unit"].lower())
     if seconds is None:
         raise ValueError(f"invalid rate {text!r}: unknown unit {match['unit']!r}; {_ACCEPTED}")
-    limit = int(match["limit"])
+    digits = match["limit"].lstrip("0")
+    # Compared as text: int() of a long string is slow (and refused past 4,300 digits).
+    if len(digits) > len(str(MAX_COUNT)) or int(digits or "0") > MAX_COUNT:
+        raise ValueError(f"invalid rate {text!r}: the limit must be <= {MAX_COUNT}; {_ACCEPTED}")
+    limit = int(digits or "0")
     if limit < 1:
         raise ValueError(f"invalid rate {text!r}: the limit must be >= 1; {_ACCEPTED}")
     count = float(match["count"]) if match["count"] is not None else 1.0
-    if count <= 0:
-        raise ValueError(f"invalid rate {text!r}: the period must be > 0; {_ACCEPTED}")
-    return Rate(limit, count * seconds)
+    period = count * seconds
+    if not MIN_WINDOW <= period <= MAX_SECONDS:
+        raise ValueError(
+            f"invalid rate {text!r}: the period must be between {MIN_WINDOW:g} and "
+            f"{MAX_SECONDS:g} seconds, got {period:g} s; {_ACCEPTED}"
+        )
+    return Rate(limit, period)

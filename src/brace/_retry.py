@@ -447,7 +447,7 @@ class Retry:
             sleep = 0.0
         elapsed = 0.0
         if self._needs_start:
-            elapsed = self._clock() - start
+            elapsed = max(0.0, self._clock() - start)  # 0: the clock stepped back
             if self._deadline is not None and elapsed + sleep >= self._deadline:
                 self._deadline_exceeded += 1
                 return None

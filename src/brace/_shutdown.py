@@ -10,7 +10,6 @@ down, while brace drains its executors beside it.
 from __future__ import annotations
 
 import logging
-import math
 import signal
 import time
 from collections.abc import Callable, Iterable
@@ -21,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 import anyio
 import anyio.abc
 
-from ._core._validate import check_positive
+from ._core._validate import check_finite, check_positive
 
 __all__ = ("Drainable", "GracefulShutdown", "ShutdownReport", "ShutdownStatistics")
 
@@ -111,11 +110,10 @@ class GracefulShutdown:
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.timeout = check_positive(timeout, "timeout")
-        if isinstance(delay, bool) or not isinstance(delay, (int, float)):
-            raise TypeError(f"delay must be a number of seconds, got {type(delay).__name__}")
-        if not math.isfinite(delay) or delay < 0:
+        delay = check_finite(delay, "delay", "of seconds >= 0")
+        if delay < 0:
             raise ValueError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
-        self.delay = float(delay)
+        self.delay = delay
         self.signals = tuple(signal.Signals(number) for number in signals)
         if not self.signals:
             raise ValueError("signals must name at least one signal")
@@ -253,7 +251,8 @@ class GracefulShutdown:
             await anyio.sleep(self.delay)
         if self.chain and self.delay:
             self._call_previous()
-        remaining = max(self.timeout - (self._clock() - started), 0.0)
+        # Within [0, timeout]: a clock that stepped back must not lengthen the drain.
+        remaining = min(max(self.timeout - (self._clock() - started), 0.0), self.timeout)
         results: list[object] = [None] * len(self._drainables)
         timed_out = False
         with anyio.CancelScope() as scope:
@@ -270,7 +269,7 @@ class GracefulShutdown:
             signal=self._signal,
             drained=tuple(results),
             timed_out=timed_out,
-            duration=self._clock() - started,
+            duration=max(0.0, self._clock() - started),
         )
 
     @staticmethod

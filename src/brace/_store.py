@@ -29,7 +29,13 @@ Bounds, without ever sweeping every key:
   allowed above its limit. Slots decay by themselves as time passes (a past ``tat`` is at
   rest), so the sketch needs no sweeping either.
 
-Memory is O(max_keys) per policy: the dict, the deque and the sketch.
+Memory is O(max_keys) per policy: the dict, the deque and the sketch. A key is
+attacker-chosen text, so its size is bounded too (`brace._keys`): a key of
+``MAX_KEY_LENGTH`` characters or more is held as a fixed-size digest, in dicts of its
+own (``long_shards``), so that no key of any length can reach a digest's state but the
+long key it stands for. The hot path pays nothing for this: a key found in the dicts of
+short keys is short (equal strings have equal lengths); only a key not found there has
+its length and type checked before it is looked up again where it belongs.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from ._core.gcra import EPSILON, GCRA
 from ._core.window import EPSILON as WINDOW_EPSILON
 from ._core.window import CounterState, SlidingLog, SlidingLogCore, SlidingWindowCounter
 from ._decision import Decision, Draft
+from ._keys import MAX_KEY_LENGTH, bound_key
 
 __all__ = (
     "MemoryStore",
@@ -69,6 +76,9 @@ _SHARD_KEYS = 8192
 # hundred bytes and spare a returning key the price of a new entry. Above it, each new
 # key first looks at the two oldest and drops those at rest.
 _LOW_WATER = 4096
+# The largest max_keys: a table makes max_keys / _SHARD_KEYS dicts at once (about 2 MB at
+# this bound) and, on its first eviction, a sketch of max_keys slots.
+MAX_KEYS = 10**8
 
 
 @runtime_checkable
@@ -122,8 +132,14 @@ class MemoryStoreStatistics:
 
 
 def check_key(key: object) -> str:
-    """A rate-limit key is a str (subclasses accepted)."""
+    """A rate-limit key is a str (subclasses accepted); any text, any length."""
     if not isinstance(key, str):
+        if isinstance(key, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"key must be a str, got {type(key).__name__}: decode it first (for "
+                "instance key.decode('utf-8', 'surrogateescape'), which keeps every byte "
+                "string distinct)"
+            )
         raise TypeError(f"key must be a str, got {type(key).__name__}")
     return key
 
@@ -158,6 +174,7 @@ class _Table(Generic[_S]):
         "drops",
         "evictions",
         "hit_now",
+        "long_shards",
         "low_water",
         "mask",
         "max_keys",
@@ -180,6 +197,9 @@ class _Table(Generic[_S]):
             shards *= 2
         self.mask = shards - 1
         self.shards: list[dict[str, _S]] = [{} for _ in range(shards)]
+        # The states of long keys, under their digests (see the module's docstring).
+        self.long_shards: list[dict[str, _S]] = [{} for _ in range(shards)]
+        # Keys in insertion order, as stored: a short key itself, a long key's digest.
         self.order: deque[str] = deque()
         self.evictions = 0
         self.drops = 0
@@ -204,9 +224,21 @@ class _Table(Generic[_S]):
     def _spill(self, key: str, state: _S) -> None:
         raise NotImplementedError
 
-    def states_of(self, key: str) -> dict[str, _S]:
-        """The dict holding ``key``'s state, if it has one."""
-        return self.shards[hash(key) & self.mask]
+    def locate(self, key: object) -> tuple[str, dict[str, _S]]:
+        """``key`` as stored (a plain str: itself, or a long key's digest) and the dict
+        that holds its state, if it has one; a ``TypeError`` for a key that is no str."""
+        if key.__class__ is not str:
+            key = str.__str__(check_key(key))  # a str subclass, as a plain str
+        assert isinstance(key, str)
+        if len(key) < MAX_KEY_LENGTH:
+            return key, self.shards[hash(key) & self.mask]
+        key = bound_key(key)
+        return key, self.long_shards[hash(key) & self.mask]
+
+    def states_of(self, stored: str) -> dict[str, _S]:
+        """The dict holding the state of a key as stored (see `locate`)."""
+        shards = self.shards if len(stored) < MAX_KEY_LENGTH else self.long_shards
+        return shards[hash(stored) & self.mask]
 
     def __len__(self) -> int:
         return len(self.order)  # one entry per key held
@@ -219,13 +251,12 @@ class _Table(Generic[_S]):
             states[key] = state
             order.append(key)
             return
-        shards = self.shards
-        mask = self.mask
+        states_of = self.states_of
         for _ in (0, 1):
             if not order:
                 break
             oldest = order[0]
-            old_states = shards[hash(oldest) & mask]
+            old_states = states_of(oldest)
             old_state = old_states[oldest]
             if self._at_rest(old_state, now):
                 order.popleft()
@@ -267,10 +298,12 @@ class _GCRATable(_Table[float]):
         within = tolerance + EPSILON
         seed = self._seed
         insert = self._insert
+        locate = self.locate
         allowed = rejected = 0
 
         table = self
         no_seed = -math.inf
+        long = MAX_KEY_LENGTH
         floor = _floor
         one = 1  # the usual cost: a limit or burst is at least 1, so it always passes
 
@@ -285,10 +318,13 @@ class _GCRATable(_Table[float]):
                 raise
             tat = states.get(key)
             fresh = tat is None
-            if tat is None:  # only str keys are stored: a key found is a str
-                if key.__class__ is not str:
-                    check_key(key)
-                tat = no_seed if table.sketch is None else seed(key)
+            if tat is None:  # only short plain str keys are here: a key found is one
+                if key.__class__ is not str or len(key) >= long:
+                    key, states = locate(key)
+                    tat = states.get(key)
+                    fresh = tat is None
+                if tat is None:
+                    tat = no_seed if table.sketch is None else seed(key)
             # GCRA.decide, inlined (same operations, so the same floats).
             base = tat if tat > now else now
             new_tat = base + cost * interval
@@ -317,15 +353,15 @@ class _GCRATable(_Table[float]):
         return hit_now, counts
 
     def peek_now(self, key: str, cost: int, now: float) -> Decision:
-        check_key(key)
+        key, states = self.locate(key)
         self.policy.check_cost(cost)
-        tat = self.states_of(key).get(key)
+        tat = states.get(key)
         if tat is None:
             tat = self._seed(key)
         return self.policy.decide(tat, now, cost)[0]
 
     def reset_now(self, key: str, now: float) -> None:
-        states = self.states_of(key)
+        key, states = self.locate(key)
         if key in states:
             states[key] = -math.inf  # at rest: dropped at its turn
 
@@ -366,6 +402,8 @@ class _CounterTable(_Table[CounterState]):
         double = 2 * window
         seed = self._seed
         insert = self._insert
+        locate = self.locate
+        long = MAX_KEY_LENGTH
         floor = _floor
         one = 1  # the usual cost: a limit is at least 1, so it always passes
         allowed = rejected = 0
@@ -385,7 +423,7 @@ class _CounterTable(_Table[CounterState]):
                 check_key(key)
                 raise
             state = states.get(key)
-            if state is None:  # only str keys are stored: a key found is a str
+            if state is None:  # only short plain str keys are here: a key found is one
                 return hit_fresh(states, key, cost, now)
             # SlidingWindowCounter.roll and .decide, inlined (same operations, same floats).
             if low <= now <= high:
@@ -430,12 +468,20 @@ class _CounterTable(_Table[CounterState]):
 
         def hit_fresh(states: dict[str, CounterState], key: str, cost: int, now: float) -> Decision:
             nonlocal allowed, rejected
-            check_key(key)
-            decision, state = policy.decide(seed(key), now, cost)
+            held: CounterState | None = None
+            if key.__class__ is not str or len(key) >= long:
+                key, states = locate(key)
+                held = states.get(key)
+            if held is None:
+                decision, state = policy.decide(seed(key), now, cost)
+                if decision.allowed and (state[1] or state[2]):  # else at rest: not stored
+                    insert(states, key, state, now)
+            else:  # a long key held under its digest: the core decides (the slow path)
+                decision, state = policy.decide(held, now, cost)
+                if decision.allowed:
+                    states[key] = state
             if decision.allowed:
                 allowed += 1
-                if state[1] or state[2]:  # else at rest: nothing worth storing
-                    insert(states, key, state, now)
             else:
                 rejected += 1
             return decision
@@ -446,15 +492,15 @@ class _CounterTable(_Table[CounterState]):
         return hit_now, counts
 
     def peek_now(self, key: str, cost: int, now: float) -> Decision:
-        check_key(key)
+        key, states = self.locate(key)
         self.policy.check_cost(cost)
-        state = self.states_of(key).get(key)
+        state = states.get(key)
         if state is None:
             state = self._seed(key)
         return self.policy.decide(state, now, cost)[0]
 
     def reset_now(self, key: str, now: float) -> None:
-        states = self.states_of(key)
+        key, states = self.locate(key)
         if key in states:
             # Two windows back: at rest now and later, dropped at its turn.
             states[key] = (_floor(now / self.policy.window) - 2, 0, 0)
@@ -523,6 +569,8 @@ class _LogTable(_Table[SlidingLogCore]):
         limit = policy.limit
         seed = self._seed
         insert = self._insert
+        locate = self.locate
+        long = MAX_KEY_LENGTH
         allowed = rejected = 0
 
         def hit_now(key: str, cost: int, now: float) -> Decision:
@@ -533,6 +581,9 @@ class _LogTable(_Table[SlidingLogCore]):
                 policy.check_cost(cost)
             states = shards[hash(key) & mask]
             core = states.get(key)
+            if core is None and (key.__class__ is not str or len(key) >= long):
+                key, states = locate(key)
+                core = states.get(key)
             if core is None:
                 core = seed(key)
                 decision = core.try_acquire(now, cost)
@@ -552,9 +603,9 @@ class _LogTable(_Table[SlidingLogCore]):
         return hit_now, counts
 
     def peek_now(self, key: str, cost: int, now: float) -> Decision:
-        check_key(key)
+        key, states = self.locate(key)
         self.policy.check_cost(cost)
-        core = self.states_of(key).get(key)
+        core = states.get(key)
         if core is None:
             probe = self._seed(key)
         else:
@@ -564,7 +615,7 @@ class _LogTable(_Table[SlidingLogCore]):
         return probe.try_acquire(now, cost)
 
     def reset_now(self, key: str, now: float) -> None:
-        states = self.states_of(key)
+        key, states = self.locate(key)
         if key in states:
             states[key] = self.policy.core()  # empty: dropped at its turn
 
@@ -600,7 +651,7 @@ class MemoryStore:
     directly so that ``await limiter.hit(key)`` never yields to the event loop.
 
     Args:
-        max_keys: the most keys held per policy (an int >= 1).
+        max_keys: the most keys held per policy (an int from 1 to 10**8).
         clock: zero-argument callable returning monotonic seconds, read by the async
             methods; default `time.monotonic`.
     """
@@ -610,7 +661,7 @@ class MemoryStore:
     def __init__(
         self, max_keys: int = 100_000, *, clock: Callable[[], float] | None = None
     ) -> None:
-        self._max_keys = check_int(max_keys, "max_keys", minimum=1)
+        self._max_keys = check_int(max_keys, "max_keys", minimum=1, maximum=MAX_KEYS)
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
         self._clock: Callable[[], float] = time.monotonic if clock is None else clock
@@ -644,7 +695,6 @@ class MemoryStore:
 
     def reset_now(self, policy: Policy, key: str, now: float) -> None:
         """`reset` at the time ``now``, synchronously."""
-        check_key(key)
         self._table(policy).reset_now(key, now)
 
     async def hit(self, policy: Policy, key: str, cost: int = 1) -> Decision:

@@ -243,6 +243,9 @@ class AdmissionCore:
         if self.closed:
             self.rejected_closed += 1
             return None, _NOTHING
+        aging = self.aging
+        # The key first: should it fail, no count has moved for a waiter never queued.
+        key = priority if aging is None else priority + CLASS_STEP * now / aging
         evicted: tuple[Ticket, ...] = _NOTHING
         if self.pending >= self.max_queue:
             victim = self._victim(priority)
@@ -254,8 +257,6 @@ class AdmissionCore:
             evicted = (victim,)
         self._seq += 1
         self.tickets += 1
-        aging = self.aging
-        key = priority if aging is None else priority + CLASS_STEP * now / aging
         ticket = Ticket(self._seq, priority, key, now)
         queue = self._classes.get(priority)
         if queue is None:
@@ -370,10 +371,11 @@ class AdmissionCore:
     def service_time(self) -> float | None:
         """Mean seconds a slot is held, over the last one or two estimate windows."""
         busy, done = self._epoch_marks[0]
+        # busy_time sums ``running * elapsed``: a clock that stepped back takes some off.
         if self.completions > done:
-            return (self.busy_time - busy) / (self.completions - done)
+            return max(0.0, (self.busy_time - busy) / (self.completions - done))
         if self.completions:
-            return self.busy_time / self.completions
+            return max(0.0, self.busy_time / self.completions)
         return None
 
     def retry_after(self) -> float | None:
@@ -408,6 +410,8 @@ class AdmissionCore:
             queue = self._best_class()
             ticket = queue[0]
             delay = now - ticket.enqueued_at
+            if delay < 0.0:  # the clock stepped back
+                delay = 0.0
             if timeout is not None and delay >= timeout - EPSILON:
                 queue.popleft()
                 self.pending -= 1
@@ -522,7 +526,8 @@ class Reservoir:
     __slots__ = ("_count", "_index", "_samples", "size", "zeros")
 
     def __init__(self, size: int = 1024) -> None:
-        self.size = check_int(size, "reservoir_size", minimum=1)
+        # At most a million samples: the ring is allocated at once (8 bytes a slot).
+        self.size = check_int(size, "reservoir_size", minimum=1, maximum=10**6)
         self._samples: list[float] = [0.0] * self.size
         self._index = 0
         self._count = 0

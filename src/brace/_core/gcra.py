@@ -16,6 +16,12 @@ available at ``now`` are ``(tolerance - (max(tat, now) - now)) / interval``. A b
 ``tat <= now`` is full: it holds no information a fresh bucket lacks ("at rest"), which
 is what lets a keyed store drop it without loss.
 
+A clock that steps back never admits more: ``tat`` keeps its value, so the bucket is
+decided as if the time had not come back (for at most the length of the step, a bucket
+that was used stays as empty as it was). The values reported are clamped at 0: a
+``tat`` further ahead of ``now`` than the tolerance would otherwise report a negative
+``remaining``.
+
 All arithmetic is on floats; comparisons allow ``EPSILON`` seconds of rounding so that a
 request arriving exactly when its tokens come back is admitted. Rounding accumulates in
 ``tat``: each request adds ``cost * interval`` to a number of the size of the clock
@@ -39,7 +45,16 @@ from __future__ import annotations
 import math
 
 from .._decision import Decision
-from ._validate import check_cost, check_int, check_positive
+from ._validate import (
+    MAX_COUNT,
+    MAX_SECONDS,
+    MIN_INTERVAL,
+    check_cost,
+    check_int,
+    check_positive,
+    check_seconds,
+    shown,
+)
 
 __all__ = ("EPSILON", "GCRA", "TokenBucketCore")
 
@@ -57,12 +72,29 @@ class GCRA:
 
     def __init__(self, rate: float, per: float = 1.0, burst: int | None = None) -> None:
         self.rate = check_positive(rate, "rate")
-        self.per = check_positive(per, "per")
+        self.per = check_seconds(per, "per")
+        self.interval = self.per / self.rate
+        if not MIN_INTERVAL <= self.interval <= MAX_SECONDS:  # 0 and inf included
+            raise ValueError(
+                f"rate and per: per / rate (the time one token takes to come back) must be "
+                f"in [{MIN_INTERVAL:g}, {MAX_SECONDS:g}] s, got rate={shown(rate)}, "
+                f"per={shown(per)}"
+            )
         if burst is None:
             burst = max(1, math.floor(self.rate))
-        self.burst = check_int(burst, "burst", minimum=1)
-        self.interval = self.per / self.rate
+            if burst > MAX_COUNT:
+                raise ValueError(
+                    f"burst (by default the rate rounded down) must be <= {MAX_COUNT}: "
+                    f"give burst= for a rate of {shown(rate)}"
+                )
+        self.burst = check_int(burst, "burst", minimum=1, maximum=MAX_COUNT)
         self.tolerance = self.burst * self.interval
+        if not self.tolerance <= MAX_SECONDS:
+            raise ValueError(
+                f"burst * per / rate (the time an empty bucket takes to refill) must be at "
+                f"most {MAX_SECONDS:g} s, got burst={shown(burst)}, per={shown(per)}, "
+                f"rate={shown(rate)}"
+            )
 
     def decide(self, tat: float, now: float, cost: int = 1) -> tuple[Decision, float]:
         """Admit ``cost`` tokens at ``now`` if they are there; return the decision and new tat."""
@@ -75,7 +107,8 @@ class GCRA:
             remaining = int((tolerance + EPSILON - ahead) / interval)
             return Decision(True, self.burst, remaining, 0.0, ahead), new_tat
         used = base - now
-        remaining = int((tolerance + EPSILON - used) / interval)
+        # Below 0 only after the clock stepped back (then ``used`` exceeds the tolerance).
+        remaining = max(0, int((tolerance + EPSILON - used) / interval))
         return Decision(False, self.burst, remaining, ahead - tolerance, used), tat
 
     def retry_after(self, tat: float, now: float, cost: int = 1) -> float:
@@ -88,7 +121,7 @@ class GCRA:
         """Tokens in the bucket at ``now`` (fractional)."""
         if tat <= now:
             return float(self.burst)  # exactly, not tolerance / interval
-        return (self.tolerance - (tat - now)) / self.interval
+        return max(0.0, (self.tolerance - (tat - now)) / self.interval)  # 0: a clock step back
 
     def at_rest(self, tat: float, now: float) -> bool:
         """True when the bucket is full: it is indistinguishable from a fresh one."""

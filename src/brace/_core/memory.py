@@ -32,7 +32,9 @@ import enum
 import math
 from dataclasses import dataclass
 
-from ._validate import check_positive
+from ._validate import check_positive, shown
+
+_MAX_BYTES = 2**63
 
 __all__ = (
     "MemoryLevel",
@@ -73,8 +75,12 @@ def check_threshold(value: object, name: str) -> Threshold | None:
             f"{name} must be bytes (int) or a fraction of the limit (float in (0, 1]), "
             f"got {type(value).__name__}"
         )
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    # At most 2**63 bytes (8 EiB): also keeps a huge int from failing in float arithmetic.
+    if isinstance(value, int):
+        if not 1 <= value <= _MAX_BYTES:
+            raise ValueError(f"{name} must be bytes in 1..2**63, got {shown(value)}")
+    elif not math.isfinite(value) or not 0 < value <= _MAX_BYTES:
+        raise ValueError(f"{name} must be a fraction in (0, 1] or bytes up to 2**63, got {value!r}")
     # the type carries the meaning from here on: a float is a fraction, an int is bytes
     return float(value) if isinstance(value, float) and value <= 1.0 else int(value)
 

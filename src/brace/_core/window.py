@@ -40,6 +40,13 @@ where ``current`` becomes ``previous``.
 **Log.** The exact sliding log keeps the time and cost of each admitted request in the
 last ``window`` seconds (at most ``limit`` entries, as every cost is >= 1) and admits
 when their sum plus ``cost`` is within ``limit``. Exact, at O(limit) memory per key.
+
+**A clock that steps back** never admits more. The counter keeps its newest window (and
+decides as at that window's start) until the clock is back in it; the log stamps an
+entry made while the clock is behind its newest entry with that entry's time, so that
+its entries stay in order and expire no sooner than they would have. Either way a key
+stays as limited as it was for at most the length of the step, and no reported value
+(``remaining``, ``retry_after``, ``reset_after``) is negative.
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ from collections import deque
 from collections.abc import Callable
 
 from .._decision import Decision
-from ._validate import check_cost, check_int, check_positive
+from ._validate import MAX_COUNT, MIN_WINDOW, check_cost, check_int, check_seconds
 
 __all__ = (
     "CounterState",
@@ -75,8 +82,8 @@ class SlidingWindowCounter:
     __slots__ = ("limit", "window")
 
     def __init__(self, limit: int, window: float) -> None:
-        self.limit = check_int(limit, "limit", minimum=1)
-        self.window = check_positive(window, "window")
+        self.limit = check_int(limit, "limit", minimum=1, maximum=MAX_COUNT)
+        self.window = check_seconds(window, "window", minimum=MIN_WINDOW)
 
     def roll(self, state: CounterState | None, now: float) -> tuple[int, int, int, float]:
         """Bring ``state`` to the window containing ``now``: (index, current, previous, offset)."""
@@ -265,8 +272,8 @@ class SlidingLog:
     __slots__ = ("limit", "window")
 
     def __init__(self, limit: int, window: float) -> None:
-        self.limit = check_int(limit, "limit", minimum=1)
-        self.window = check_positive(window, "window")
+        self.limit = check_int(limit, "limit", minimum=1, maximum=MAX_COUNT)
+        self.window = check_seconds(window, "window", minimum=MIN_WINDOW)
 
     def core(self) -> SlidingLogCore:
         return SlidingLogCore(self.limit, self.window)
@@ -314,7 +321,10 @@ class SlidingLogCore:
         if self.total + cost > self.limit:
             return False
         if cost:
-            self.entries.append((now, cost))
+            entries = self.entries
+            if entries and now < entries[-1][0]:  # the clock stepped back: keep the order
+                now = entries[-1][0]
+            entries.append((now, cost))
             self.total += cost
         return True
 
