@@ -35,22 +35,22 @@ COREDIS_LEAK = "ignore:Unclosed <MemoryObject:ResourceWarning"
 
 REDIS_BINARY = shutil.which("redis-server") or "/usr/bin/redis-server"
 
-# (client library, anyio backend): coredis and brace's LeanClient run on anyio; redis-py
-# only on asyncio.
+# The loops every test opening a Redis socket runs on: uvloop is what uvicorn[standard]
+# runs on by default, so it is tested wherever asyncio is.
+BACKENDS = ["asyncio", "uvloop", "trio"]
+
+# (client library, loop): "default" is what RedisStore.from_url builds (redis-py on
+# asyncio and uvloop, coredis on trio); coredis runs on anyio; redis-py only on asyncio
+# (under trio, RedisStore.check raises RedisBackendError: see test_redis_stacks.py).
 CLIENT_KINDS = [
-    pytest.param(("lean", "asyncio"), id="lean-asyncio"),
-    pytest.param(("lean", "trio"), id="lean-trio"),
+    pytest.param(("default", "asyncio"), id="default-asyncio"),
+    pytest.param(("default", "uvloop"), id="default-uvloop"),
+    pytest.param(("default", "trio"), id="default-trio"),
     pytest.param(("redis-py", "asyncio"), id="redis-py-asyncio"),
+    pytest.param(("redis-py", "uvloop"), id="redis-py-uvloop"),
     pytest.param(("coredis", "asyncio"), id="coredis-asyncio"),
+    pytest.param(("coredis", "uvloop"), id="coredis-uvloop"),
     pytest.param(("coredis", "trio"), id="coredis-trio"),
-    pytest.param(
-        ("redis-py", "trio"),
-        id="redis-py-trio",
-        marks=pytest.mark.skip(
-            reason="redis-py's asyncio client needs an asyncio loop (under trio it fails "
-            "with 'no running event loop'); use coredis on trio"
-        ),
-    ),
 ]
 
 
@@ -138,12 +138,16 @@ class RedisServer:
 
 @asynccontextmanager
 async def open_client(library: str, port: int, **options: Any) -> AsyncIterator[Any]:
-    """A connected LeanClient, redis-py asyncio or coredis client on 127.0.0.1:``port``."""
-    if library == "lean":
-        from brace.redis import LeanClient
+    """A connected client on 127.0.0.1:``port``: from_url's, redis-py's or coredis's."""
+    if library == "default":
+        from brace.redis._clients import UrlClient
 
-        async with LeanClient("127.0.0.1", port, **options) as lean:
-            yield lean
+        url_client = UrlClient(f"redis://127.0.0.1:{port}/0", cluster=False, options=options)
+        await url_client.open()
+        try:
+            yield url_client
+        finally:
+            await url_client.aclose()
     elif library == "redis-py":
         import redis.asyncio
 
@@ -161,9 +165,12 @@ async def open_client(library: str, port: int, **options: Any) -> AsyncIterator[
 
 
 def run(backend: str, fn: Callable[[], Awaitable[T]]) -> T:
-    """Run ``fn`` to completion on ``backend`` with real time (see the module's docs)."""
+    """Run ``fn`` to completion on ``backend`` (``asyncio``, ``uvloop`` or ``trio``) with
+    real time (see the module's docs)."""
 
     async def main() -> T:
         return await fn()
 
+    if backend == "uvloop":
+        return anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
     return anyio.run(main, backend=backend)

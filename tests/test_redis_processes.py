@@ -1,7 +1,7 @@
 """Many processes, one limit: 4 worker processes x 100 tasks never exceed it in any window.
 
-Each worker process opens its own client (redis-py on asyncio, coredis on trio, and
-brace's LeanClient on each), connects, waits for the word to start, starts 100 tasks
+Each worker process opens its own client (what ``RedisStore.from_url`` builds on asyncio,
+uvloop and trio, and coredis on trio), connects, waits for the word to start, starts 100 tasks
 and for one second every task hits the same key of each policy as fast as it can. A
 worker reports the server time (``TIME``, read by the script that decided) of each
 admission and how many it was refused. Pooled, those times must obey each policy's
@@ -22,10 +22,10 @@ from brace._core.window import EPSILON as WINDOW_EPSILON
 pytest_plugins = ("redis_fixtures",)
 
 WORKERS = [
-    ("redis-py", "asyncio"),
-    ("lean", "asyncio"),
+    ("default", "asyncio"),
+    ("default", "uvloop"),
     ("coredis", "trio"),
-    ("lean", "trio"),
+    ("default", "trio"),
 ]
 TASKS = 100
 SECONDS = 1.0
@@ -81,17 +81,24 @@ async def main():
             await work(client)
         finally:
             await client.aclose()
-    elif library == "lean":
-        from brace.redis import LeanClient
-        async with LeanClient("127.0.0.1", int(port)) as client:
+    elif library == "default":
+        from brace.redis._clients import UrlClient
+        client = UrlClient(f"redis://127.0.0.1:{int(port)}/0", cluster=False, options={})
+        await client.open()
+        try:
             await work(client)
+        finally:
+            await client.aclose()
     else:
         import coredis
         async with coredis.Redis(host="127.0.0.1", port=int(port)) as client:
             await work(client)
     print(json.dumps({"admitted": admitted, "refused": refused, "errors": errors}))
 
-anyio.run(main, backend=backend)
+if backend == "uvloop":
+    anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
+else:
+    anyio.run(main, backend=backend)
 """
 
 

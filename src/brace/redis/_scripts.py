@@ -3,7 +3,10 @@
 Theory of operation
 -------------------
 Each script touches exactly one key (``KEYS[1]``), so it is atomic on a single server and
-always lands in one slot of a Redis Cluster. The arguments are data, never script text:
+always lands in one slot of a Redis Cluster. `BATCH` runs several decisions in one call
+(the coalesced decisions of concurrent tasks): each decision is one of the lone scripts
+run on its own key, so a batch only ever holds keys of one slot on a cluster (the client
+groups the calls by slot). The arguments are data, never script text:
 
 - ``ARGV[1]``: the mode, ``hit`` (decide and write), ``peek`` (decide, write nothing) or
   ``reset`` (delete the key);
@@ -36,10 +39,10 @@ from __future__ import annotations
 
 import hashlib
 
-from ._core.gcra import EPSILON as GCRA_EPSILON
-from ._core.window import EPSILON as WINDOW_EPSILON
+from .._core.gcra import EPSILON as GCRA_EPSILON
+from .._core.window import EPSILON as WINDOW_EPSILON
 
-__all__ = ("COUNTER", "GCRA_SCRIPT", "LOG", "Script")
+__all__ = ("BATCH", "COUNTER", "GCRA_SCRIPT", "LOG", "SCRIPTS", "Script")
 
 
 class Script:
@@ -231,3 +234,36 @@ return answer(1, limit - total, 0, reset)
 GCRA_SCRIPT = Script("gcra", _GCRA)
 COUNTER = Script("counter", _COUNTER)
 LOG = Script("log", _LOG)
+
+
+def _function(name: str, body: str) -> str:
+    # The body as a local function of KEYS and ARGV: it reads them as the lone script does.
+    return f"local function {name}(KEYS, ARGV)\n{body}\nend\n"
+
+
+# Many decisions in one call: ARGV holds BATCH_ARGS values per key (the script's name,
+# then the five arguments of that script); the reply is the array of their answers. The
+# bodies are the lone scripts' own text, so a decision in a batch is the same as alone.
+BATCH_ARGS = 6
+_BATCH = (
+    _function("gcra", _GCRA)
+    + _function("counter", _COUNTER)
+    + _function("log", _LOG)
+    + f"""
+local run = {{gcra = gcra, counter = counter, log = log}}
+local out = {{}}
+local at = 0
+for i = 1, #KEYS do
+  local script = run[ARGV[at + 1]]
+  out[i] = script({{KEYS[i]}},
+    {{ARGV[at + 2], ARGV[at + 3], ARGV[at + 4], ARGV[at + 5], ARGV[at + 6]}})
+  at = at + {BATCH_ARGS}
+end
+return out
+"""
+)
+BATCH = Script("batch", _BATCH)
+"""Several decisions, each on its own key, in one call: for a cluster, keys of one slot."""
+
+SCRIPTS: dict[str, Script] = {script.sha: script for script in (GCRA_SCRIPT, COUNTER, LOG)}
+"""The lone scripts by SHA1 (a batch names each call's script)."""
