@@ -20,7 +20,9 @@ coredis's on trio, when first used, since the backend is known only then.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import sys
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
@@ -30,7 +32,7 @@ from urllib.parse import unquote
 
 import anyio
 
-from ._errors import RedisBackendError, error_scope
+from ._errors import RedisBackendError, ResponseError
 from ._scripts import BATCH, BATCH_ARGS, SCRIPTS
 
 __all__ = (
@@ -197,10 +199,14 @@ class _Adapter(ABC):
                 await self.script_load(BATCH.text)
                 replies = await self.evalsha(BATCH.sha, keys, args)
         except Exception as exc:
-            if error_scope(exc) == "call":  # one call's error: find whose, alone
-                return await self._alone(calls)
             return [exc] * len(calls)
-        answers: list[object] = list(replies)
+        answers: list[object] = []
+        for reply in replies:
+            text = reply if isinstance(reply, bytes) else str(reply).encode()
+            if text.startswith(b"E "):  # this decision's own error (see BATCH)
+                answers.append(ResponseError(text[2:].decode(errors="replace")))
+            else:
+                answers.append(reply)
         return answers
 
     async def _alone(self, calls: Sequence[ScriptCall]) -> list[object]:
@@ -405,6 +411,7 @@ class UrlClient:
 
         target, options = self.target, self.options
         client: Any
+        also: list[Any] = []  # more clients to close with it: the Sentinels'
         if target.scheme == "redis+sentinel":
             from redis.asyncio.sentinel import Sentinel
 
@@ -413,12 +420,18 @@ class UrlClient:
                 target.service,
                 **{**_sentinel_credentials(target), **options},
             )
+            also = list(sentinel.sentinels)
         elif self.cluster:
             client = redis.asyncio.RedisCluster.from_url(target.url, **options)
         else:
             client = redis.asyncio.from_url(target.url, **options)
+
+        async def close() -> None:
+            for each in (client, *also):
+                await each.aclose()
+
         self._client = RedisPyClient(client, cluster=self.cluster)
-        self._close = client.aclose
+        self._close = close
 
     async def open(self) -> None:
         """Build the client for the running backend; on trio, enter coredis's client."""
@@ -429,7 +442,7 @@ class UrlClient:
             return
         import coredis
 
-        target, options = self.target, self.options
+        target, options = self.target, _coredis_options(self.options)
         stack = AsyncExitStack()
         client: Any
         try:
@@ -443,7 +456,10 @@ class UrlClient:
                     target.service, **{**_sentinel_credentials(target), **options}
                 )
             elif self.cluster:
-                client = coredis.RedisCluster.from_url(target.url, **options)
+                with warnings.catch_warnings():
+                    # coredis' own from_url passes its startup node the way it deprecates
+                    warnings.filterwarnings("ignore", "Use coredis.connection.TCPLocation")
+                    client = coredis.RedisCluster.from_url(target.url, **options)
             else:
                 client = coredis.Redis.from_url(target.url, **options)
             await stack.enter_async_context(client)
@@ -462,6 +478,18 @@ class UrlClient:
     def __repr__(self) -> str:
         cluster = ", cluster=True" if self.cluster else ""
         return f"UrlClient({_redacted(self.target.url)!r}{cluster})"
+
+
+def _coredis_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The options for coredis: its connections take an ``ssl_context``, not file paths."""
+    files = {name: options.get(name) for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")}
+    if not any(files.values()):
+        return options
+    context = ssl.create_default_context(cafile=files["ssl_ca_certs"])
+    if files["ssl_certfile"]:
+        context.load_cert_chain(files["ssl_certfile"], files["ssl_keyfile"])
+    rest = {name: value for name, value in options.items() if name not in files}
+    return {**rest, "ssl_context": context}
 
 
 def _sentinel_credentials(target: Target) -> dict[str, Any]:

@@ -244,6 +244,9 @@ def _function(name: str, body: str) -> str:
 # Many decisions in one call: ARGV holds BATCH_ARGS values per key (the script's name,
 # then the five arguments of that script); the reply is the array of their answers. The
 # bodies are the lone scripts' own text, so a decision in a batch is the same as alone.
+# Each runs under pcall: Redis does not roll a script back, so an error of one decision
+# (a key holding another type: WRONGTYPE) must not abort the others after some of them
+# wrote; its answer is "E <error>" instead (an answer otherwise starts with 0 or 1).
 BATCH_ARGS = 6
 _BATCH = (
     _function("gcra", _GCRA)
@@ -254,9 +257,14 @@ local run = {{gcra = gcra, counter = counter, log = log}}
 local out = {{}}
 local at = 0
 for i = 1, #KEYS do
-  local script = run[ARGV[at + 1]]
-  out[i] = script({{KEYS[i]}},
+  local ok, answer = pcall(run[ARGV[at + 1]], {{KEYS[i]}},
     {{ARGV[at + 2], ARGV[at + 3], ARGV[at + 4], ARGV[at + 5], ARGV[at + 6]}})
+  if ok then
+    out[i] = answer
+  else
+    if type(answer) == 'table' then answer = answer.err end
+    out[i] = 'E ' .. tostring(answer)
+  end
   at = at + {BATCH_ARGS}
 end
 return out

@@ -97,7 +97,7 @@ class RedisStoreStatistics:
     sent to Redis (a pipeline of coalesced decisions is one); ``latency``: moving
     average of a Redis call's duration in seconds (0.0 before the first);
     ``available``: False while the store waits ``recovery_time`` after a failure;
-    ``last_error``: the last failure's ``repr``, or ``None``; ``call_errors``: errors
+    ``last_error``: the last failure (``"Type: message"``), or ``None``; ``call_errors``: errors
     that belonged to one call (counted in ``errors`` too; they never make the store
     unavailable).
     """
@@ -692,7 +692,7 @@ class RedisStore:
 
     def _record(self, exc: BaseException, scope: str) -> None:
         """Keep ``exc`` as the last error; log the first of each kind, with its cause."""
-        self._last_error = str(exc) if isinstance(exc, _TimedOut) else repr(exc)
+        self._last_error = _text(exc)
         kind = f"{type(exc).__module__}.{type(exc).__qualname__}:{scope}"
         if kind in self._logged or len(self._logged) >= _MAX_LOGGED:
             return
@@ -769,12 +769,21 @@ class RedisStore:
         return Decision(False, limit, 0, wait, wait)
 
     async def _decide_at(
-        self, policy: Policy, key: str, cost: int, now: float | None, *, mode: str = "hit"
+        self,
+        policy: Policy,
+        key: str,
+        cost: int,
+        now: float | None,
+        *,
+        mode: str = "hit",
+        coalesce: bool = False,
     ) -> tuple[Decision, float]:
         """Test hook: run the script at time ``now`` (``None``: the server's ``TIME``).
 
         Returns the decision and the time the script used. Errors are raised, not
         handled by ``on_error``: this is for the differential and concurrency tests.
+        ``coalesce=True`` (with ``now=None``) takes the path of a decision, batches
+        included; a failure raises a ``RuntimeError`` naming the last error.
         """
         plan = self._plan(policy)
         check_key(key)
@@ -782,9 +791,14 @@ class RedisStore:
         if mode not in ("hit", "peek"):
             raise ValueError(f"mode must be 'hit' or 'peek', got {mode!r}")
         at = "" if now is None else repr(float(now))
-        reply = await self._evaluate(
-            plan.script, self._redis_key(plan, key), (mode, cost, at, *plan.params)
-        )
+        redis_key = self._redis_key(plan, key)
+        reply: object
+        if coalesce and now is None:
+            reply = await self._guarded(plan, redis_key, (mode, cost, at, *plan.params))
+            if reply is None:
+                raise RuntimeError(f"the decision failed: {self._last_error}")
+        else:
+            reply = await self._evaluate(plan.script, redis_key, (mode, cost, at, *plan.params))
         used = reply if reply.__class__ is bytes else str(reply).encode()
         return _parse(reply, plan.limit), float(used.rsplit(b" ", 1)[1])
 
@@ -810,9 +824,17 @@ class RedisStore:
         )
 
 
+def _text(exc: BaseException) -> str:
+    """``Type: message`` (some clients' ``repr`` leaves the message out)."""
+    if isinstance(exc, _TimedOut):
+        return str(exc)
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
 def _describe(exc: BaseException, client: object) -> str:
     """The cause of ``exc`` in words, with a hint when the backend is the likely cause."""
-    text = str(exc) if isinstance(exc, _TimedOut) else f"{type(exc).__name__}: {exc}"
+    text = _text(exc)
     backends: tuple[str, ...] | None = getattr(client, "backends", None)
     try:
         backend = current_backend()
