@@ -31,7 +31,9 @@ from redis_server import (
 )
 
 __all__ = (
+    "asyncio_loop",
     "auth_redis",
+    "auth_redis_url",
     "client_kind",
     "collect_coredis_garbage",
     "own_redis_server",
@@ -86,6 +88,13 @@ def own_redis_server() -> Iterator[RedisServer]:
         if server.process is not None:
             server.resume()
         server.kill()
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def asyncio_loop(request: pytest.FixtureRequest) -> str:
+    """An asyncio event loop to run a test on: the standard one, and uvloop."""
+    loop: str = request.param
+    return loop
 
 
 @pytest.fixture(params=CLIENT_KINDS)
@@ -168,3 +177,9 @@ def auth_redis() -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture
+def auth_redis_url(auth_redis: RedisServer) -> str:
+    """A URL of the ``auth_redis`` server with a wrong password."""
+    return f"redis://:wrong-{PASSWORD}@127.0.0.1:{auth_redis.port}/0"

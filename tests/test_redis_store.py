@@ -62,7 +62,7 @@ def test_limiter_over_redis_admits_the_limit_then_refuses(
 
 @pytest.mark.parametrize("policy", POLICIES)
 def test_each_policy_admits_its_limit_and_peek_consumes_nothing(
-    policy: GCRA | SlidingWindowCounter | SlidingLog, redis_port: int
+    policy: GCRA | SlidingWindowCounter | SlidingLog, redis_port: int, asyncio_loop: str
 ) -> None:
     """Every policy admits 5 then refuses; peek answers without consuming; reset forgets."""
 
@@ -80,7 +80,7 @@ def test_each_policy_admits_its_limit_and_peek_consumes_nothing(
             await store.reset(policy, "k")
             assert (await store.hit(policy, "k", 5)).allowed
 
-    run("asyncio", main)
+    run(asyncio_loop, main)
 
 
 @pytest.mark.parametrize("policy", POLICIES)
@@ -88,6 +88,7 @@ def test_keys_carry_the_ttl_of_reset_after(
     policy: GCRA | SlidingWindowCounter | SlidingLog,
     redis_port: int,
     redis_server: RedisServer,
+    asyncio_loop: str,
 ) -> None:
     """After a hit the one key written expires in reset_after (ms, rounded up)."""
 
@@ -100,7 +101,7 @@ def test_keys_carry_the_ttl_of_reset_after(
             assert 0 < pttl <= decision.reset_after * 1000 + 1
             assert pttl >= decision.reset_after * 1000 - 200  # set just now
 
-    run("asyncio", main)
+    run(asyncio_loop, main)
 
 
 @pytest.mark.parametrize(
@@ -115,6 +116,7 @@ def test_idle_keys_vanish(
     policy: GCRA | SlidingWindowCounter | SlidingLog,
     redis_port: int,
     redis_server: RedisServer,
+    asyncio_loop: str,
 ) -> None:
     """A key left alone for longer than its reset_after is gone from Redis."""
 
@@ -128,10 +130,12 @@ def test_idle_keys_vanish(
             assert redis_server.call("EXISTS", store.key(policy, "idle")) == b":0\r\n"
             assert (await store.hit(policy, "idle")).allowed
 
-    run("asyncio", main)
+    run(asyncio_loop, main)
 
 
-def test_key_layout_and_user_keys_are_data(redis_port: int, redis_server: RedisServer) -> None:
+def test_key_layout_and_user_keys_are_data(
+    redis_port: int, redis_server: RedisServer, asyncio_loop: str
+) -> None:
     """Keys read prefix:policy:key; a key full of Lua and braces is stored verbatim."""
     policy = SlidingWindowCounter(2, 60.0)
     nasty = "') redis.call('FLUSHALL') --{x}\n\x00é"
@@ -149,10 +153,10 @@ def test_key_layout_and_user_keys_are_data(redis_port: int, redis_server: RedisS
             exists = await client.exists(store.key(policy, nasty))
             assert exists == 1
 
-    run("asyncio", main)
+    run(asyncio_loop, main)
 
 
-def test_stores_sharing_a_prefix_share_counts(redis_port: int) -> None:
+def test_stores_sharing_a_prefix_share_counts(redis_port: int, asyncio_loop: str) -> None:
     """Two stores on two clients (redis-py and coredis) count one key together."""
     policy = GCRA(3, 60.0, burst=3)
 
@@ -169,7 +173,7 @@ def test_stores_sharing_a_prefix_share_counts(redis_port: int) -> None:
             assert results == [True, True, True, False]
             assert (await RedisStore(one, prefix="other").hit(policy, "shared")).allowed
 
-    run("asyncio", main)
+    run(asyncio_loop, main)
 
 
 def test_script_flushed_is_reloaded(client_kind: tuple[str, str], redis_port: int) -> None:
@@ -191,7 +195,7 @@ def test_script_flushed_is_reloaded(client_kind: tuple[str, str], redis_port: in
     run(backend, main)
 
 
-def test_decisions_use_the_server_clock(redis_port: int) -> None:
+def test_decisions_use_the_server_clock(redis_port: int, asyncio_loop: str) -> None:
     """Without an explicit time the script decides at the server's TIME."""
     policy = SlidingWindowCounter(5, 1.0)
 
@@ -203,10 +207,10 @@ def test_decisions_use_the_server_clock(redis_port: int) -> None:
             after = time.time()
             assert before - 0.01 <= now <= after + 0.01
 
-    run("asyncio", main)
+    run(asyncio_loop, main)
 
 
-def test_decode_responses_clients_work(redis_port: int) -> None:
+def test_decode_responses_clients_work(redis_port: int, asyncio_loop: str) -> None:
     """A client answering str instead of bytes gives the same decisions."""
 
     async def main() -> None:
@@ -216,7 +220,7 @@ def test_decode_responses_clients_work(redis_port: int) -> None:
             assert (await store.hit(policy, "d")).allowed
             assert not (await store.hit(policy, "d")).allowed
 
-    run("asyncio", main)
+    run(asyncio_loop, main)
 
 
 def test_scripts_touch_one_key_and_differ() -> None:
@@ -376,7 +380,9 @@ def test_cancelled_callers_never_stall_or_double_count(
     run(backend, main)
 
 
-def test_a_pipeline_meeting_noscript_reloads_and_answers(redis_port: int) -> None:
+def test_a_pipeline_meeting_noscript_reloads_and_answers(
+    redis_port: int, asyncio_loop: str
+) -> None:
     """Scripts flushed just before a coalesced pipeline: reloaded, every call answered."""
     policy = GCRA(1000, 1.0, burst=1000)
 
@@ -418,4 +424,4 @@ def test_a_pipeline_meeting_noscript_reloads_and_answers(redis_port: int) -> Non
             # the first call's script; the batch script is reloaded by the client's adapter
             assert stats.script_loads >= 1
 
-    run("asyncio", main)
+    run(asyncio_loop, main)
