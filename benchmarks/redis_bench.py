@@ -171,7 +171,7 @@ def _brace(library: str, kind: str) -> Setup:
                 async def decide_default(i: int) -> object:
                     return await hit_default(names[i % keys])
 
-                yield decide_default, lambda: store.statistics().round_trips
+                yield decide_default, lambda: _round_trips(store)
             return
         async with _client(library, port) as client:
             store = RedisStore(client)
@@ -181,9 +181,17 @@ def _brace(library: str, kind: str) -> Setup:
             async def decide(i: int) -> object:
                 return await hit(names[i % keys])
 
-            yield decide, lambda: store.statistics().round_trips
+            yield decide, lambda: _round_trips(store)
 
     return setup
+
+
+def _round_trips(store: Any) -> int:
+    """The store's round trips so far; an error if any decision did not come from Redis."""
+    stats = store.statistics()
+    if stats.fallbacks:
+        raise RuntimeError(f"{stats.fallbacks} decisions not made by Redis: {stats.last_error}")
+    return int(stats.round_trips)
 
 
 @asynccontextmanager
@@ -362,7 +370,7 @@ async def measure(name: str, setup: Setup, port: int, keys: int, seconds: float)
             result.single, _ = await _rate(decide, 1, seconds)
             before = round_trips() if round_trips is not None else 0
             result.concurrent, decisions = await _rate(decide, 100, seconds)
-            if round_trips is not None:
+            if round_trips is not None:  # raises if any decision was not Redis's
                 result.round_trips = (round_trips() - before) / decisions
     except Exception as exc:  # a peer that does not work here is reported, not fatal
         result.error = f"{type(exc).__name__}: {exc}"

@@ -339,11 +339,13 @@ def test_cluster_admits_fifty_concurrent_fresh_keys(
         store: RedisStore
         close: Any = None
         if library == "default":
-            store = RedisStore.from_url(f"redis://127.0.0.1:{port}", cluster=True)
+            # a generous timeout: the suite shares a small machine, and the 50 keys' slots
+            # open new connections to each node at once
+            store = RedisStore.from_url(f"redis://127.0.0.1:{port}", cluster=True, timeout=2.0)
             await store.open()
         else:
             client, close = await _cluster_client(library, port)
-            store = RedisStore(client)
+            store = RedisStore(client, timeout=2.0)
         try:
             await store.check()
             decisions: dict[str, brace.Decision] = {}
@@ -354,7 +356,7 @@ def test_cluster_admits_fifty_concurrent_fresh_keys(
             async with anyio.create_task_group() as group:
                 for i in range(50):
                     group.start_soon(decide, f"{run_id}:{i}")
-            assert sum(d.allowed for d in decisions.values()) == 50
+            assert sum(d.allowed for d in decisions.values()) == 50, store.statistics()
             stats = store.statistics()
             assert stats.errors == stats.fallbacks == 0, stats
             assert stats.round_trips < 50  # coalesced: batches by slot, not one call each
@@ -382,7 +384,7 @@ def test_a_cluster_call_error_is_that_calls_alone(redis_cluster: RedisCluster) -
     async def main() -> None:
         port = redis_cluster.ports[0]
         async with RedisStore.from_url(
-            f"redis://127.0.0.1:{port}", cluster=True, on_error="fail_open"
+            f"redis://127.0.0.1:{port}", cluster=True, on_error="fail_open", timeout=2.0
         ) as store:
             bad = store.key(policy, f"{{{run_id}}}bad")
             # a list where the script expects a string: WRONGTYPE, on that key alone

@@ -237,6 +237,21 @@ def test_scripts_touch_one_key_and_differ() -> None:
     assert "KEYS[2]" not in BATCH.text
 
 
+def test_only_cluster_clients_split_batches_by_slot() -> None:
+    """Plain clients send a batch as one call; cluster clients split it by hash slot."""
+    import coredis
+    import redis.asyncio
+
+    def cluster(client: object) -> bool:
+        adapter = RedisStore(client).client
+        return bool(getattr(adapter, "cluster", None))
+
+    assert not cluster(redis.asyncio.Redis())
+    assert not cluster(coredis.Redis())
+    assert cluster(redis.asyncio.RedisCluster(host="127.0.0.1", port=7000))
+    assert cluster(coredis.RedisCluster(host="127.0.0.1", port=7000))
+
+
 class _Fake:
     """A ScriptClient that never answers (only construction is tested with it)."""
 

@@ -33,7 +33,7 @@ from urllib.parse import unquote
 import anyio
 
 from ._errors import RedisBackendError, ResponseError
-from ._scripts import BATCH, BATCH_ARGS, SCRIPTS
+from ._scripts import BATCH, SCRIPTS
 
 __all__ = (
     "Batch",
@@ -137,6 +137,11 @@ def key_slot(key: Key) -> int:
 # -- adapters ---------------------------------------------------------------------------
 
 
+# Slot groups of one batch sent at once on a cluster: each takes a connection, and a
+# burst of new connections to cold nodes can outlast the store's timeout.
+_CLUSTER_SENDS = 8
+
+
 class _Adapter(ABC):
     """A library's client as a `ScriptClient`; batches run as `BATCH` calls, by slot."""
 
@@ -166,9 +171,11 @@ class _Adapter(ABC):
         if len(groups) == 1:
             return await self._batch(calls)
         replies: list[object] = [None] * len(calls)
+        sending = anyio.Semaphore(_CLUSTER_SENDS)
 
         async def send(indices: list[int]) -> None:
-            answers = await self._batch([calls[i] for i in indices])
+            async with sending:
+                answers = await self._batch([calls[i] for i in indices])
             for index, answer in zip(indices, answers, strict=True):
                 replies[index] = answer
 
@@ -179,16 +186,21 @@ class _Adapter(ABC):
 
     async def _batch(self, calls: Sequence[ScriptCall]) -> list[object]:
         """One `BATCH` call; never raises: an error is every call's reply."""
+        if len(calls) == 1:  # its own script: a plain reply, no array to parse
+            try:
+                return [await self.evalsha(*calls[0])]
+            except Exception as exc:
+                return [exc]
         keys: list[Key] = []
         args: list[Argument] = []
         for sha, call_keys, call_args in calls:
             script = SCRIPTS.get(sha)
-            if script is None or len(call_keys) != 1 or len(call_args) > BATCH_ARGS - 1:
+            if script is None or len(call_keys) != 1 or not 3 <= len(call_args) <= 5:
                 return await self._alone(calls)  # not one of the store's scripts
             keys.append(call_keys[0])
-            args.append(script.name)
-            args.extend(call_args)
-            args.extend([""] * (BATCH_ARGS - 1 - len(call_args)))
+            mode, cost, at, *params = call_args
+            words = (script.name, mode, cost, at or "-", *params)
+            args.append(" ".join([str(word) for word in words]))
         try:
             replies: Any
             try:
@@ -253,7 +265,9 @@ class CorediscClient(_Adapter):
 
 
 def _is_cluster(client: object) -> bool:
-    return any("Cluster" in cls.__name__ for cls in type(client).__mro__)
+    """A redis-py or coredis ``RedisCluster`` (or a subclass): redis-py's plain ``Redis``
+    has cluster *commands* among its bases, so only the client class itself counts."""
+    return any(cls.__name__ == "RedisCluster" for cls in type(client).__mro__)
 
 
 def adapt_client(client: object) -> ScriptClient:

@@ -241,31 +241,33 @@ def _function(name: str, body: str) -> str:
     return f"local function {name}(KEYS, ARGV)\n{body}\nend\n"
 
 
-# Many decisions in one call: ARGV holds BATCH_ARGS values per key (the script's name,
-# then the five arguments of that script); the reply is the array of their answers. The
-# bodies are the lone scripts' own text, so a decision in a batch is the same as alone.
-# Each runs under pcall: Redis does not roll a script back, so an error of one decision
-# (a key holding another type: WRONGTYPE) must not abort the others after some of them
-# wrote; its answer is "E <error>" instead (an answer otherwise starts with 0 or 1).
-BATCH_ARGS = 6
+# Many decisions in one call: ARGV[i] is the i-th decision's script name and arguments in
+# one string, "name mode cost at param param" ("-" for an empty ``at``), since a client
+# packs each argument of a command on its own (redis-py's cost is per argument); the
+# reply is the array of their answers. The bodies are the lone scripts' own text, so a
+# decision in a batch is the same as alone. Each runs under pcall: Redis does not roll a
+# script back, so an error of one decision (a key holding another type: WRONGTYPE) must
+# not abort the others after some of them wrote; its answer is "E <error>" instead (an
+# answer otherwise starts with 0 or 1).
 _BATCH = (
     _function("gcra", _GCRA)
     + _function("counter", _COUNTER)
     + _function("log", _LOG)
-    + f"""
-local run = {{gcra = gcra, counter = counter, log = log}}
-local out = {{}}
-local at = 0
+    + """
+local run = {gcra = gcra, counter = counter, log = log}
+local out = {}
 for i = 1, #KEYS do
-  local ok, answer = pcall(run[ARGV[at + 1]], {{KEYS[i]}},
-    {{ARGV[at + 2], ARGV[at + 3], ARGV[at + 4], ARGV[at + 5], ARGV[at + 6]}})
+  local words = {}
+  for word in string.gmatch(ARGV[i], '%S+') do words[#words + 1] = word end
+  if words[4] == '-' then words[4] = '' end
+  local ok, answer = pcall(run[words[1]], {KEYS[i]},
+    {words[2], words[3], words[4], words[5], words[6]})
   if ok then
     out[i] = answer
   else
     if type(answer) == 'table' then answer = answer.err end
     out[i] = 'E ' .. tostring(answer)
   end
-  at = at + {BATCH_ARGS}
 end
 return out
 """

@@ -531,11 +531,11 @@ class RedisStore:
                 _parse(reply, plan.limit)
         except TimeoutError as exc:
             error = check_error(TimeoutError(f"no answer within {timeout} s"), backend=backend)
-            self._record(error, "server")
+            self._last_error = _text(error)  # raised, not logged: the caller sees it
             raise error from exc
         except Exception as exc:
             error = check_error(exc, backend=backend)
-            self._record(exc, "server")
+            self._last_error = _text(exc)
             raise error from exc
         self._down_until = -math.inf
 
