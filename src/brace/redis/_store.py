@@ -75,6 +75,10 @@ __all__ = ("RedisStore", "RedisStoreStatistics")
 
 logger = logging.getLogger("brace.redis")
 
+# asyncio.timeout (Python 3.11+, else None), and the running asyncio loop or None (trio).
+_asyncio_timeout = getattr(asyncio, "timeout", None)
+_running_loop = asyncio._get_running_loop
+
 OnError = Literal["fail_closed", "fail_open", "fallback"]
 
 _ON_ERROR = ("fail_closed", "fail_open", "fallback")
@@ -724,6 +728,18 @@ class RedisStore:
         timeout = self._timeout
         if timeout is None:
             return await self._evaluate(script, redis_key, args)
+        if _asyncio_timeout is not None and _running_loop() is not None:
+            # On asyncio (uvloop too), asyncio.timeout is a timer handle: it costs a
+            # decision about 16 us where a cancel scope costs 40 (measured around a
+            # redis-py PING). It nests with anyio's scopes (Python 3.11's uncancel()).
+            deadline = _asyncio_timeout(timeout)
+            try:
+                async with deadline:
+                    return await self._evaluate(script, redis_key, args)
+            except TimeoutError:
+                if deadline.expired():
+                    raise _TimedOut(f"no answer within {timeout} s") from None
+                raise
         with anyio.move_on_after(timeout):  # swallows only its own deadline
             return await self._evaluate(script, redis_key, args)
         raise _TimedOut(f"no answer within {timeout} s")
