@@ -192,7 +192,7 @@ class _Adapter(ABC):
             except Exception as exc:
                 return [exc]
         keys: list[Key] = []
-        args: list[Argument] = []
+        lines: list[str] = []
         for sha, call_keys, call_args in calls:
             script = SCRIPTS.get(sha)
             if script is None or len(call_keys) != 1 or not 3 <= len(call_args) <= 5:
@@ -200,26 +200,30 @@ class _Adapter(ABC):
             keys.append(call_keys[0])
             mode, cost, at, *params = call_args
             words = (script.name, mode, cost, at or "-", *params)
-            args.append(" ".join([str(word) for word in words]))
+            lines.append(" ".join([str(word) for word in words]))
+        args = ("\n".join(lines),)
+        reply: Any
         try:
-            replies: Any
             try:
-                replies = await self.evalsha(BATCH.sha, keys, args)
+                reply = await self.evalsha(BATCH.sha, keys, args)
             except Exception as exc:
                 if not is_noscript(exc):
                     raise
                 await self.script_load(BATCH.text)
-                replies = await self.evalsha(BATCH.sha, keys, args)
+                reply = await self.evalsha(BATCH.sha, keys, args)
         except Exception as exc:
             return [exc] * len(calls)
-        answers: list[object] = []
-        for reply in replies:
-            text = reply if isinstance(reply, bytes) else str(reply).encode()
-            if text.startswith(b"E "):  # this decision's own error (see BATCH)
-                answers.append(ResponseError(text[2:].decode(errors="replace")))
-            else:
-                answers.append(reply)
-        return answers
+        text = reply if isinstance(reply, bytes) else str(reply).encode()
+        lines_back = text.split(b"\n")
+        if len(lines_back) != len(calls):  # pragma: no cover - the script answers each call
+            error = ResponseError(
+                f"the batch script gave {len(lines_back)} answers, not {len(calls)}"
+            )
+            return [error] * len(calls)
+        return [
+            ResponseError(line[2:].decode(errors="replace")) if line.startswith(b"E ") else line
+            for line in lines_back
+        ]
 
     async def _alone(self, calls: Sequence[ScriptCall]) -> list[object]:
         """Each call on its own, concurrently: each reply or its own error."""

@@ -241,24 +241,28 @@ def _function(name: str, body: str) -> str:
     return f"local function {name}(KEYS, ARGV)\n{body}\nend\n"
 
 
-# Many decisions in one call: ARGV[i] is the i-th decision's script name and arguments in
-# one string, "name mode cost at param param" ("-" for an empty ``at``), since a client
-# packs each argument of a command on its own (redis-py's cost is per argument); the
-# reply is the array of their answers. The bodies are the lone scripts' own text, so a
-# decision in a batch is the same as alone. Each runs under pcall: Redis does not roll a
-# script back, so an error of one decision (a key holding another type: WRONGTYPE) must
-# not abort the others after some of them wrote; its answer is "E <error>" instead (an
+# Many decisions in one call. KEYS are the decisions' keys; ARGV[1] holds, one line per
+# key, that decision's script name and arguments, "name mode cost at param param" ("-"
+# for an empty ``at``); the reply is their answers, one line each. One argument and one
+# string reply instead of one per decision: a client library packs and parses each
+# element of a command and of a reply on its own, in Python for redis-py, and that was
+# most of the cost of a batch. The bodies are the lone scripts' own text, so a decision
+# in a batch is the same as alone. Each runs under pcall: Redis does not roll a script
+# back, so an error of one decision (a key holding another type: WRONGTYPE) must not
+# abort the others after some of them wrote; its answer is "E <error>" instead (an
 # answer otherwise starts with 0 or 1).
 _BATCH = (
     _function("gcra", _GCRA)
     + _function("counter", _COUNTER)
     + _function("log", _LOG)
-    + """
+    + r"""
 local run = {gcra = gcra, counter = counter, log = log}
 local out = {}
-for i = 1, #KEYS do
+local i = 0
+for line in string.gmatch(ARGV[1], '[^\n]+') do
+  i = i + 1
   local words = {}
-  for word in string.gmatch(ARGV[i], '%S+') do words[#words + 1] = word end
+  for word in string.gmatch(line, '%S+') do words[#words + 1] = word end
   if words[4] == '-' then words[4] = '' end
   local ok, answer = pcall(run[words[1]], {KEYS[i]},
     {words[2], words[3], words[4], words[5], words[6]})
@@ -266,10 +270,10 @@ for i = 1, #KEYS do
     out[i] = answer
   else
     if type(answer) == 'table' then answer = answer.err end
-    out[i] = 'E ' .. tostring(answer)
+    out[i] = 'E ' .. string.gsub(tostring(answer), '%s', ' ')
   end
 end
-return out
+return table.concat(out, '\n')
 """
 )
 BATCH = Script("batch", _BATCH)
