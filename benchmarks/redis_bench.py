@@ -23,7 +23,8 @@ round trip through the kernel, both event loops and Redis, so the floor bounds e
 ratio: brace over a peer is at most floor over that peer.
 
 All cases run on asyncio (limits' and pyrate-limiter's async Redis support is asyncio).
-"LeanClient" is brace's own client (``brace.redis.LeanClient``: one pipelined socket).
+"default client" is what ``RedisStore.from_url`` builds there: redis-py's asyncio client
+(coredis on trio). The rows naming a library give the store that library's client.
 pyrate-limiter keeps one sorted set per bucket, so its case uses one bucket (one key).
 """
 
@@ -44,7 +45,15 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from brace._resp import encode
+
+def encode(args: tuple[str, ...]) -> bytes:
+    """One command in RESP (an array of bulk strings)."""
+    payload = b"*%d\r\n" % len(args)
+    for arg in args:
+        data = arg.encode()
+        payload += b"$%d\r\n%s\r\n" % (len(data), data)
+    return payload
+
 
 Decide = Callable[[int], Awaitable[object]]
 # A case's setup yields its decide(i) and, for brace, a count of the round trips so far.
@@ -155,6 +164,15 @@ def _brace(library: str, kind: str) -> Setup:
         else:
             policy = SlidingLog(LIMIT, 60.0)
         names = [f"user:{i}" for i in range(keys)]
+        if library == "default":
+            async with RedisStore.from_url(f"redis://127.0.0.1:{port}/0") as store:
+                hit_default = RateLimiter(policy, store=store).hit
+
+                async def decide_default(i: int) -> object:
+                    return await hit_default(names[i % keys])
+
+                yield decide_default, lambda: _round_trips(store)
+            return
         async with _client(library, port) as client:
             store = RedisStore(client)
             limiter = RateLimiter(policy, store=store)
@@ -163,9 +181,17 @@ def _brace(library: str, kind: str) -> Setup:
             async def decide(i: int) -> object:
                 return await hit(names[i % keys])
 
-            yield decide, lambda: store.statistics().round_trips
+            yield decide, lambda: _round_trips(store)
 
     return setup
+
+
+def _round_trips(store: Any) -> int:
+    """The store's round trips so far; an error if any decision did not come from Redis."""
+    stats = store.statistics()
+    if stats.fallbacks:
+        raise RuntimeError(f"{stats.fallbacks} decisions not made by Redis: {stats.last_error}")
+    return int(stats.round_trips)
 
 
 @asynccontextmanager
@@ -178,11 +204,6 @@ async def _client(library: str, port: int) -> AsyncIterator[Any]:
             yield client
         finally:
             await client.aclose()
-    elif library == "lean":
-        from brace.redis import LeanClient
-
-        async with LeanClient("127.0.0.1", port) as lean:
-            yield lean
     else:
         import coredis
 
@@ -301,12 +322,10 @@ CASES: list[tuple[str, Setup]] = [
         FLOOR + "EVALSHA of 'return 1', raw asyncio protocol",
         _floor(("EVALSHA", "{sha}", "0"), b":1\r\n"),
     ),
-    ("brace GCRA (LeanClient)", _brace("lean", "gcra")),
-    ("brace sliding window counter (LeanClient)", _brace("lean", "counter")),
-    ("brace sliding log (LeanClient)", _brace("lean", "log")),
-    ("brace GCRA (redis-py)", _brace("redis-py", "gcra")),
-    ("brace sliding window counter (redis-py)", _brace("redis-py", "counter")),
-    ("brace sliding log (redis-py)", _brace("redis-py", "log")),
+    ("brace GCRA (default client)", _brace("default", "gcra")),
+    ("brace sliding window counter (default client)", _brace("default", "counter")),
+    ("brace sliding log (default client)", _brace("default", "log")),
+    ("brace sliding window counter (redis-py, given)", _brace("redis-py", "counter")),
     ("brace sliding window counter (coredis)", _brace("coredis", "counter")),
     ("limits moving window (coredis)", _limits("moving", "coredis")),
     ("limits sliding window counter (coredis)", _limits("counter", "coredis")),
@@ -351,7 +370,7 @@ async def measure(name: str, setup: Setup, port: int, keys: int, seconds: float)
             result.single, _ = await _rate(decide, 1, seconds)
             before = round_trips() if round_trips is not None else 0
             result.concurrent, decisions = await _rate(decide, 100, seconds)
-            if round_trips is not None:
+            if round_trips is not None:  # raises if any decision was not Redis's
                 result.round_trips = (round_trips() - before) / decisions
     except Exception as exc:  # a peer that does not work here is reported, not fatal
         result.error = f"{type(exc).__name__}: {exc}"

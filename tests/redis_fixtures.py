@@ -15,21 +15,40 @@ from collections.abc import Iterator
 
 import pytest
 
-from redis_server import CLIENT_KINDS, REDIS_BINARY, RedisServer
+from redis_server import (
+    ACL_PASSWORD,
+    ACL_USER,
+    CLIENT_KINDS,
+    PASSWORD,
+    REDIS_BINARY,
+    REDIS_CLI,
+    Certificates,
+    RedisCluster,
+    RedisServer,
+    sentinel_server,
+    tls_server,
+    wait_for_sentinel,
+)
 
 __all__ = (
+    "asyncio_loop",
+    "auth_redis",
+    "auth_redis_url",
     "client_kind",
     "collect_coredis_garbage",
     "own_redis_server",
+    "redis_cluster",
     "redis_port",
     "redis_server",
+    "sentinel_redis",
+    "tls_redis",
 )
 
 
-def _require() -> None:
-    if os.path.exists(REDIS_BINARY):
+def _require(binary: str = REDIS_BINARY) -> None:
+    if os.path.exists(binary):
         return
-    message = f"redis-server not found ({REDIS_BINARY})"
+    message = f"{os.path.basename(binary)} not found ({binary})"
     if os.environ.get("BRACE_REQUIRE_REDIS") == "1":
         pytest.fail(f"{message} and BRACE_REQUIRE_REDIS=1")
     pytest.skip(message)
@@ -71,6 +90,13 @@ def own_redis_server() -> Iterator[RedisServer]:
         server.kill()
 
 
+@pytest.fixture(params=["asyncio", "uvloop"])
+def asyncio_loop(request: pytest.FixtureRequest) -> str:
+    """An asyncio event loop to run a test on: the standard one, and uvloop."""
+    loop: str = request.param
+    return loop
+
+
 @pytest.fixture(params=CLIENT_KINDS)
 def client_kind(request: pytest.FixtureRequest) -> tuple[str, str]:
     """(client library, backend) for one run of a test."""
@@ -85,3 +111,75 @@ def collect_coredis_garbage() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Unclosed <MemoryObject", ResourceWarning)
         gc.collect()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A 3-node Redis Cluster (no replicas) for the whole session, on free ports."""
+    _require()
+    _require(REDIS_CLI)
+    cluster = RedisCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_redis() -> Iterator[tuple[RedisServer, int, Certificates]]:
+    """A server answering TLS (certificates made by trustme): (server, TLS port, certs)."""
+    _require()
+    certificates = Certificates()
+    server, tls_port = tls_server(certificates)
+    try:
+        server.start()
+        yield server, tls_port, certificates
+    finally:
+        server.kill()
+        certificates.cleanup()
+
+
+@pytest.fixture(scope="session")
+def sentinel_redis() -> Iterator[tuple[RedisServer, RedisServer]]:
+    """A primary and one Sentinel monitoring it as ``mymaster``: (primary, sentinel)."""
+    _require()
+    primary = RedisServer()
+    primary.start()
+    sentinel = sentinel_server(primary.port)
+    try:
+        sentinel.start()
+        wait_for_sentinel(sentinel, "mymaster", primary.port)
+        yield primary, sentinel
+    finally:
+        sentinel.kill()
+        primary.kill()
+
+
+@pytest.fixture(scope="session")
+def auth_redis() -> Iterator[RedisServer]:
+    """A server with a password (``PASSWORD``) and an ACL user ``ACL_USER``."""
+    _require()
+    server = RedisServer(
+        args=[
+            "--requirepass",
+            PASSWORD,
+            "--user",
+            ACL_USER,
+            "on",
+            f">{ACL_PASSWORD}",
+            "~*",
+            "+@all",
+        ]
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def auth_redis_url(auth_redis: RedisServer) -> str:
+    """A URL of the ``auth_redis`` server with a wrong password."""
+    return f"redis://:wrong-{PASSWORD}@127.0.0.1:{auth_redis.port}/0"

@@ -56,8 +56,10 @@ class _Remote:
 
 @pytest.fixture(scope="module")
 def remote(redis_server: RedisServer) -> Iterator[_Remote]:
-    """A RedisStore on a redis-py client, in an asyncio loop running in a thread."""
-    with anyio.from_thread.start_blocking_portal("asyncio") as portal:
+    """A RedisStore on a redis-py client, in a uvloop loop running in a thread."""
+    with anyio.from_thread.start_blocking_portal(
+        "asyncio", backend_options={"use_uvloop": True}
+    ) as portal:
         context = portal.wrap_async_context_manager(open_client("redis-py", redis_server.port))
         with context as client:
             yield _Remote(portal, RedisStore(client, prefix="differential"))

@@ -8,6 +8,8 @@ in the same store, without restarting anything.
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import time
 from typing import Any
 
@@ -17,7 +19,7 @@ import pytest
 import brace
 from brace._core.window import SlidingWindowCounter
 from brace.redis import OnError, RedisStore
-from redis_server import COREDIS_LEAK, RedisServer, open_client, run
+from redis_server import BACKENDS, COREDIS_LEAK, RedisServer, open_client, run
 
 pytestmark = [
     pytest.mark.filterwarnings(COREDIS_LEAK),
@@ -203,21 +205,36 @@ def test_a_hung_redis_times_out(
     run(backend, main)
 
 
-def test_cancellation_reaches_the_caller(own_redis_server: RedisServer) -> None:
-    """A caller cancelled while Redis hangs gets its cancellation, not a decision."""
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cancellation_reaches_the_caller(backend: str, own_redis_server: RedisServer) -> None:
+    """A caller cancelled while Redis hangs gets its cancellation, not a decision; an outer
+    deadline shorter than the store's is the caller's, and the store's own is the store's."""
     server = own_redis_server
 
     async def main() -> None:
-        async with open_client("coredis", server.port) as client:
-            store = RedisStore(client, timeout=5.0)
+        async with RedisStore.from_url(f"redis://127.0.0.1:{server.port}/0", timeout=5.0) as store:
             await store.hit(POLICY, "key")
             server.pause()
             try:
                 with anyio.move_on_after(0.1) as scope:
                     await store.hit(POLICY, "key")
                 assert scope.cancelled_caught
+                if backend != "trio" and sys.version_info >= (3, 11):  # asyncio's own deadline
+                    with pytest.raises(TimeoutError):
+                        async with asyncio.timeout(0.1):
+                            await store.hit(POLICY, "key")
                 assert store.statistics().timeouts == 0
             finally:
                 server.resume()
+        async with RedisStore.from_url(f"redis://127.0.0.1:{server.port}/0", timeout=0.1) as store:
+            await store.hit(POLICY, "key")
+            server.pause()
+            try:
+                with anyio.fail_after(5.0):  # an outer scope that does not fire
+                    decision = await store.hit(POLICY, "key")
+                assert not decision.allowed  # fail_closed: the store's own deadline
+                assert store.statistics().timeouts == 1
+            finally:
+                server.resume()
 
-    run("trio", main)
+    run(backend, main)

@@ -1,7 +1,7 @@
 """Many processes, one limit: 4 worker processes x 100 tasks never exceed it in any window.
 
-Each worker process opens its own client (redis-py on asyncio, coredis on trio, and
-brace's LeanClient on each), connects, waits for the word to start, starts 100 tasks
+Each worker process opens its own client (what ``RedisStore.from_url`` builds on asyncio,
+uvloop and trio, and coredis on trio), connects, waits for the word to start, starts 100 tasks
 and for one second every task hits the same key of each policy as fast as it can. A
 worker reports the server time (``TIME``, read by the script that decided) of each
 admission and how many it was refused. Pooled, those times must obey each policy's
@@ -18,14 +18,15 @@ import sys
 from brace._core.gcra import EPSILON as GCRA_EPSILON
 from brace._core.gcra import GCRA
 from brace._core.window import EPSILON as WINDOW_EPSILON
+from redis_server import RedisCluster
 
 pytest_plugins = ("redis_fixtures",)
 
 WORKERS = [
-    ("redis-py", "asyncio"),
-    ("lean", "asyncio"),
+    ("default", "asyncio"),
+    ("default", "uvloop"),
     ("coredis", "trio"),
-    ("lean", "trio"),
+    ("default", "trio"),
 ]
 TASKS = 100
 SECONDS = 1.0
@@ -39,8 +40,9 @@ from brace._core.gcra import GCRA
 from brace._core.window import SlidingLog, SlidingWindowCounter
 from brace.redis import RedisStore
 
-library, backend = sys.argv[1:3]
-port, seconds, tasks, rate, burst, limit, window = map(float, sys.argv[3:])
+library, backend, url, cluster = sys.argv[1:5]
+cluster = cluster == "cluster"
+seconds, tasks, rate, burst, limit, window = map(float, sys.argv[5:])
 tasks, burst, limit = int(tasks), int(burst), int(limit)
 policies = {
     "gcra": GCRA(rate, 1.0, burst=burst),
@@ -63,7 +65,9 @@ async def main():
             while time.monotonic() < stop:
                 for name, policy in policies.items():
                     try:
-                        decision, now = await store._decide_at(policy, "shared", 1, None)
+                        decision, now = await store._decide_at(
+                            policy, "shared", 1, None, coalesce=True
+                        )
                     except Exception as exc:
                         errors.append(repr(exc))
                         return
@@ -74,28 +78,33 @@ async def main():
         async with anyio.create_task_group() as group:
             for _ in range(tasks):
                 group.start_soon(task)
-    if library == "redis-py":
-        import redis.asyncio
-        client = redis.asyncio.Redis(host="127.0.0.1", port=int(port), max_connections=tasks)
+    if library == "default":
+        from brace.redis._clients import UrlClient
+        client = UrlClient(url, cluster=cluster, options={})
+        await client.open()
         try:
             await work(client)
         finally:
             await client.aclose()
-    elif library == "lean":
-        from brace.redis import LeanClient
-        async with LeanClient("127.0.0.1", int(port)) as client:
-            await work(client)
     else:
         import coredis
-        async with coredis.Redis(host="127.0.0.1", port=int(port)) as client:
-            await work(client)
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            kind = coredis.RedisCluster if cluster else coredis.Redis
+            core = kind.from_url(url)
+        async with core:
+            await work(core)
     print(json.dumps({"admitted": admitted, "refused": refused, "errors": errors}))
 
-anyio.run(main, backend=backend)
+if backend == "uvloop":
+    anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
+else:
+    anyio.run(main, backend=backend)
 """
 
 
-def _run_workers(port: int) -> tuple[dict[str, list[float]], dict[str, int]]:
+def _run_workers(url: str, cluster: bool) -> tuple[dict[str, list[float]], dict[str, int]]:
     processes = [
         subprocess.Popen(
             [
@@ -104,7 +113,8 @@ def _run_workers(port: int) -> tuple[dict[str, list[float]], dict[str, int]]:
                 _WORKER,
                 library,
                 backend,
-                str(port),
+                url,
+                "cluster" if cluster else "single",
                 *map(repr, (SECONDS, TASKS, RATE, BURST, LIMIT, WINDOW)),
             ],
             stdin=subprocess.PIPE,
@@ -149,7 +159,16 @@ def _most_in_any_window(times: list[float], window: float, slack: float) -> int:
 
 def test_four_processes_never_exceed_the_limit(redis_port: int) -> None:
     """Pooled admissions of 4 processes x 100 tasks obey each policy in every window."""
-    pooled, refused = _run_workers(redis_port)
+    _check_limits(*_run_workers(f"redis://127.0.0.1:{redis_port}/0", cluster=False))
+
+
+def test_four_processes_never_exceed_the_limit_on_a_cluster(redis_cluster: RedisCluster) -> None:
+    """The same on a 3-node Redis Cluster: every policy's key keeps its limit."""
+    url = f"redis://127.0.0.1:{redis_cluster.ports[0]}"
+    _check_limits(*_run_workers(url, cluster=True))
+
+
+def _check_limits(pooled: dict[str, list[float]], refused: dict[str, int]) -> None:
     print({name: len(times) for name, times in pooled.items()}, refused)
     # The tasks contended: each policy refused far more than it admitted (else the
     # bounds below would prove nothing).

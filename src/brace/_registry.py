@@ -50,6 +50,7 @@ _SECTIONS: dict[str, str] = {
     "RetryBudgetStatistics": "retry",
     "TimeoutStatistics": "timeouts",
     "AdaptiveLimitStatistics": "adaptive_limits",
+    "RedisStoreStatistics": "stores",
 }
 
 # Fields that only ever grow, per section: exported as counters, everything else as gauges.
@@ -90,7 +91,22 @@ _COUNTERS: dict[str, frozenset[str]] = {
     "load": frozenset({"samples", "checks", "shed"}),
     "timeouts": frozenset({"calls", "timed_out"}),
     "adaptive_limits": frozenset({"samples", "increases", "decreases"}),
+    "stores": frozenset(
+        {
+            "decisions",
+            "errors",
+            "call_errors",
+            "timeouts",
+            "fallbacks",
+            "script_loads",
+            "round_trips",
+        }
+    ),
 }
+
+# Free text for people (the snapshot), not a metric: as a label it would make a new series
+# for every message.
+_TEXT_ONLY = frozenset({"last_error"})
 
 # Mappings whose keys become a label instead of part of the metric name.
 _LABELLED: dict[str, str] = {
@@ -122,7 +138,9 @@ class Registry:
     ``register(name, primitive)`` accepts anything with ``statistics()`` and returns it.
     :meth:`snapshot` gives a JSON-ready dict (sections ``queue``, ``circuit_breakers``,
     ``rate_limit``, ``memory``, ``load``, ``shutdown``, ``retry``, ``timeouts``,
-    ``adaptive_limits``, ``other``; each maps a name to that primitive's figures).
+    ``adaptive_limits``, ``stores``, ``other``; each maps a name to that primitive's
+    figures; a store's ``status`` is ``"ok"``, or ``"degraded"`` while it cannot reach
+    its backend, its ``last_error`` saying why).
     Primitives are held through weak references (strongly only when the object allows
     none), so garbage-collected ones disappear by themselves.
     """
@@ -226,6 +244,8 @@ def _render(section: str, stats: object) -> Any:
             "queue_distribution": _distribution(pending),
             "admitted_by_priority": admitted,
         }
+    if section == "stores" and "available" in data:
+        data["status"] = "ok" if data["available"] else "degraded"
     if section == "rate_limit" and "keys" in data:
         data["active_keys"] = data.pop("keys")
     return data
@@ -289,6 +309,8 @@ def metric_families(
         if isinstance(value, (int, float)):  # booleans too, as 0 / 1
             add(section, path, labels, float(value))
         elif isinstance(value, str):
+            if path[-1] in _TEXT_ONLY:
+                return
             add(section, path, {**labels, _metric_name(path[-1]): value}, 1.0)
         elif isinstance(value, Mapping):
             label = _LABELLED.get(path[-1]) if path else None

@@ -3,7 +3,10 @@
 Theory of operation
 -------------------
 Each script touches exactly one key (``KEYS[1]``), so it is atomic on a single server and
-always lands in one slot of a Redis Cluster. The arguments are data, never script text:
+always lands in one slot of a Redis Cluster. `BATCH` runs several decisions in one call
+(the coalesced decisions of concurrent tasks): each decision is one of the lone scripts
+run on its own key, so a batch only ever holds keys of one slot on a cluster (the client
+groups the calls by slot). The arguments are data, never script text:
 
 - ``ARGV[1]``: the mode, ``hit`` (decide and write), ``peek`` (decide, write nothing) or
   ``reset`` (delete the key);
@@ -36,10 +39,10 @@ from __future__ import annotations
 
 import hashlib
 
-from ._core.gcra import EPSILON as GCRA_EPSILON
-from ._core.window import EPSILON as WINDOW_EPSILON
+from .._core.gcra import EPSILON as GCRA_EPSILON
+from .._core.window import EPSILON as WINDOW_EPSILON
 
-__all__ = ("COUNTER", "GCRA_SCRIPT", "LOG", "Script")
+__all__ = ("BATCH", "COUNTER", "GCRA_SCRIPT", "LOG", "SCRIPTS", "Script")
 
 
 class Script:
@@ -231,3 +234,50 @@ return answer(1, limit - total, 0, reset)
 GCRA_SCRIPT = Script("gcra", _GCRA)
 COUNTER = Script("counter", _COUNTER)
 LOG = Script("log", _LOG)
+
+
+def _function(name: str, body: str) -> str:
+    # The body as a local function of KEYS and ARGV: it reads them as the lone script does.
+    return f"local function {name}(KEYS, ARGV)\n{body}\nend\n"
+
+
+# Many decisions in one call. KEYS are the decisions' keys; ARGV[1] holds, one line per
+# key, that decision's script name and arguments, "name mode cost at param param" ("-"
+# for an empty ``at``); the reply is their answers, one line each. One argument and one
+# string reply instead of one per decision: a client library packs and parses each
+# element of a command and of a reply on its own, in Python for redis-py, and that was
+# most of the cost of a batch. The bodies are the lone scripts' own text, so a decision
+# in a batch is the same as alone. Each runs under pcall: Redis does not roll a script
+# back, so an error of one decision (a key holding another type: WRONGTYPE) must not
+# abort the others after some of them wrote; its answer is "E <error>" instead (an
+# answer otherwise starts with 0 or 1).
+_BATCH = (
+    _function("gcra", _GCRA)
+    + _function("counter", _COUNTER)
+    + _function("log", _LOG)
+    + r"""
+local run = {gcra = gcra, counter = counter, log = log}
+local out = {}
+local i = 0
+for line in string.gmatch(ARGV[1], '[^\n]+') do
+  i = i + 1
+  local words = {}
+  for word in string.gmatch(line, '%S+') do words[#words + 1] = word end
+  if words[4] == '-' then words[4] = '' end
+  local ok, answer = pcall(run[words[1]], {KEYS[i]},
+    {words[2], words[3], words[4], words[5], words[6]})
+  if ok then
+    out[i] = answer
+  else
+    if type(answer) == 'table' then answer = answer.err end
+    out[i] = 'E ' .. string.gsub(tostring(answer), '%s', ' ')
+  end
+end
+return table.concat(out, '\n')
+"""
+)
+BATCH = Script("batch", _BATCH)
+"""Several decisions, each on its own key, in one call: for a cluster, keys of one slot."""
+
+SCRIPTS: dict[str, Script] = {script.sha: script for script in (GCRA_SCRIPT, COUNTER, LOG)}
+"""The lone scripts by SHA1 (a batch names each call's script)."""

@@ -1,0 +1,215 @@
+"""Key text is data: no key, and no error of one call, changes another key's decisions.
+
+A key an attacker chooses (a lone surrogate, NUL, a megabyte) must be decided like any
+other and must never make the Redis store behave as if Redis were down: that would lift
+every limit (``fail_open``) or refuse everyone (``fail_closed``). An error that belongs to
+one call is that call's alone; only transport and server errors make the store
+unavailable.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import brace
+from brace._core.window import SlidingWindowCounter
+from brace._keys import MAX_KEY_LENGTH
+from brace.redis import OnError, RedisStore
+from brace.redis._errors import error_scope
+from redis_server import BACKENDS, COREDIS_LEAK, command, open_client, run
+
+pytest_plugins = ("redis_fixtures",)
+pytestmark = [
+    pytest.mark.filterwarnings(COREDIS_LEAK),
+    pytest.mark.usefixtures("collect_coredis_garbage"),
+]
+
+MEGABYTE_KEY = "k" * (1 << 20)
+ON_ERRORS: list[OnError] = ["fail_closed", "fail_open", "fallback"]
+
+
+@pytest.mark.parametrize("on_error", ON_ERRORS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_surrogate_and_a_megabyte_key_leave_bob_alone(
+    backend: str, on_error: OnError, redis_port: int
+) -> None:
+    """After a lone surrogate and a 1 MB key, bob's 3/minute gives 3 True then 3 False."""
+
+    async def main() -> None:
+        async with RedisStore.from_url(
+            f"redis://127.0.0.1:{redis_port}/0", on_error=on_error
+        ) as store:
+            limiter = brace.RateLimiter(brace.SlidingWindow(limit=3, window=60.0), store=store)
+            assert (await limiter.hit("\ud800")).allowed
+            assert (await limiter.hit(MEGABYTE_KEY)).allowed
+            assert [(await limiter.hit("bob")).allowed for _ in range(6)] == [True] * 3 + [
+                False
+            ] * 3
+            stats = store.statistics()
+            assert stats.errors == stats.fallbacks == 0, stats
+            assert stats.available
+
+    run(backend, main)
+    # Bounded in Redis: the megabyte key is held as a digest of MAX_KEY_LENGTH characters.
+    sizes = [len(key) for key in command(redis_port, "KEYS", "*").split(b"\r\n") if b":" in key]
+    assert sizes
+    assert max(sizes) < MAX_KEY_LENGTH + 64
+
+
+class _Faulty:
+    """A client that fails the calls of one Redis key with ``error``; others go through."""
+
+    def __init__(self, inner: Any, bad: bytes, error: Exception) -> None:
+        self.inner = inner
+        self.bad = bad
+        self.error = error
+
+    async def evalsha(self, sha: str, keys: Sequence[Any], args: Sequence[Any]) -> object:
+        if self.bad in keys:
+            raise self.error
+        return await self.inner.evalsha(sha, keys, args)
+
+    def script_load(self, script: str) -> Any:
+        return self.inner.script_load(script)
+
+
+CALL_ERRORS = [
+    pytest.param(TypeError("unsupported argument"), id="TypeError"),
+    pytest.param(UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates"), id="encoding"),
+]
+
+
+@pytest.mark.parametrize("on_error", ON_ERRORS)
+@pytest.mark.parametrize("error", CALL_ERRORS)
+def test_an_error_of_one_call_is_that_calls_alone(
+    error: Exception, on_error: OnError, redis_port: int
+) -> None:
+    """A call's own error follows on_error for it alone: bob's decisions stay exact."""
+
+    async def main() -> None:
+        async with open_client("redis-py", redis_port) as client:
+            probe = RedisStore(client)
+            policy = SlidingWindowCounter(3, 60.0)
+            bad = probe.key(policy, "mallory").encode()
+            from brace.redis._clients import adapt_client
+
+            store = RedisStore(
+                _Faulty(adapt_client(client), bad, error),
+                on_error=on_error,
+                recovery_time=60.0,
+            )
+            limiter = brace.RateLimiter(brace.SlidingWindow(limit=3, window=60.0), store=store)
+            for _ in range(3):
+                await limiter.hit("mallory")
+            assert [(await limiter.hit("bob")).allowed for _ in range(6)] == [True] * 3 + [
+                False
+            ] * 3
+            stats = store.statistics()
+            assert stats.call_errors == stats.errors == stats.fallbacks == 3
+            assert stats.available
+            assert store._down_until == -float("inf")
+
+    run("asyncio", main)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_error_reply_on_one_key_spares_the_batch(backend: str, redis_port: int) -> None:
+    """A key holding the wrong type (WRONGTYPE) fails alone, coalesced or not."""
+    policy = SlidingWindowCounter(1, 60.0)
+
+    async def main() -> None:
+        async with RedisStore.from_url(
+            f"redis://127.0.0.1:{redis_port}/0", on_error="fail_open", recovery_time=60.0
+        ) as store:
+            bad = store.key(policy, "bad")
+            assert command(redis_port, "RPUSH", bad, "x").startswith(b":1")
+            decisions: dict[str, brace.Decision] = {}
+
+            async def decide(key: str) -> None:
+                decisions[key] = await store.hit(policy, key)
+
+            async with anyio.create_task_group() as group:
+                for i in range(30):
+                    group.start_soon(decide, f"k{i}")
+                group.start_soon(decide, "bad")
+            assert decisions["bad"].allowed  # fail_open, for that call
+            assert all(decisions[f"k{i}"].allowed for i in range(30))
+            assert not any([(await store.hit(policy, f"k{i}")).allowed for i in range(30)])
+            stats = store.statistics()
+            assert stats.call_errors == 1, stats
+            assert stats.available
+            assert "WRONGTYPE" in (stats.last_error or "")
+
+    run(backend, main)
+
+
+def test_only_transport_and_server_errors_make_redis_unavailable() -> None:
+    """Errors are sorted: one call's (arguments, encoding, WRONGTYPE) or the server's."""
+    import redis.exceptions
+
+    assert error_scope(TypeError("x")) == "call"
+    assert error_scope(UnicodeEncodeError("utf-8", "\ud800", 0, 1, "x")) == "call"
+    assert error_scope(redis.exceptions.ResponseError("WRONGTYPE Operation")) == "call"
+    assert error_scope(redis.exceptions.DataError("Invalid input")) == "call"
+    assert error_scope(redis.exceptions.ConnectionError("refused")) == "server"
+    assert error_scope(redis.exceptions.TimeoutError("slow")) == "server"
+    assert error_scope(redis.exceptions.AuthenticationError("invalid")) == "server"
+    assert error_scope(redis.exceptions.ResponseError("WRONGPASS invalid")) == "server"
+    assert error_scope(redis.exceptions.ResponseError("LOADING dataset")) == "server"
+    assert error_scope(redis.exceptions.ResponseError("OOM command not allowed")) == "server"
+    assert error_scope(redis.exceptions.ReadOnlyError("READONLY replica")) == "server"
+    assert error_scope(OSError("unreachable")) == "server"
+    assert error_scope(RuntimeError("no running event loop")) == "server"
+
+
+_CHARACTERS = st.one_of(
+    st.sampled_from(["\x00", "\ud800", "\udfff", "{", "}", ":", "é", "\U0001f600"]),
+    st.characters(codec=None, categories=["Cs", "Cc", "L", "N", "P"]),
+)
+_KEYS = st.one_of(
+    st.text(_CHARACTERS, max_size=20),
+    st.text(_CHARACTERS, min_size=MAX_KEY_LENGTH - 2, max_size=MAX_KEY_LENGTH + 2),
+    st.builds(lambda tail: MEGABYTE_KEY + tail, st.text(_CHARACTERS, max_size=3)),
+)
+
+
+async def _pattern(store: brace.RateLimitStore, hostile: list[str], normal: str) -> list[bool]:
+    limiter = brace.RateLimiter(brace.SlidingWindow(limit=3, window=60.0), store=store)
+    allowed = [(await limiter.hit(key)).allowed for key in hostile]
+    return allowed + [(await limiter.hit(normal)).allowed for _ in range(4)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fuzzed_keys_decide_as_in_memory(backend: str, redis_port: int) -> None:
+    """Any text keys on a real Redis decide exactly as on the memory store, bob's too."""
+
+    @settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(hostile=st.lists(_KEYS, min_size=1, max_size=6))
+    def check(hostile: list[str]) -> None:
+        async def main() -> tuple[list[bool], list[bool]]:
+            prefix = uuid.uuid4().hex
+            async with RedisStore.from_url(
+                f"redis://127.0.0.1:{redis_port}/0", prefix=prefix, on_error="fail_open"
+            ) as store:
+                remote = await _pattern(store, hostile, "bob")
+                stats = store.statistics()
+                assert stats.errors == stats.fallbacks == 0, stats
+            local = await _pattern(brace.MemoryStore(), hostile, "bob")
+            return remote, local
+
+        remote, local = run(backend, main)
+        assert remote == local
+        assert remote[-4:] == [True, True, True, False]
+
+    check()

@@ -1,0 +1,412 @@
+"""RedisStore on the stacks people deploy: Cluster, TLS, Sentinel, ACL users, and check().
+
+Every test runs on asyncio, uvloop and trio with the client ``RedisStore.from_url`` picks
+(redis-py on asyncio and uvloop, coredis on trio), against real servers the fixtures
+start on free 127.0.0.1 ports (see ``redis_fixtures``).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import anyio
+import pytest
+
+import brace
+from brace._core.gcra import GCRA
+from brace._core.window import SlidingWindowCounter
+from brace._registry import metric_families
+from brace.redis import (
+    RedisAuthenticationError,
+    RedisBackendError,
+    RedisConnectionError,
+    RedisError,
+    RedisStore,
+)
+from brace.redis._clients import key_slot, parse_url
+from redis_server import (
+    ACL_PASSWORD,
+    ACL_USER,
+    BACKENDS,
+    COREDIS_LEAK,
+    PASSWORD,
+    Certificates,
+    RedisCluster,
+    RedisServer,
+    free_port,
+    read_bulk,
+    run,
+)
+
+pytest_plugins = ("redis_fixtures",)
+pytestmark = [
+    pytest.mark.filterwarnings(COREDIS_LEAK),
+    pytest.mark.usefixtures("collect_coredis_garbage"),
+]
+
+
+async def _three_then_refused(store: RedisStore) -> None:
+    """A 3/minute limit through ``store`` admits three of four hits on a fresh key."""
+    limiter = brace.RateLimiter(brace.SlidingWindow(limit=3, window=60.0), store=store)
+    key = f"user:{uuid.uuid4()}"
+    before = store.statistics()
+    assert [(await limiter.hit(key)).allowed for _ in range(4)] == [True, True, True, False]
+    stats = store.statistics()
+    assert (stats.errors, stats.fallbacks) == (before.errors, before.fallbacks), stats
+
+
+# -- check() and failing loudly ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_check_names_a_wrong_password(backend: str, auth_redis: RedisServer) -> None:
+    """A wrong password raises RedisAuthenticationError at check(), naming the refusal."""
+
+    async def main() -> None:
+        url = f"redis://:wrong@127.0.0.1:{auth_redis.port}/0"
+        async with RedisStore.from_url(url) as store:
+            with pytest.raises(RedisAuthenticationError, match=r"(?i)pass|auth"):
+                await store.check()
+            assert store.statistics().last_error is not None
+        async with RedisStore.from_url(f"redis://127.0.0.1:{auth_redis.port}/0") as store:
+            with pytest.raises(RedisAuthenticationError, match=r"(?i)auth"):
+                await store.check()  # no password at all: NOAUTH
+
+    run(backend, main)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_passwords_and_acl_users_decide(backend: str, auth_redis: RedisServer) -> None:
+    """The right password, or an ACL user and its password, pass check() and decide."""
+
+    async def main() -> None:
+        port = auth_redis.port
+        for url, username, password in (
+            (f"redis://:{PASSWORD}@127.0.0.1:{port}/0", None, None),
+            (f"redis://{ACL_USER}:{ACL_PASSWORD}@127.0.0.1:{port}/0", None, None),
+            (f"redis://127.0.0.1:{port}/0", ACL_USER, ACL_PASSWORD),
+        ):
+            async with RedisStore.from_url(url, username=username, password=password) as store:
+                await store.check()
+                await _three_then_refused(store)
+        wrong_user = f"redis://{ACL_USER}:{PASSWORD}@127.0.0.1:{port}/0"
+        async with RedisStore.from_url(wrong_user) as store:
+            with pytest.raises(RedisAuthenticationError):
+                await store.check()
+
+    run(backend, main)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_check_names_an_unreachable_server(backend: str) -> None:
+    """Nothing listening: check() raises RedisConnectionError (a ConnectionError)."""
+
+    async def main() -> None:
+        async with RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0") as store:
+            with pytest.raises(RedisConnectionError, match="cannot be reached") as caught:
+                await store.check(timeout=3.0)
+            assert isinstance(caught.value, ConnectionError)
+            assert isinstance(caught.value, RedisError)
+
+    run(backend, main)
+
+
+def test_check_names_redis_py_on_trio(redis_port: int) -> None:
+    """redis-py's asyncio client under trio: check() raises RedisBackendError naming trio."""
+    import redis.asyncio
+
+    async def main() -> None:
+        store = RedisStore(redis.asyncio.Redis(host="127.0.0.1", port=redis_port))
+        with pytest.raises(RedisBackendError, match="trio"):
+            await store.check()
+
+    run("trio", main)
+
+
+def test_from_url_on_trio_must_be_opened(redis_port: int) -> None:
+    """On trio a from_url store not opened says so (check and decisions), then works opened."""
+
+    async def main() -> None:
+        store = RedisStore.from_url(f"redis://127.0.0.1:{redis_port}/0")
+        with pytest.raises(RedisBackendError, match="async with store"):
+            await store.check()
+        decision = await store.hit(GCRA(5, 60.0, burst=5), "k")  # follows on_error
+        assert not decision.allowed
+        assert "async with store" in (store.statistics().last_error or "")
+        async with store:
+            await store.check()
+            await _three_then_refused(store)
+
+    run("trio", main)
+
+
+def test_the_first_error_of_each_kind_is_logged_once(
+    auth_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Repeated failures log one record with the cause; statistics and registry show it."""
+    registry = brace.Registry()
+
+    async def main() -> None:
+        url = f"redis://:wrong@127.0.0.1:{auth_redis.port}/0"
+        async with RedisStore.from_url(url, recovery_time=0.0) as store:
+            registry.register("shared", store)
+            limiter = brace.RateLimiter(brace.SlidingWindow(limit=3, window=60.0), store=store)
+            for _ in range(5):
+                assert not (await limiter.hit("bob")).allowed  # fail_closed
+            stats = store.statistics()
+            assert stats.errors == 5
+            snapshot = registry.snapshot()["stores"]["shared"]
+            assert snapshot["last_error"] == stats.last_error
+            assert "WRONGPASS" in snapshot["last_error"] or "invalid" in snapshot["last_error"]
+
+    with caplog.at_level(logging.ERROR, logger="brace.redis"):
+        run("asyncio", main)
+    records = [r for r in caplog.records if r.name == "brace.redis"]
+    assert len(records) == 1
+    assert "on_error='fail_closed'" in records[0].getMessage()
+    assert records[0].exc_info is not None  # the cause, with its traceback
+
+
+def test_the_registry_shows_a_store_degraded_then_ok(own_redis_server: RedisServer) -> None:
+    """While Redis is down the store's status is degraded with its last error; then ok."""
+    registry = brace.Registry()
+    policy = SlidingWindowCounter(5, 60.0)
+
+    async def main() -> None:
+        async with RedisStore.from_url(
+            f"redis://127.0.0.1:{own_redis_server.port}/0", recovery_time=0.2
+        ) as store:
+            registry.register("shared", store)
+            assert (await store.hit(policy, "k")).allowed
+            assert registry.snapshot()["stores"]["shared"]["status"] == "ok"
+            own_redis_server.kill()
+            assert not (await store.hit(policy, "k")).allowed
+            figures = registry.snapshot()["stores"]["shared"]
+            assert figures["status"] == "degraded"
+            assert figures["last_error"]
+            own_redis_server.start()
+            await anyio.sleep(0.3)
+            assert (await store.hit(policy, "k")).allowed
+            assert registry.snapshot()["stores"]["shared"]["status"] == "ok"
+        families = {family.name for family in metric_families(registry.snapshot())}
+        assert "brace_stores_decisions" in families
+        assert not any("last_error" in name for name in families)
+
+    run("asyncio", main)
+
+
+# -- URLs ----------------------------------------------------------------------------------
+
+
+def test_urls_are_read_at_construction() -> None:
+    """Bad URLs and options raise at from_url, naming what is wrong; Sentinel URLs parse."""
+    with pytest.raises(ValueError, match="redis://"):
+        RedisStore.from_url("http://127.0.0.1:6379")
+    with pytest.raises(TypeError, match="url"):
+        RedisStore.from_url(b"redis://x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="service name"):
+        RedisStore.from_url("redis+sentinel://127.0.0.1:26379")
+    with pytest.raises(ValueError, match="port"):
+        RedisStore.from_url("redis+sentinel://127.0.0.1:x/mymaster")
+    with pytest.raises(ValueError, match="database"):
+        RedisStore.from_url("redis+sentinel://127.0.0.1/mymaster/zero")
+    with pytest.raises(ValueError, match="cluster"):
+        RedisStore.from_url("unix:///tmp/redis.sock", cluster=True)
+    with pytest.raises(ValueError, match="db"):
+        RedisStore.from_url("redis://127.0.0.1", cluster=True, db=2)
+    with pytest.raises(ValueError, match="db"):
+        RedisStore.from_url("redis://127.0.0.1", db=-1)
+    with pytest.raises(TypeError, match="cluster"):
+        RedisStore.from_url("redis://127.0.0.1", cluster=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="client_options"):
+        RedisStore.from_url("redis://127.0.0.1", client_options=[])  # type: ignore[arg-type]
+    target = parse_url("redis+sentinel://u:p%40ss@10.0.0.1,10.0.0.2:26380,[::1]:1/main/3")
+    assert target.sentinels == (("10.0.0.1", 26379), ("10.0.0.2", 26380), ("::1", 1))
+    assert (target.service, target.db, target.username, target.password) == (
+        "main",
+        3,
+        "u",
+        "p@ss",
+    )
+    store = RedisStore.from_url("redis://user:hunter2@127.0.0.1:6379/0")
+    assert "hunter2" not in repr(store)
+
+
+def test_key_slot_matches_redis_py() -> None:
+    """The slot brace groups by is redis-py's (CRC16 with hash tags) for any key."""
+    from redis.crc import key_slot as redis_py_slot
+
+    for key in (
+        b"",
+        b"a",
+        b"user:1",
+        b"{tag}x",
+        b"x{tag}y",
+        b"{}x",
+        b"{x",
+        b"\xff\x00",
+        b"k" * 300,
+    ):
+        assert key_slot(key) == redis_py_slot(key), key
+    assert key_slot("\ud800") == key_slot("\ud800".encode("utf-8", "surrogatepass"))
+
+
+# -- TLS and Sentinel ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_decisions_through_rediss(
+    backend: str, tls_redis: tuple[RedisServer, int, Certificates]
+) -> None:
+    """Through rediss:// (a CA made by the test), check() passes and decisions are right."""
+    _, tls_port, certificates = tls_redis
+
+    async def main() -> None:
+        url = f"rediss://127.0.0.1:{tls_port}/0"
+        async with RedisStore.from_url(url, ssl_ca_certs=certificates.ca) as store:
+            await store.check()
+            await _three_then_refused(store)
+        # Without the CA the server's certificate is not trusted: a connection error.
+        async with RedisStore.from_url(url) as store:
+            with pytest.raises(RedisConnectionError):
+                await store.check()
+
+    run(backend, main)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_decisions_through_sentinel(
+    backend: str, sentinel_redis: tuple[RedisServer, RedisServer]
+) -> None:
+    """Through redis+sentinel://, the store finds the primary and decides right."""
+    primary, sentinel = sentinel_redis
+
+    async def main() -> None:
+        url = f"redis+sentinel://127.0.0.1:{sentinel.port}/mymaster/0"
+        async with RedisStore.from_url(url) as store:
+            await store.check()
+            await _three_then_refused(store)
+        assert b"brace:counter" in read_bulk(primary.port, "KEYS", "brace:*")
+
+    run(backend, main)
+
+
+# -- Cluster -------------------------------------------------------------------------------
+
+
+async def _cluster_client(library: str, port: int) -> tuple[Any, Any]:
+    """A cluster client and how to close it."""
+    if library == "redis-py":
+        import redis.asyncio
+
+        client: Any = redis.asyncio.RedisCluster(host="127.0.0.1", port=port)
+        await client.initialize()
+        return client, client.aclose
+    import coredis
+
+    core: Any = coredis.RedisCluster(host="127.0.0.1", port=port)
+    await core.__aenter__()
+
+    async def close() -> None:
+        await core.__aexit__(None, None, None)
+
+    return core, close
+
+
+CLUSTER_KINDS = [
+    pytest.param(("default", "asyncio"), id="default-asyncio"),
+    pytest.param(("default", "uvloop"), id="default-uvloop"),
+    pytest.param(("default", "trio"), id="default-trio"),
+    pytest.param(("redis-py", "asyncio"), id="redis-py-asyncio"),
+    pytest.param(("coredis", "asyncio"), id="coredis-asyncio"),
+    pytest.param(("coredis", "trio"), id="coredis-trio"),
+]
+
+
+@pytest.mark.parametrize("kind", CLUSTER_KINDS)
+def test_cluster_admits_fifty_concurrent_fresh_keys(
+    kind: tuple[str, str], redis_cluster: RedisCluster
+) -> None:
+    """50 concurrent decisions on 50 fresh keys, coalescing on: 50 admitted, over every node."""
+    library, backend = kind
+    policy = GCRA(1, 60.0, burst=1)
+    run_id = uuid.uuid4().hex
+
+    async def main() -> None:
+        port = redis_cluster.ports[0]
+        store: RedisStore
+        close: Any = None
+        if library == "default":
+            # a generous timeout: the suite shares a small machine, and the 50 keys' slots
+            # open new connections to each node at once
+            store = RedisStore.from_url(f"redis://127.0.0.1:{port}", cluster=True, timeout=2.0)
+            await store.open()
+        else:
+            client, close = await _cluster_client(library, port)
+            store = RedisStore(client, timeout=2.0)
+        try:
+            await store.check()
+            decisions: dict[str, brace.Decision] = {}
+
+            async def decide(key: str) -> None:
+                decisions[key] = await store.hit(policy, key)
+
+            async with anyio.create_task_group() as group:
+                for i in range(50):
+                    group.start_soon(decide, f"{run_id}:{i}")
+            assert sum(d.allowed for d in decisions.values()) == 50, store.statistics()
+            stats = store.statistics()
+            assert stats.errors == stats.fallbacks == 0, stats
+            assert stats.round_trips < 50  # coalesced: batches by slot, not one call each
+            again = await store.hit(policy, f"{run_id}:0")  # each key has its state
+            assert not again.allowed
+        finally:
+            await store.aclose()
+            if close is not None:
+                await close()
+        per_node = [
+            int(read_bulk(p, "EVAL", f"return #redis.call('KEYS', '*{run_id}*')", "0")[1:-2])
+            for p in redis_cluster.ports
+        ]
+        assert sum(per_node) == 50
+        assert all(count > 0 for count in per_node), per_node  # spread over the nodes
+
+    run(backend, main)
+
+
+def test_a_cluster_call_error_is_that_calls_alone(redis_cluster: RedisCluster) -> None:
+    """A key holding the wrong type fails its own decision; the batch's others are right."""
+    policy = GCRA(1, 60.0, burst=1)
+    run_id = uuid.uuid4().hex
+
+    async def main() -> None:
+        port = redis_cluster.ports[0]
+        async with RedisStore.from_url(
+            f"redis://127.0.0.1:{port}", cluster=True, on_error="fail_open", timeout=2.0
+        ) as store:
+            bad = store.key(policy, f"{{{run_id}}}bad")
+            # a list where the script expects a string: WRONGTYPE, on that key alone
+            import redis.asyncio
+
+            plain = redis.asyncio.RedisCluster(host="127.0.0.1", port=port)
+            await plain.rpush(bad, "x")
+            await plain.aclose()
+            decisions: dict[str, brace.Decision] = {}
+
+            async def decide(key: str) -> None:
+                decisions[key] = await store.hit(policy, key)
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(decide, f"{{{run_id}}}bad")
+                for i in range(20):
+                    group.start_soon(decide, f"{{{run_id}}}{i}")  # one slot: one batch
+            stats = store.statistics()
+            assert stats.call_errors == 1, stats
+            assert stats.available
+            assert all(decisions[f"{{{run_id}}}{i}"].allowed for i in range(20))
+            again = [(await store.hit(policy, f"{{{run_id}}}{i}")).allowed for i in range(20)]
+            assert not any(again)
+
+    run("asyncio", main)
