@@ -28,6 +28,7 @@ from brace._core.gcra import GCRA
 from brace._core.window import CounterState, SlidingLog, SlidingLogCore, SlidingWindowCounter
 from brace._decision import Decision
 from brace.redis import RedisStore
+from brace.redis._store import _parse
 from redis_server import RedisServer, open_client
 
 Policy = GCRA | SlidingWindowCounter | SlidingLog
@@ -47,6 +48,28 @@ class _Remote:
         decision, used = self.portal.call(self._decide, policy, key, cost, now, mode)
         assert used == now
         return decision
+
+    def decide_in_batch(
+        self, policy: Policy, key: str, cost: int, now: float, mode: str
+    ) -> Decision:
+        """The decision made inside the batch script, beside a decision on another key."""
+        return self.portal.call(self._decide_in_batch, policy, key, cost, now, mode)
+
+    async def _decide_in_batch(
+        self, policy: Policy, key: str, cost: int, now: float, mode: str
+    ) -> Decision:
+        store = self.store
+        plan = store._plan(policy)
+        at = repr(float(now))
+        calls = [
+            (plan.script.sha, (store._redis_key(plan, key),), (mode, cost, at, *plan.params)),
+            (plan.script.sha, (store._redis_key(plan, key + "~"),), ("hit", 1, at, *plan.params)),
+        ]
+        batch = getattr(store.client, "evalsha_batch")  # noqa: B009 - optional in the protocol
+        reply, _ = await batch(calls)
+        if isinstance(reply, Exception):
+            raise reply
+        return _parse(reply, plan.limit)
 
     async def _decide(
         self, policy: Policy, key: str, cost: int, now: float, mode: str
@@ -168,7 +191,29 @@ def test_lua_decides_as_the_python_core(
     remote: _Remote, policy: Policy, start: float, operations: list[tuple[Step, int, str]]
 ) -> None:
     """Same policy, operations and times: the script's decisions equal the core's exactly."""
-    key = f"k{next(remote.keys)}"
+    _compare(remote.decide, policy, start, operations, f"k{next(remote.keys)}")
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    policy=_policies(),
+    start=st.sampled_from([0.0, 12.5, 1_795_795_071.542955]),
+    operations=_operations(),
+)
+def test_the_batch_script_decides_as_the_python_core(
+    remote: _Remote, policy: Policy, start: float, operations: list[tuple[Step, int, str]]
+) -> None:
+    """Each decision made inside a batch (beside another key's) equals the core's exactly."""
+    _compare(remote.decide_in_batch, policy, start, operations, f"b{next(remote.keys)}")
+
+
+def _compare(
+    decide: Any, policy: Policy, start: float, operations: list[tuple[Step, int, str]], key: str
+) -> None:
     model = _Model(policy)
     limit = policy.burst if isinstance(policy, GCRA) else policy.limit
     period = policy.interval if isinstance(policy, GCRA) else policy.window
@@ -177,7 +222,7 @@ def test_lua_decides_as_the_python_core(
         now += step if isinstance(step, float) else step[1] * period
         cost = min(cost, limit)
         expected = model.decide(cost, now, mode)
-        actual = remote.decide(policy, key, cost, now, mode)
+        actual = decide(policy, key, cost, now, mode)
         assert _equal(expected, actual), (now, cost, mode, expected, actual)
 
 

@@ -6,7 +6,7 @@ less. Neither client library is imported until it is needed: an adapter is chose
 the module the client's class comes from.
 
 Coalesced decisions (``evalsha_batch``) go to Redis as ONE call of the `BATCH` script
-(one command, one reply array) instead of a pipeline of one command each: the client
+(one command, one string reply) instead of a pipeline of one command each: the client
 library then packs and parses one command, not a hundred. A cluster client cannot run a
 script over keys of several slots, so there the calls are grouped by hash slot and the
 groups sent concurrently, each to its node (redis-py's ``RedisCluster`` also refuses
