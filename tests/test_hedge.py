@@ -207,3 +207,20 @@ def test_bad_configuration_names_the_parameter() -> None:
         brace.LatencyQuantile(0.0, initial=1.0)
     with pytest.raises(ValueError, match="size"):
         brace.LatencyQuantile(0.9, initial=1.0, size=0)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_hedge_bench_runs(backend: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/hedge_bench.py runs on both backends and prints both tables (few calls)."""
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:  # the benchmarks package lives beside src/, not inside it
+        sys.path.insert(0, root)
+    from benchmarks import hedge_bench
+
+    assert hedge_bench.main(calls=2000, calls_overhead=20, rounds=1, backend=backend, seed=1) == 0
+    printed = capsys.readouterr().out
+    for text in ("hedged", "bare await", "brace.Fallback", "brace.Hedge"):
+        assert text in printed

@@ -341,7 +341,8 @@ class Hedge:
                 race.has_winner = True
                 race.winner = value
                 race.winner_index = index
-                scope.cancel()  # every other attempt, and the wait for the next one
+                if race.running > 1:  # cancel the other attempts (the host wakes below)
+                    scope.cancel()
         finally:
             race.running -= 1
             race.wake.set()
