@@ -172,3 +172,24 @@ def test_bad_configuration_names_the_parameter() -> None:
         brace.chaos.outcome(1, factory=lambda: 2, injection_rate=0.5)
     with pytest.raises(TypeError, match="behavior"):
         brace.chaos.behavior(3, injection_rate=0.5)  # type: ignore[arg-type]
+
+
+def test_registry_sections_and_counters() -> None:
+    """Fallback, Hedge and chaos strategies appear in their own Registry sections, with
+    their ever-growing fields exported as counters."""
+    from brace._registry import metric_families
+
+    registry = brace.Registry()
+    kept = [  # the registry holds weak references
+        registry.register("menu", brace.Fallback([])),
+        registry.register("search", brace.Hedge(0.1)),
+        registry.register("slow", brace.chaos.latency(1.0, injection_rate=0.1)),
+    ]
+    snapshot = registry.snapshot()
+    assert snapshot["fallbacks"]["menu"]["fallbacks"] == 0
+    assert snapshot["hedges"]["search"]["hedge_wins"] == 0
+    assert snapshot["chaos"]["slow"] == {"calls": 0, "injected": 0}
+    kinds = {family.name: family.kind for family in metric_families(snapshot)}
+    assert any(kind == "counter" and "injected" in name for name, kind in kinds.items())
+    assert any(kind == "counter" and "hedge_wins" in name for name, kind in kinds.items())
+    assert len(kept) == 3

@@ -50,6 +50,9 @@ _SECTIONS: dict[str, str] = {
     "RetryBudgetStatistics": "retry",
     "TimeoutStatistics": "timeouts",
     "AdaptiveLimitStatistics": "adaptive_limits",
+    "FallbackStatistics": "fallbacks",
+    "HedgeStatistics": "hedges",
+    "ChaosStatistics": "chaos",
 }
 
 # Fields that only ever grow, per section: exported as counters, everything else as gauges.
@@ -90,6 +93,9 @@ _COUNTERS: dict[str, frozenset[str]] = {
     "load": frozenset({"samples", "checks", "shed"}),
     "timeouts": frozenset({"calls", "timed_out"}),
     "adaptive_limits": frozenset({"samples", "increases", "decreases"}),
+    "fallbacks": frozenset({"calls", "successes", "fallbacks", "failures"}),
+    "hedges": frozenset({"calls", "attempts", "hedges", "hedge_wins", "refused", "failures"}),
+    "chaos": frozenset({"calls", "injected"}),
 }
 
 # Mappings whose keys become a label instead of part of the metric name.
@@ -122,7 +128,8 @@ class Registry:
     ``register(name, primitive)`` accepts anything with ``statistics()`` and returns it.
     :meth:`snapshot` gives a JSON-ready dict (sections ``queue``, ``circuit_breakers``,
     ``rate_limit``, ``memory``, ``load``, ``shutdown``, ``retry``, ``timeouts``,
-    ``adaptive_limits``, ``other``; each maps a name to that primitive's figures).
+    ``adaptive_limits``, ``fallbacks``, ``hedges``, ``chaos``, ``other``; each maps a name
+    to that primitive's figures).
     Primitives are held through weak references (strongly only when the object allows
     none), so garbage-collected ones disappear by themselves.
     """
