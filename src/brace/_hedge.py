@@ -181,8 +181,9 @@ class Hedge:
         budget: a :class:`brace.RetryBudget` granting the extra attempts (default: a
             ``RetryBudget(ratio=0.1, min_per_second=1.0, window=10.0)`` of its own, on
             ``clock``). Share one between the hedges that call the same dependency.
-        clock: the clock of the default budget and of the durations recorded (default:
-            ``time.monotonic``).
+        clock: the clock of the default budget (default: ``time.monotonic``) and of the
+            durations recorded into the delay (default: the event loop's,
+            ``anyio.current_time``, which virtual-time tests drive).
         name: a name for repr.
     """
 
