@@ -91,6 +91,7 @@ async def test_hedge_matches_the_reference_model(
     never more than 1 + max_extra, and no attempt is left running."""
     winner, started = _expected(script, delay, max_extra)
     assert started <= 1 + max_extra
+    tasks_before = len(anyio.get_running_tasks())
     upstream = Upstream(script)
     hedge = brace.Hedge(delay, max_extra=max_extra, budget=_budget())
     if winner is None:
@@ -101,6 +102,7 @@ async def test_hedge_matches_the_reference_model(
         assert await hedge.call(upstream) == winner
     assert upstream.started == started
     assert upstream.running == 0
+    assert len(anyio.get_running_tasks()) == tasks_before
     stats = hedge.statistics()
     assert stats.attempts == started
     assert stats.hedge_wins == (1 if winner else 0)
@@ -136,16 +138,25 @@ async def test_alternatives_are_used_by_the_extra_attempts() -> None:
     assert calls == ["a", "b", "c", "c"]
 
 
-async def test_budget_refuses_extra_attempts() -> None:
-    """With a budget of ratio 0.25 and no floor, at most a quarter of the calls hedge."""
-    hedge = brace.Hedge(1.0, budget=_budget(ratio=0.25, floor=0.0))
-    upstream = Upstream([(5.0, True)])
-    for _ in range(40):
+@settings(max_examples=25, deadline=None)
+@given(
+    ratio=st.sampled_from([0.0, 0.05, 0.1, 0.25, 0.5, 1.0]),
+    calls=st.integers(min_value=1, max_value=40),
+    max_extra=st.integers(min_value=1, max_value=3),
+)
+async def test_budget_bounds_extra_attempts(ratio: float, calls: int, max_extra: int) -> None:
+    """With a budget of ``ratio`` and no floor, extra attempts never exceed ratio x calls,
+    and every extra attempt asked for and not granted is counted as refused."""
+    hedge = brace.Hedge(1.0, max_extra=max_extra, budget=_budget(ratio=ratio, floor=0.0))
+    upstream = Upstream([(5.0, True)])  # every call is slow enough to ask for extras
+    for _ in range(calls):
         await hedge.call(upstream)
     stats = hedge.statistics()
-    assert stats.hedges <= 0.25 * stats.calls
-    assert stats.hedges >= 1
-    assert stats.refused == stats.calls - stats.hedges
+    assert stats.hedges <= ratio * stats.calls + 1e-9
+    assert stats.attempts == stats.calls + stats.hedges == upstream.started
+    if ratio * calls >= 1:
+        assert stats.hedges >= 1
+    assert stats.refused >= 1 if stats.hedges < calls * max_extra else stats.refused == 0
 
 
 async def test_outside_cancellation_cancels_every_attempt() -> None:
