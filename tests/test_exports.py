@@ -25,6 +25,7 @@ OPTIONAL_MODULES = {
     "brace.redis": "anyio",
     "brace.prometheus": "prometheus_client",
     "brace.otel": "opentelemetry",
+    "brace.chaos": "anyio",
 }
 
 PUBLIC_MODULES = [brace, brace.testing] + [

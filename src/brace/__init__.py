@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import chaos as chaos
 from ._adaptive import AdaptiveLimit as AdaptiveLimit
 from ._adaptive import AdaptiveLimitStatistics as AdaptiveLimitStatistics
 from ._adaptive import LimitChanged as LimitChanged
@@ -33,10 +34,17 @@ from ._executor import DrainReport as DrainReport
 from ._executor import Dropped as Dropped
 from ._executor import ExecutorStatistics as ExecutorStatistics
 from ._executor import PriorityExecutor as PriorityExecutor
+from ._fallback import Fallback as Fallback
+from ._fallback import FallbackDetails as FallbackDetails
+from ._fallback import FallbackHook as FallbackHook
+from ._fallback import FallbackStatistics as FallbackStatistics
 from ._health import CheckResult as CheckResult
 from ._health import Health as Health
 from ._health import HealthReport as HealthReport
 from ._health import HealthStatus as HealthStatus
+from ._hedge import Hedge as Hedge
+from ._hedge import HedgeStatistics as HedgeStatistics
+from ._hedge import LatencyQuantile as LatencyQuantile
 from ._limiter import RateLimiter as RateLimiter
 from ._limiter import RateLimiterStatistics as RateLimiterStatistics
 from ._load import LoadMonitor as LoadMonitor
@@ -97,10 +105,17 @@ __all__ = (
     "DrainReport",
     "Dropped",
     "ExecutorStatistics",
+    "Fallback",
+    "FallbackDetails",
+    "FallbackHook",
+    "FallbackStatistics",
     "GracefulShutdown",
     "Health",
     "HealthReport",
     "HealthStatus",
+    "Hedge",
+    "HedgeStatistics",
+    "LatencyQuantile",
     "LimitChanged",
     "LimitHook",
     "LoadMonitor",

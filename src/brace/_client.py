@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import abc
 import email.utils
+import functools
 import math
 import time
 from array import array
@@ -47,6 +48,7 @@ from typing_extensions import TypedDict
 
 from ._breaker import CircuitBreaker
 from ._bucket import TokenBucket
+from ._compose import CallPolicy, Policy, compose
 from ._core.breaker import CircuitState, _CountWindow, _TimeWindow
 from ._exceptions import CircuitOpen, Rejected
 from ._limiter import RateLimiter
@@ -132,6 +134,7 @@ class ClientOptions(TypedDict, total=False):
     key: Callable[[Any], str] | None
     max_keys: int
     max_body: int
+    chaos: Any
 
 
 class _RetryableStatus(Rejected, Generic[ResponseT]):
@@ -181,6 +184,12 @@ class ResilientClient(abc.ABC, Generic[RequestT, ResponseT]):
         max_body: the most bytes of a retryable answer's body read and kept to be handed
             back should retrying stop (an int >= 0); a longer answer is handed back at
             once, unread.
+        chaos: fault injection for each attempt: a `brace.chaos` strategy (or any
+            policy with ``async call(fn)``, e.g. ``brace.compose(...)`` of several), or a
+            sequence of them, composed in order. Applied around each send, inside the
+            rate limit and the breaker and under the retry, so an injected connection
+            error, 5xx answer (``brace.chaos.outcome(factory=...)``) or latency goes
+            through the same loop as a real one.
     """
 
     #: The adapter's transport errors, retried by the default `brace.Retry`.
@@ -201,6 +210,7 @@ class ResilientClient(abc.ABC, Generic[RequestT, ResponseT]):
         key: Callable[[Any], str] | None = host_key,
         max_keys: int = 10_000,
         max_body: int = 1 << 20,
+        chaos: Any = None,
     ) -> None:
         if retry is None:
             retry = Retry(
@@ -238,6 +248,7 @@ class ResilientClient(abc.ABC, Generic[RequestT, ResponseT]):
         self.key = key
         self.max_keys = _check_count(max_keys, "max_keys", 1)
         self.max_body = _check_count(max_body, "max_body", 0)
+        self.chaos = _check_chaos(chaos)
         keyed = key is not None
         self._breakers = _BreakerTable(breaker, max_keys) if breaker is not None and keyed else None
         self._acquire = _acquirer(limiter, keyed=keyed, max_keys=max_keys)
@@ -280,6 +291,9 @@ class ResilientClient(abc.ABC, Generic[RequestT, ResponseT]):
         key = "*" if key_of is None else key_of(request)
         if not isinstance(key, str):
             raise TypeError(f"key must return a str, got {type(key).__name__}")
+        chaos = self.chaos
+        if chaos is not None:
+            send = functools.partial(chaos.call, send)
         if method not in self.retry_methods or not replayable:
             outcome = await self._attempt(send, key, retrying=False)
         else:
@@ -332,6 +346,20 @@ class ResilientClient(abc.ABC, Generic[RequestT, ResponseT]):
         if kept is None:
             return response  # too long to keep: handed back, not retried
         raise _RetryableStatus(status, kept, retry_after if self.respect_retry_after else None)
+
+
+def _check_chaos(chaos: object) -> Policy | None:
+    """``None``, or one policy applying every chaos strategy given, in order."""
+    if chaos is None:
+        return None
+    if isinstance(chaos, (list, tuple)):
+        return compose(*chaos) if chaos else None
+    if not callable(getattr(chaos, "call", None)):
+        raise TypeError(
+            "chaos must be a brace.chaos strategy (anything with async call(fn)), a sequence "
+            f"of them, or None, got {chaos!r}"
+        )
+    return compose(cast(CallPolicy, chaos))
 
 
 def _check_statuses(statuses: object) -> frozenset[int]:

@@ -51,6 +51,9 @@ _SECTIONS: dict[str, str] = {
     "TimeoutStatistics": "timeouts",
     "AdaptiveLimitStatistics": "adaptive_limits",
     "RedisStoreStatistics": "stores",
+    "FallbackStatistics": "fallbacks",
+    "HedgeStatistics": "hedges",
+    "ChaosStatistics": "chaos",
 }
 
 # Fields that only ever grow, per section: exported as counters, everything else as gauges.
@@ -102,6 +105,9 @@ _COUNTERS: dict[str, frozenset[str]] = {
             "round_trips",
         }
     ),
+    "fallbacks": frozenset({"calls", "successes", "fallbacks", "failures"}),
+    "hedges": frozenset({"calls", "attempts", "hedges", "hedge_wins", "refused", "failures"}),
+    "chaos": frozenset({"calls", "injected"}),
 }
 
 # Free text for people (the snapshot), not a metric: as a label it would make a new series
@@ -138,9 +144,9 @@ class Registry:
     ``register(name, primitive)`` accepts anything with ``statistics()`` and returns it.
     :meth:`snapshot` gives a JSON-ready dict (sections ``queue``, ``circuit_breakers``,
     ``rate_limit``, ``memory``, ``load``, ``shutdown``, ``retry``, ``timeouts``,
-    ``adaptive_limits``, ``stores``, ``other``; each maps a name to that primitive's
-    figures; a store's ``status`` is ``"ok"``, or ``"degraded"`` while it cannot reach
-    its backend, its ``last_error`` saying why).
+    ``adaptive_limits``, ``stores``, ``fallbacks``, ``hedges``, ``chaos``, ``other``; each
+    maps a name to that primitive's figures; a store's ``status`` is ``"ok"``, or
+    ``"degraded"`` while it cannot reach its backend, its ``last_error`` saying why).
     Primitives are held through weak references (strongly only when the object allows
     none), so garbage-collected ones disappear by themselves.
     """

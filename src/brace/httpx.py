@@ -72,8 +72,9 @@ class ResilientTransport(ResilientClient[httpx.Request, httpx.Response], httpx.A
         inner: the transport that sends (default: ``httpx.AsyncHTTPTransport()``).
         **options: ``retry``, ``breaker``, ``limiter``, ``retry_statuses``,
             ``respect_retry_after``, ``max_retry_after``, ``retry_methods``, ``key``,
-            ``max_keys``, ``max_body``: see `brace._client.ResilientClient` (the docs' httpx
-            page lists them). By default each ``host:port`` has its own breaker and limit.
+            ``max_keys``, ``max_body``, ``chaos``: see `brace._client.ResilientClient`
+            (the docs' httpx page lists them). By default each ``host:port`` has its own
+            breaker and limit.
     """
 
     transport_errors = (httpx.TransportError,)

@@ -1,0 +1,195 @@
+"""brace.chaos: faults at the configured rate, reproducible with a seed, never when disabled."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import anyio
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import brace
+import brace.chaos
+from brace.chaos import should_inject
+
+
+async def ok() -> str:
+    return "ok"
+
+
+@given(
+    rate=st.floats(min_value=0.0, max_value=1.0),
+    seed=st.integers(min_value=0, max_value=2**32),
+    flags=st.lists(st.booleans(), max_size=50),
+)
+def test_should_inject_draws_once_per_enabled_call(
+    rate: float, seed: int, flags: list[bool]
+) -> None:
+    """Each enabled call draws exactly one number and injects when it is below the rate;
+    a disabled call draws nothing and never injects."""
+    source = random.Random(seed)
+    mirror = random.Random(seed)
+    for flag in flags:
+        injected = should_inject(flag, rate, source)
+        if flag:
+            assert injected is (mirror.random() < rate)
+        else:
+            assert injected is False
+    assert source.random() == mirror.random()
+
+
+@pytest.mark.parametrize("rate", [0.01, 0.1, 0.5, 0.9])
+async def test_injects_at_the_configured_rate(rate: float) -> None:
+    """Over 10,000 calls with a fixed seed, the injections stay within 4.5 binomial standard
+    deviations of rate * 10,000 (and the count is the same for the same seed)."""
+    n = 10_000
+    counts = []
+    for _ in range(2):
+        broken = brace.chaos.exception(ValueError("chaos"), injection_rate=rate, seed=2026)
+        failed = 0
+        for _ in range(n):
+            try:
+                await broken.call(ok)
+            except ValueError:
+                failed += 1
+        assert broken.statistics() == brace.chaos.ChaosStatistics(calls=n, injected=failed)
+        counts.append(failed)
+    assert counts[0] == counts[1]
+    bound = 4.5 * math.sqrt(n * rate * (1 - rate))
+    assert abs(counts[0] - n * rate) <= bound
+
+
+async def test_never_injects_when_disabled() -> None:
+    """A disabled strategy (flag or predicate) never injects, even at rate 1."""
+    switch = False
+    strategies = [
+        brace.chaos.exception(ValueError(), injection_rate=1.0, enabled=False),
+        brace.chaos.exception(ValueError(), injection_rate=1.0, enabled=lambda: switch),
+        brace.chaos.outcome("chaos", injection_rate=1.0, enabled=False),
+        brace.chaos.latency(5.0, injection_rate=1.0, enabled=lambda: switch),
+    ]
+    start = anyio.current_time()
+    for strategy in strategies:
+        for _ in range(100):
+            assert await strategy.call(ok) == "ok"
+        assert strategy.statistics().injected == 0
+    assert anyio.current_time() == start
+    switch = True
+    with pytest.raises(ValueError):
+        await strategies[1].call(ok)
+
+
+async def test_latency_sleeps_on_the_loop_clock() -> None:
+    """Injected latency is an anyio sleep: virtual time moves by exactly ``seconds``."""
+    slow = brace.chaos.latency(2.5, injection_rate=1.0)
+    start = anyio.current_time()
+    assert await slow.call(ok) == "ok"
+    assert anyio.current_time() - start == pytest.approx(2.5)
+    async with slow:
+        pass
+    assert anyio.current_time() - start == pytest.approx(5.0)
+
+
+async def test_exception_factory_and_context_manager() -> None:
+    """An exception factory is called on each injection; async with raises before the body."""
+    made: list[Exception] = []
+
+    def factory() -> Exception:
+        made.append(ConnectionResetError(len(made)))
+        return made[-1]
+
+    broken = brace.chaos.exception(factory, injection_rate=1.0)
+    ran = False
+    with pytest.raises(ConnectionResetError):
+        async with broken:
+            ran = True
+    assert not ran
+    with pytest.raises(ConnectionResetError):
+        await broken.call(ok)
+    assert len(made) == 2
+
+
+async def test_outcome_replaces_the_result_without_calling() -> None:
+    """outcome returns the substitute (value or factory) and does not call the function."""
+    calls = 0
+
+    @brace.chaos.outcome(factory=lambda: "fake", injection_rate=1.0)
+    async def real() -> str:
+        nonlocal calls
+        calls += 1
+        return "real"
+
+    assert await real() == "fake"
+    assert calls == 0
+    assert await brace.chaos.outcome(42, injection_rate=1.0).call(ok) == 42  # type: ignore[comparison-overlap]
+    with pytest.raises(TypeError):
+        async with brace.chaos.outcome(1, injection_rate=1.0):  # type: ignore[attr-defined]
+            pass
+
+
+async def test_behavior_runs_before_the_call() -> None:
+    """A behaviour runs before the call it is injected into, then the call runs."""
+    order: list[str] = []
+
+    async def behavior() -> None:
+        order.append("behavior")
+
+    async def work() -> str:
+        order.append("work")
+        return "ok"
+
+    await brace.chaos.behavior(behavior, injection_rate=1.0).call(work)
+    assert order == ["behavior", "work"]
+
+
+async def test_chaos_in_compose_is_retried() -> None:
+    """Injected faults inside compose go through the same Retry as real ones."""
+    broken = brace.chaos.exception(ConnectionError("chaos"), injection_rate=0.5, seed=3)
+    retry = brace.Retry(10, backoff=brace.Backoff.constant(0.01))
+    policy = brace.compose(retry, broken)
+    for _ in range(20):
+        assert await policy.run(ok) == "ok"
+    assert retry.statistics().retries == broken.statistics().injected
+
+
+def test_bad_configuration_names_the_parameter() -> None:
+    """Bad options raise at construction, naming the parameter."""
+    with pytest.raises(ValueError, match="injection_rate"):
+        brace.chaos.latency(1.0, injection_rate=1.5)
+    with pytest.raises(TypeError, match="injection_rate"):
+        brace.chaos.latency(1.0, injection_rate="x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="seconds"):
+        brace.chaos.latency(-1.0, injection_rate=0.5)
+    with pytest.raises(TypeError, match="enabled"):
+        brace.chaos.latency(1.0, injection_rate=0.5, enabled="yes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="random or seed"):
+        brace.chaos.latency(1.0, injection_rate=0.5, seed=1, random=random.Random(1))
+    with pytest.raises(TypeError, match="exception"):
+        brace.chaos.exception(3, injection_rate=0.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not both"):
+        brace.chaos.outcome(1, factory=lambda: 2, injection_rate=0.5)
+    with pytest.raises(TypeError, match="behavior"):
+        brace.chaos.behavior(3, injection_rate=0.5)  # type: ignore[arg-type]
+
+
+def test_registry_sections_and_counters() -> None:
+    """Fallback, Hedge and chaos strategies appear in their own Registry sections, with
+    their ever-growing fields exported as counters."""
+    from brace._registry import metric_families
+
+    registry = brace.Registry()
+    kept = [  # the registry holds weak references
+        registry.register("menu", brace.Fallback([])),
+        registry.register("search", brace.Hedge(0.1)),
+        registry.register("slow", brace.chaos.latency(1.0, injection_rate=0.1)),
+    ]
+    snapshot = registry.snapshot()
+    assert snapshot["fallbacks"]["menu"]["fallbacks"] == 0
+    assert snapshot["hedges"]["search"]["hedge_wins"] == 0
+    assert snapshot["chaos"]["slow"] == {"calls": 0, "injected": 0}
+    kinds = {family.name: family.kind for family in metric_families(snapshot)}
+    assert any(kind == "counter" and "injected" in name for name, kind in kinds.items())
+    assert any(kind == "counter" and "hedge_wins" in name for name, kind in kinds.items())
+    assert len(kept) == 3
