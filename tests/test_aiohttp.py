@@ -14,7 +14,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 import brace
 from brace.aiohttp import BraceMiddleware, ResilientMiddleware
-from brace.asgi import DEMO_RULES, Rule
+from brace.asgi import Rule
+from brace.demo.rules import DEMO_RULES
 
 
 @pytest.fixture

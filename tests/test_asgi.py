@@ -19,14 +19,13 @@ from starlette.routing import Mount, Route
 import brace
 from brace import Priority
 from brace.asgi import (
-    DEMO_DEFAULT,
-    DEMO_RULES,
     BraceMiddleware,
     Limit,
     Rule,
     default_priority,
     health_app,
 )
+from brace.demo.rules import DEMO_DEFAULT, DEMO_RULES
 
 Scope = dict[str, Any]
 

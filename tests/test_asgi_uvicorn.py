@@ -15,7 +15,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
 import brace
-from brace.asgi import DEMO_RULES, BraceMiddleware, Rule, health_app
+from brace.asgi import BraceMiddleware, Rule, health_app
+from brace.demo.rules import DEMO_RULES
 
 
 async def hello(request: Request) -> PlainTextResponse:

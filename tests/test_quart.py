@@ -7,7 +7,8 @@ import httpx
 import pytest
 from quart import Quart
 
-from brace.asgi import DEMO_RULES, BraceMiddleware, Rule
+from brace.asgi import BraceMiddleware, Rule
+from brace.demo.rules import DEMO_RULES
 
 
 @pytest.fixture

@@ -27,8 +27,6 @@ import anyio
 import anyio.abc
 
 from ._asgi_rules import (
-    DEMO_DEFAULT,
-    DEMO_RULES,
     CompiledLimit,
     CompiledRule,
     Limit,
@@ -60,8 +58,6 @@ from ._shutdown import GracefulShutdown
 from ._store import RateLimitStore
 
 __all__ = (
-    "DEMO_DEFAULT",
-    "DEMO_RULES",
     "BraceMiddleware",
     "BraceMiddlewareStatistics",
     "HealthApp",
@@ -112,7 +108,7 @@ class BraceMiddleware:
 
     Args:
         app: the ASGI application.
-        rules: `Rule` objects tried in order (see `DEMO_RULES` for the demo's table).
+        rules: `Rule` objects tried in order (``brace.demo.rules.DEMO_RULES`` is the demo's table).
         default: the rule for requests no rule matches (default: no limits, no timeout).
         executor: a `brace.PriorityExecutor` every request takes a slot of (none: no queue).
         memory: a `brace.MemoryGuard` consulted before queueing (HIGH: low-priority work

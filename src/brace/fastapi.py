@@ -26,7 +26,7 @@ from ._client_ip import ClientAddress, ForwardedHeader, TrustedProxies
 from ._decision import Decision
 from ._exceptions import Rejected
 from ._executor import PriorityExecutor
-from ._headers import PolicyField, delay_seconds, ratelimit_item
+from ._headers import PolicyField, check_policy_name, delay_seconds, ratelimit_item
 from ._limiter import RateLimiter
 from ._rate import Rate, parse_rate
 from ._store import MemoryStore, RateLimitStore
@@ -81,6 +81,7 @@ class RateLimit:
             raise TypeError(f"user must be a callable (request) -> str | None, got {user!r}")
         if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
             raise ValueError(f"cost must be an int >= 1, got {cost!r}")
+        check_policy_name(name, "name")
         rate = parse_rate(rate) if isinstance(rate, str) else rate
         self.limiter = (
             RateLimiter(rate, clock=clock)
@@ -98,6 +99,11 @@ class RateLimit:
             quota, window = int(policy.limit), float(policy.window)
         else:
             quota, window = int(policy.burst), policy.burst * float(policy.interval)
+        if cost > quota:
+            raise ValueError(
+                f"cost must be <= the quota {quota} of {rate!r} (a larger cost could never be "
+                f"admitted), got {cost!r}"
+            )
         self._field = PolicyField(name, quota, window)
         self.name = name
         self.rate_text = str(rate) if isinstance(rate, Rate) else f"{quota}/{window:g} seconds"

@@ -28,7 +28,7 @@ from litestar.exceptions import TooManyRequestsException
 from litestar.handlers.base import BaseRouteHandler
 
 from ._client_ip import ClientAddress, ForwardedHeader, TrustedProxies
-from ._headers import PolicyField, delay_seconds, ratelimit_item
+from ._headers import PolicyField, check_policy_name, delay_seconds, ratelimit_item
 from ._limiter import RateLimiter
 from ._rate import Rate, parse_rate
 from ._store import MemoryStore, RateLimitStore
@@ -102,11 +102,17 @@ class RateLimitGuard:
         if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
             raise ValueError(f"opt['rate_limit_cost'] must be an int >= 1, got {cost!r}")
         base = str(opt.get("rate_limit_name") or handler.handler_name)
+        check_policy_name(base, "opt['rate_limit_name']")
         limits = []
         for index, rate in enumerate(rates):
             parsed = parse_rate(rate) if isinstance(rate, str) else rate
             if not isinstance(parsed, Rate):
                 raise TypeError(f"opt['rate_limit'] must hold rate strings, got {rate!r}")
+            if cost > parsed.limit:
+                raise ValueError(
+                    f"opt['rate_limit_cost'] must be <= every rate's limit, got {cost!r} "
+                    f"for {rate!r}"
+                )
             name = base if index == 0 else f"{base}-{index + 1}"
             limits.append(_RouteLimit(parsed, name, self._store, self._clock))
         found = (tuple(limits), per, cost)
