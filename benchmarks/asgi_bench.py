@@ -133,6 +133,52 @@ async def run(app: App, requests: int, templates: list[dict[str, Any]]) -> float
     return elapsed / requests
 
 
+def forwarded_scopes(size: int) -> list[dict[str, Any]]:
+    """Requests from a trusted proxy whose ``Forwarded`` header is ``size`` bytes: junk a
+    client wrote, then the client address the proxy appended (1,000 distinct clients)."""
+    junk = b'for="1.1.1.1";by=x, ' * max(0, (size - 40) // 21)
+    return [
+        {
+            **template,
+            "client": ("10.0.0.1", 40000),
+            "headers": [
+                *template["headers"],
+                (b"forwarded", junk + f"for=198.51.{n // 250}.{n % 250}".encode()),
+            ],
+        }
+        for n, template in enumerate(scopes())
+    ]
+
+
+def brace_forwarded() -> App:
+    return BraceMiddleware(
+        starlette(),
+        default=Rule(limits=[LIMIT]),
+        trusted_proxies=["10.0.0.0/8"],
+        forwarded_header="forwarded",
+    )
+
+
+FORWARDED_SIZES = {"small": 40, "64 KB": 64 * 1024, "1 MB": 1024 * 1024}
+
+
+async def forwarded(requests: int, rounds: int) -> None:
+    """The cost of a huge forwarding header (issue 19, item 6): brace reads only its end."""
+    app = brace_forwarded()
+    cases = {name: forwarded_scopes(size) for name, size in FORWARDED_SIZES.items()}
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for templates in cases.values():
+        await run(app, min(requests, 1000), templates)
+    for _ in range(rounds):
+        for name, templates in cases.items():
+            times[name].append(await run(app, requests, templates))
+    print("\nForwarded header from a trusted proxy (brace, limit + headers), medians\n")
+    print(f"| {'Forwarded header':<36} | {'per request':>12} |")
+    print(f"|{'-' * 38}|{'-' * 14}|")
+    for name, values in times.items():
+        print(f"| {name:<36} | {statistics.median(values) * 1e6:>9.1f} us |")
+
+
 async def main(requests: int, rounds: int) -> int:
     templates = scopes()
     apps = {name: make() for name, make in CASES.items()}
@@ -162,6 +208,7 @@ async def main(requests: int, rounds: int) -> int:
         ratio = ours / theirs if theirs > 0 else float("inf")
         verdict = "met" if ratio <= 1 / 3 else "NOT met"
         print(f"\nbrace overhead / slowapi overhead = {ratio:.3f} (target <= 0.333: {verdict})")
+    await forwarded(max(requests // 10, 100), rounds)
     return 0
 
 

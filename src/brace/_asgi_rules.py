@@ -9,7 +9,7 @@ small bounded table, so the hot path is one dict lookup.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -145,7 +145,7 @@ class Rule:
     """
 
     path: str | re.Pattern[str] | None = None
-    limits: tuple[LimitLike, ...] | list[LimitLike] = ()
+    limits: Sequence[LimitLike] = ()
     methods: Iterable[str] | None = None
     priority: int | None = None
     timeout: float | None = None

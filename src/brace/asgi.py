@@ -120,7 +120,9 @@ class BraceMiddleware:
             under a server that handles signals) and waits for its drain on shutdown.
         user: ``(scope) -> str | None`` (sync or async): the authenticated user, for the
             limits counted per user; ``None`` (or no callable) counts per client address.
-        trusted_proxies: CIDRs whose forwarding header is believed (none by default).
+        trusted_proxies: CIDRs whose forwarding header is believed (none by default);
+            ``"unix"`` among them trusts the peer of a Unix socket (``client`` is ``None``).
+            Only the last 8 KB and 32 entries of that header are read.
         forwarded_header: which header those proxies set, ``"x-forwarded-for"`` or
             ``"forwarded"``.
         ipv6_prefix: IPv6 clients are counted per network of this prefix length.
