@@ -21,7 +21,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
-from aiohttp import ClientError, ClientRequest, ClientResponse, payload, web
+from ._extras import missing_extra
+
+try:
+    from aiohttp import ClientError, ClientRequest, ClientResponse, payload, web
+except ImportError as error:  # the extra is not installed
+    raise missing_extra("aiohttp", "aiohttp", error) from error
 
 from ._asgi_rules import CompiledLimit, CompiledRule, Rule, RuleTable, default_priority
 from ._breaker import CircuitBreaker

@@ -19,7 +19,12 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Literal
 
-from fastapi import HTTPException, Request, Response
+from ._extras import missing_extra
+
+try:
+    from fastapi import HTTPException, Request, Response
+except ImportError as error:  # the extra is not installed
+    raise missing_extra("fastapi", "fastapi", error) from error
 
 from ._asgi_rules import Limit
 from ._client_ip import ClientAddress, ForwardedHeader, TrustedProxies

@@ -23,9 +23,14 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from litestar.connection import ASGIConnection
-from litestar.exceptions import TooManyRequestsException
-from litestar.handlers.base import BaseRouteHandler
+from ._extras import missing_extra
+
+try:
+    from litestar.connection import ASGIConnection
+    from litestar.exceptions import TooManyRequestsException
+    from litestar.handlers.base import BaseRouteHandler
+except ImportError as error:  # the extra is not installed
+    raise missing_extra("litestar", "litestar", error) from error
 
 from ._client_ip import ClientAddress, ForwardedHeader, TrustedProxies
 from ._headers import PolicyField, check_policy_name, delay_seconds, ratelimit_item
