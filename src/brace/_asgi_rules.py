@@ -27,8 +27,9 @@ from ._window import SlidingWindow
 
 __all__ = ("KeyFunction", "Limit", "Rule", "default_priority")
 
-#: ``(scope) -> key or None``: a custom key for a `Limit` (``None``: the limit is skipped)
-KeyFunction = Callable[[Any], str | None]
+#: ``(scope) -> key or None`` (sync or async): a custom key for a `Limit` (``None``: the
+#: limit is skipped)
+KeyFunction = Callable[[Any], Any]
 Per = Literal["client", "ip", "user"] | KeyFunction
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -137,11 +138,15 @@ class Rule:
     token, upper-cased), ``None`` for all. ``limits``: rate limits, each a `Limit` or a rate
     (``"10/minute"``, counted per client), all of which must admit the request.
     ``priority``: the executor priority (default: `default_priority`). ``timeout``: seconds
-    the application may take (``None``: no limit). ``cost``: what one request costs against
-    the limits (at most every limit's quota). ``breaker``: a `brace.CircuitBreaker` guarding
-    the route (5xx answers and exceptions count as failures). ``exempt``: skip every check
-    (no limits, no queue). ``name``: used in headers, logs and 429 bodies (default: from the
-    path; 1 to 64 printable ASCII characters). Every argument is checked here.
+    the application may take to start its response (``None``: no limit); a response that
+    started is then bounded by ``stream_timeout`` (seconds for the whole body) and
+    ``idle_timeout`` (seconds between two pieces of it), both off by default so that
+    streams and Server-Sent Events run as long as they need. ``cost``: what one request
+    costs against the limits (at most every limit's quota). ``breaker``: a
+    `brace.CircuitBreaker` guarding the route (5xx answers and exceptions count as
+    failures). ``exempt``: skip every check (no limits, no queue). ``name``: used in
+    headers, logs and 429 bodies (default: from the path; 1 to 64 printable ASCII
+    characters). Every argument is checked here.
     """
 
     path: str | re.Pattern[str] | None = None
@@ -150,6 +155,8 @@ class Rule:
     priority: int | None = None
     timeout: float | None = None
     cost: int = 1
+    stream_timeout: float | None = None
+    idle_timeout: float | None = None
     breaker: CircuitBreaker | None = None
     exempt: bool = False
     name: str | None = None
@@ -169,8 +176,10 @@ class Rule:
             isinstance(self.priority, bool) or not isinstance(self.priority, int)
         ):
             raise TypeError(f"priority must be an int or a brace.Priority, got {self.priority!r}")
-        if self.timeout is not None:
-            check_positive(self.timeout, "timeout")
+        for name in ("timeout", "stream_timeout", "idle_timeout"):
+            value = getattr(self, name)
+            if value is not None:
+                check_positive(value, name)
         if isinstance(self.cost, bool) or not isinstance(self.cost, int) or self.cost < 1:
             raise ValueError(f"cost must be an int >= 1, got {self.cost!r}")
         if self.breaker is not None and not isinstance(self.breaker, CircuitBreaker):
@@ -279,11 +288,13 @@ class CompiledRule:
         "breaker",
         "cost",
         "exempt",
+        "idle_timeout",
         "limits",
         "name",
         "policy_header",
         "priority",
         "rule",
+        "stream_timeout",
         "timeout",
     )
 
@@ -301,11 +312,13 @@ class CompiledRule:
         )
         self.priority = rule.priority
         self.timeout = rule.timeout
+        self.stream_timeout = rule.stream_timeout
+        self.idle_timeout = rule.idle_timeout
         self.cost = rule.cost
         self.breaker = rule.breaker
         self.exempt = rule.exempt
         #: the RateLimit-Policy value, built once
-        self.policy_header = ", ".join(limit.field.member for limit in self.limits).encode()
+        self.policy_header = ", ".join(limit.field.member for limit in self.limits)
 
 
 class RuleTable:
