@@ -316,11 +316,17 @@ class Pipeline:
     async def check_limits(
         self, exchange: Exchange, request: Any, address: Callable[[], str]
     ) -> Answer | None:
-        """Ask each limit of the rule; the 429 `Answer` of the first that refuses.
+        """Refuse while shutting down (503), then ask each limit of the rule: the 429
+        `Answer` of the first that refuses, ``None`` when all admit the request.
 
         ``request`` goes to the ``user`` callable and to key functions; ``address()``
         gives the client's address, asked only when a limit needs it."""
+        shutdown = self.shutdown
+        if shutdown is not None and shutdown.shutting_down:
+            return self.refusal(ShuttingDown("the server is shutting down"))
         rule = exchange.rule
+        if not rule.limits:
+            return None
         fields: Fields = []
         exchange.fields = fields
         client: str | None = None
@@ -395,9 +401,6 @@ class Pipeline:
         answered (a timeout after it started leaves the response cut short)."""
         rule = exchange.rule
         counters = self.counters
-        shutdown = self.shutdown
-        if shutdown is not None and shutdown.shutting_down:
-            return self.refusal(ShuttingDown("the server is shutting down"))
         priority = rule.priority
         if priority is None:
             priority = default_priority(method, path)

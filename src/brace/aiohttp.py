@@ -110,12 +110,11 @@ class BraceMiddleware:
         exchange = pipeline.begin(method, request.path, preflight=preflight)
         if exchange is None:
             return await handler(request)
-        if exchange.rule.limits:
-            answer = await pipeline.check_limits(
-                exchange, request, lambda: self._pipeline.client(_scope(request))
-            )
-            if answer is not None:
-                return _response(answer)
+        answer = await pipeline.check_limits(
+            exchange, request, lambda: self._pipeline.client(_scope(request))
+        )
+        if answer is not None:
+            return _response(answer)
         response: web.StreamResponse | None = None
         raised: web.HTTPException | None = None
 

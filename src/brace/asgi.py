@@ -145,11 +145,10 @@ class BraceMiddleware:
         if exchange is None:
             await self.app(scope, receive, send)
             return
-        if exchange.rule.limits:
-            answer = await pipeline.check_limits(exchange, scope, lambda: self._client(scope))
-            if answer is not None:
-                await send_answer(send, answer)
-                return
+        answer = await pipeline.check_limits(exchange, scope, lambda: self._client(scope))
+        if answer is not None:
+            await send_answer(send, answer)
+            return
         answered = False
 
         async def send_wrapper(message: Message) -> None:
@@ -186,13 +185,20 @@ class BraceMiddleware:
                 kind = message.get("type")
                 if kind == "lifespan.startup" and not begun:
                     begun = True
-                    await self._pipeline.start(tasks)
+                    try:
+                        await self._pipeline.start(tasks)
+                    except Exception as error:  # a store that cannot serve: do not start
+                        text = f"brace: {type(error).__name__}: {error}"
+                        await send({"type": "lifespan.startup.failed", "message": text})
+                        raise _StartupFailed from error
                 elif kind == "lifespan.shutdown":
                     await self.drain()
                 return message
 
             try:
                 await self.app(scope, lifespan_receive, send)
+            except _StartupFailed:
+                pass  # reported to the server, which exits
             finally:
                 tasks.cancel_scope.cancel()
 
@@ -200,3 +206,8 @@ class BraceMiddleware:
         """Finish what runs: wait for a `brace.GracefulShutdown` under way, then drain the
         executor (``drain_timeout``). The lifespan shutdown calls it."""
         await self._pipeline.drain()
+
+
+class _StartupFailed(Exception):
+    """Raised from the lifespan's ``receive`` to end the application's lifespan once
+    brace reported ``lifespan.startup.failed``."""
