@@ -193,13 +193,15 @@ class Exchange:
         scope = self.scope
         if scope is not None:
             rule = self.rule
-            now = anyio.current_time()
             total = rule.stream_timeout
+            idle = rule.idle_timeout
+            if total is None and idle is None:
+                scope.deadline = math.inf  # the common case: no clock read
+                return
+            now = anyio.current_time()
             self.deadline = math.inf if total is None else now + total
-            self.idle = rule.idle_timeout
-            scope.deadline = (
-                self.deadline if self.idle is None else min(self.deadline, now + self.idle)
-            )
+            self.idle = idle
+            scope.deadline = self.deadline if idle is None else min(self.deadline, now + idle)
 
     def body_sent(self) -> None:
         """A piece of the body went out: the idle timeout starts again."""

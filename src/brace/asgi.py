@@ -159,11 +159,10 @@ class BraceMiddleware:
                 exchange.response_started(message["status"])
                 extra = pipeline.success_headers(exchange)
                 if extra:
-                    message = dict(message)
-                    message["headers"] = [
-                        *message.get("headers", ()),
-                        *((name.encode(), value.encode()) for name, value in extra),
-                    ]
+                    headers = list(message.get("headers", ()))
+                    for name, value in extra:
+                        headers.append((name.encode(), value.encode()))
+                    message = {**message, "headers": headers}
             elif exchange.idle is not None:
                 exchange.body_sent()
             await send(message)
