@@ -94,7 +94,7 @@ def test_helpers_read_request_objects_too() -> None:
     request = Request(scope(("x-api-key", "k")))
     assert by_api_key()(request) == "k"
 
-    class AiohttpLike:
+    class AiohttpLike(dict[str, Any]):  # aiohttp's request is a mapping of its storage
         raw_headers = ((b"X-Api-Key", b"k2"),)
         query_string = "api_key=q"
 

@@ -27,15 +27,11 @@ KeyFunction = Callable[[Any], str | None]
 
 
 def _headers(request: Any) -> Iterable[Any]:
-    if isinstance(request, Mapping):
-        headers = request.get("headers")
-    else:
-        scope = getattr(request, "scope", None)
-        if isinstance(scope, Mapping):
-            headers = scope.get("headers")
-        else:
-            headers = getattr(request, "raw_headers", None)
-    return headers if isinstance(headers, (list, tuple)) else ()
+    raw = getattr(request, "raw_headers", None)  # aiohttp (a Mapping of its own storage)
+    if raw is None:
+        scope = request if isinstance(request, Mapping) else getattr(request, "scope", None)
+        raw = scope.get("headers") if isinstance(scope, Mapping) else None
+    return raw if isinstance(raw, (list, tuple)) else ()
 
 
 def _header(request: Any, name: bytes) -> str | None:
@@ -91,12 +87,12 @@ def by_api_key(header: str = "x-api-key", *, query: str | None = None) -> KeyFun
 
 
 def _query_string(request: Any) -> bytes | None:
-    scope = request if isinstance(request, Mapping) else getattr(request, "scope", None)
-    if isinstance(scope, Mapping):
-        raw = scope.get("query_string")
-        return raw if isinstance(raw, bytes) else None
     text = getattr(request, "query_string", None)  # aiohttp
-    return text.encode("latin-1", "replace") if isinstance(text, str) else None
+    if isinstance(text, str):
+        return text.encode("latin-1", "replace")
+    scope = request if isinstance(request, Mapping) else getattr(request, "scope", None)
+    raw = scope.get("query_string") if isinstance(scope, Mapping) else None
+    return raw if isinstance(raw, bytes) else None
 
 
 def by_cookie(name: str) -> KeyFunction:
