@@ -29,7 +29,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 import brace
-from brace.asgi import BraceMiddleware, Rule
+from brace.asgi import BraceMiddleware, Limit, Rule
 
 App = Callable[..., Awaitable[None]]
 LIMIT = "60000/minute"
@@ -48,6 +48,11 @@ def bare() -> App:
     return starlette()
 
 
+def brace_no_rules() -> App:
+    """The middleware with nothing to do: no rules, no executor (its floor)."""
+    return BraceMiddleware(starlette())
+
+
 def brace_limits() -> App:
     return BraceMiddleware(starlette(), default=Rule(limits=[LIMIT]))
 
@@ -61,6 +66,23 @@ def brace_full() -> App:
     return BraceMiddleware(
         starlette(),
         default=Rule(limits=[LIMIT]),
+        executor=brace.PriorityExecutor(concurrency=10, max_queue=1000),
+        memory=brace.MemoryGuard(high=2**40),
+    )
+
+
+def brace_full_rule() -> App:
+    """A fully configured rule: two limits (per client and per address), a priority, a
+    timeout and a breaker, with the executor slot and the memory guard."""
+    rule = Rule(
+        limits=[Limit(LIMIT), Limit(LIMIT, per="ip")],
+        priority=brace.Priority.MEDIUM,
+        timeout=30.0,
+        breaker=brace.CircuitBreaker(failure_threshold=15, recovery_time=30.0),
+    )
+    return BraceMiddleware(
+        starlette(),
+        default=rule,
         executor=brace.PriorityExecutor(concurrency=10, max_queue=1000),
         memory=brace.MemoryGuard(high=2**40),
     )
@@ -84,9 +106,11 @@ def slowapi_limits() -> App | None:
 
 CASES: dict[str, Callable[[], App | None]] = {
     "bare Starlette app": bare,
+    "brace (no rules)": brace_no_rules,
     "brace (limit + headers)": brace_limits,
     "brace (limit, no headers)": brace_limits_no_headers,
     "brace (limit + executor + memory)": brace_full,
+    "brace (fully configured rule)": brace_full_rule,
     "slowapi (limit + headers)": slowapi_limits,
 }
 
