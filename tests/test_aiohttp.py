@@ -286,3 +286,30 @@ async def test_store_shutdown_and_header_style() -> None:
         assert refused.status == 503
         assert refused.headers["Connection"] == "close"
         assert (await refused.json())["error"] == "shutting_down"
+
+
+async def test_stream_timeout_cuts_a_stream_quietly() -> None:
+    """A stream_timeout ends a streamed response early: the client sees an unfinished
+    body (never a clean end), the timeout is counted, and the server keeps serving."""
+
+    async def stalls(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: 0\n\n")
+        await asyncio.sleep(5)
+        await response.write_eof()
+        return response
+
+    middleware = BraceMiddleware(default=Rule(timeout=0.2, stream_timeout=0.3))
+    app = web.Application(middlewares=[middleware])
+    app.router.add_get("/stalls", stalls)
+    app.router.add_get("/api/items", hello)
+    middleware.setup(app)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/stalls")
+        assert response.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+        assert (await client.get("/api/items")).status == 200
+    assert middleware.statistics().timed_out == 1
+    assert middleware.statistics().errors == 0

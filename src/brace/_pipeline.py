@@ -166,6 +166,7 @@ class Exchange:
         "decision",
         "fields",
         "idle",
+        "response",
         "rule",
         "scope",
         "started",
@@ -184,6 +185,8 @@ class Exchange:
         #: the stream's total deadline once the response started (inf: none)
         self.deadline = math.inf
         self.idle: float | None = None
+        #: the adapter's response object once started, where it needs it to finish
+        self.response: Any = None
 
     def response_started(self, status: int) -> None:
         """The application started its response: the time-to-start timeout is over; the

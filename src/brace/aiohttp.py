@@ -99,6 +99,7 @@ class BraceMiddleware:
     async def _prepared(request: web.Request, response: web.StreamResponse) -> None:
         exchange = request.get(_EXCHANGE)
         if exchange is not None and not exchange.started:
+            exchange.response = response
             exchange.response_started(response.status)
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -133,7 +134,11 @@ class BraceMiddleware:
             return _response(answer)
         if raised is not None:
             raise raised
-        assert response is not None
+        if response is None:  # a stream timeout cut the handler after the response started
+            if request.transport is not None:
+                request.transport.close()  # the client must see the stream end early
+            prepared: web.StreamResponse = exchange.response
+            return prepared
         if not response.prepared:
             for name, value in pipeline.success_headers(exchange):
                 response.headers[name] = value
