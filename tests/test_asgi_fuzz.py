@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from asgi_scopes import http_scope
 from brace.asgi import BraceMiddleware, Limit, Rule
 
 Headers = list[tuple[bytes, bytes]]
@@ -88,20 +89,7 @@ async def _request(app: BraceMiddleware, headers: Headers, peer: str) -> int:
                 assert b"\r" not in value
                 assert b"\n" not in value
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/api/items",
-        "raw_path": b"/api/items",
-        "root_path": "",
-        "query_string": b"",
-        "headers": headers,
-        "client": (peer, 4000),
-        "server": ("test", 80),
-    }
+    scope = http_scope("/api/items", headers=headers, client=(peer, 4000))
     await app(scope, receive, send)
     assert len(statuses) == 1
     return statuses[0]

@@ -16,6 +16,7 @@ from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
 import brace
+from asgi_scopes import http_scope
 from brace.asgi import BraceMiddleware, Rule
 
 PREFLIGHT = {"origin": "https://app.example", "access-control-request-method": "POST"}
@@ -119,20 +120,7 @@ async def call(app: Any, path: str, query: bytes = b"") -> list[dict[str, Any]]:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": query,
-        "headers": [],
-        "client": ("203.0.113.7", 1234),
-        "server": ("test", 80),
-    }
+    scope = http_scope(path, query=query)
     await app(scope, receive, send)
     return sent
 
