@@ -313,3 +313,22 @@ async def test_stream_timeout_cuts_a_stream_quietly() -> None:
         assert (await client.get("/api/items")).status == 200
     assert middleware.statistics().timed_out == 1
     assert middleware.statistics().errors == 0
+
+
+async def test_startup_fails_when_a_store_check_fails() -> None:
+    """setup(app): a store whose check() fails stops the app from starting."""
+
+    class Unreachable(brace.MemoryStore):
+        async def check(self) -> None:
+            raise ConnectionError("Redis at 127.0.0.1:1 refused the connection")
+
+    middleware = BraceMiddleware(default=Rule(limits=["5/minute"]), store=Unreachable())
+    app = web.Application(middlewares=[middleware])
+    app.router.add_get("/api/items", hello)
+    middleware.setup(app)
+    server = TestServer(app)
+    try:
+        with pytest.raises(ConnectionError, match="refused"):
+            await server.start_server()
+    finally:
+        await server.close()
