@@ -224,9 +224,13 @@ def test_cors_preflight_not_counted(server: Running) -> None:
 def test_queue_full_is_503(server: Running) -> None:
     """With the one slot and the one queue place taken, another request gets 503
     queue_full with Retry-After; the two it waited behind are served."""
+    executor = server.protected.executor
     with _client(server) as http, ThreadPoolExecutor(2) as pool:
-        busy = [pool.submit(http.get, "/slow", params={"seconds": "0.25"}) for _ in range(2)]
-        time.sleep(0.15)
+        busy = [pool.submit(http.get, "/slow", params={"seconds": "0.5"}) for _ in range(2)]
+        deadline = time.monotonic() + 5
+        while (executor.statistics().running, executor.statistics().queued) != (1, 1):
+            assert time.monotonic() < deadline, "the two slow requests never arrived"
+            time.sleep(0.01)
         refused = http.get("/items", headers=_from("198.51.100.40"))
         assert [future.result().status_code for future in busy] == [200, 200]
     assert refused.status_code == 503
