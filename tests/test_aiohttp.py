@@ -14,7 +14,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 import brace
 from brace.aiohttp import BraceMiddleware, ResilientMiddleware
-from brace.asgi import DEMO_RULES, Rule
+from brace.asgi import Rule
+from brace.demo.rules import DEMO_RULES
 
 
 @pytest.fixture
@@ -205,3 +206,129 @@ def test_client_bad_configuration() -> None:
         ResilientMiddleware(limiter=object())
     with pytest.raises(TypeError, match="executor"):
         BraceMiddleware(executor=object())  # type: ignore[arg-type]
+
+
+# -- parity with the ASGI middleware (#13 item 2) --------------------------------------------
+
+
+async def echo(request: web.Request) -> web.WebSocketResponse:
+    socket = web.WebSocketResponse()
+    await socket.prepare(request)
+    async for message in socket:
+        await socket.send_str(f"echo {message.data}")
+    return socket
+
+
+async def ticks(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    for n in range(5):
+        await asyncio.sleep(0.1)
+        await response.write(f"data: {n}\n\n".encode())
+    await response.write_eof()
+    return response
+
+
+async def test_websocket_holds_no_slot_and_gets_no_timeout_answer() -> None:
+    """With one executor slot and a 0.2 s rule timeout, an open WebSocket echoes past the
+    timeout and GET /api/items is still served: an upgrade is no request to queue or time."""
+    executor = brace.PriorityExecutor(concurrency=1, max_queue=0)
+    middleware = BraceMiddleware(default=Rule(timeout=0.2), executor=executor)
+    app = make_app(middleware)
+    app.router.add_get("/ws", echo)
+    async with TestClient(TestServer(app)) as client:
+        socket = await client.ws_connect("/ws")
+        await socket.send_str("one")
+        assert (await socket.receive_str()) == "echo one"
+        assert (await client.get("/api/items")).status == 200
+        await asyncio.sleep(0.3)  # past the rule's timeout
+        await socket.send_str("two")
+        assert (await socket.receive_str()) == "echo two"
+        assert executor.statistics().running == 0
+        await socket.close()
+    assert middleware.statistics().timed_out == 0
+
+
+async def test_setup_lets_a_stream_outlive_the_timeout() -> None:
+    """With setup(app) the rule's timeout bounds the time to the response start, so a
+    0.5 s event stream under a 0.2 s timeout arrives whole."""
+    middleware = BraceMiddleware(default=Rule(timeout=0.2))
+    app = web.Application(middlewares=[middleware])
+    app.router.add_get("/ticks", ticks)
+    middleware.setup(app)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/ticks")
+        assert response.status == 200
+        assert (await response.text()).count("data: ") == 5
+    assert middleware.statistics().timed_out == 0
+
+
+async def test_store_shutdown_and_header_style() -> None:
+    """store= shares one budget between two apps; rate_limit_headers picks the legacy
+    fields; a started shutdown answers 503 with Connection: close."""
+    store = brace.MemoryStore()
+    shutdown = brace.GracefulShutdown(timeout=1)
+    options = {"default": Rule(limits=["3/minute"]), "store": store}
+    first = BraceMiddleware(**options, rate_limit_headers="legacy", shutdown=shutdown)  # type: ignore[arg-type]
+    second = BraceMiddleware(**options)  # type: ignore[arg-type]
+    async with (
+        TestClient(TestServer(make_app(first))) as one,
+        TestClient(TestServer(make_app(second))) as two,
+    ):
+        a = await one.get("/api/items")
+        assert a.headers["X-RateLimit-Limit"] == "3"
+        assert "RateLimit" not in a.headers
+        assert (await two.get("/api/items")).status == 200
+        assert (await one.get("/api/items")).status == 200
+        assert (await two.get("/api/items")).status == 429  # the shared budget is spent
+        shutdown.trigger()
+        refused = await one.get("/api/items")
+        assert refused.status == 503
+        assert refused.headers["Connection"] == "close"
+        assert (await refused.json())["error"] == "shutting_down"
+
+
+async def test_stream_timeout_cuts_a_stream_quietly() -> None:
+    """A stream_timeout ends a streamed response early: the client sees an unfinished
+    body (never a clean end), the timeout is counted, and the server keeps serving."""
+
+    async def stalls(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: 0\n\n")
+        await asyncio.sleep(5)
+        await response.write_eof()
+        return response
+
+    middleware = BraceMiddleware(default=Rule(timeout=0.2, stream_timeout=0.3))
+    app = web.Application(middlewares=[middleware])
+    app.router.add_get("/stalls", stalls)
+    app.router.add_get("/api/items", hello)
+    middleware.setup(app)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/stalls")
+        assert response.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+        assert (await client.get("/api/items")).status == 200
+    assert middleware.statistics().timed_out == 1
+    assert middleware.statistics().errors == 0
+
+
+async def test_startup_fails_when_a_store_check_fails() -> None:
+    """setup(app): a store whose check() fails stops the app from starting."""
+
+    class Unreachable(brace.MemoryStore):
+        async def check(self) -> None:
+            raise ConnectionError("Redis at 127.0.0.1:1 refused the connection")
+
+    middleware = BraceMiddleware(default=Rule(limits=["5/minute"]), store=Unreachable())
+    app = web.Application(middlewares=[middleware])
+    app.router.add_get("/api/items", hello)
+    middleware.setup(app)
+    server = TestServer(app)
+    try:
+        with pytest.raises(ConnectionError, match="refused"):
+            await server.start_server()
+    finally:
+        await server.close()

@@ -19,14 +19,13 @@ from starlette.routing import Mount, Route
 import brace
 from brace import Priority
 from brace.asgi import (
-    DEMO_DEFAULT,
-    DEMO_RULES,
     BraceMiddleware,
     Limit,
     Rule,
     default_priority,
     health_app,
 )
+from brace.demo.rules import DEMO_DEFAULT, DEMO_RULES
 
 Scope = dict[str, Any]
 
@@ -288,7 +287,7 @@ def test_default_priorities_follow_the_seed() -> None:
 def test_bad_configuration_raises() -> None:
     """Wrong types and values fail at construction, naming the parameter."""
     with pytest.raises(TypeError, match="limits"):
-        Rule("/x", limits="10/minute")  # type: ignore[arg-type]
+        Rule("/x", limits="10/minute")
     with pytest.raises(ValueError, match="path"):
         Rule("x")
     with pytest.raises(ValueError, match="cost"):

@@ -15,7 +15,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
 import brace
-from brace.asgi import DEMO_RULES, BraceMiddleware, Rule, health_app
+from brace.asgi import BraceMiddleware, Rule, health_app
+from brace.demo.rules import DEMO_RULES
 
 
 async def hello(request: Request) -> PlainTextResponse:
@@ -79,3 +80,39 @@ def test_uvicorn_end_to_end(server: tuple[str, BraceMiddleware]) -> None:
         assert queue["queue"]["default"]["stats"]["total_processed"] >= 6
         assert http.get("/api/health").json() == {"status": "ok"}
     assert app.statistics().rate_limited == 2
+
+
+class UnreachableStore(brace.MemoryStore):
+    """A store whose check fails, as a RedisStore's does when Redis cannot be reached."""
+
+    async def check(self) -> None:
+        raise ConnectionError("Redis at 127.0.0.1:1 refused the connection")
+
+
+def test_uvicorn_does_not_start_when_a_store_check_fails(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """With a store that cannot serve, uvicorn's startup fails and the server exits
+    (lifespan.startup.failed, with the store's error), instead of serving 500s."""
+    app = BraceMiddleware(
+        Starlette(routes=[Route("/", hello)]),
+        default=Rule(limits=["60/minute"]),
+        store=UnreachableStore(),
+    )
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error", lifespan="auto")
+    uv = uvicorn.Server(config)
+    exits: list[object] = []
+
+    def run() -> None:
+        try:
+            uv.run()
+        except SystemExit as stop:  # uvicorn exits with status 3 on a failed startup
+            exits.append(stop.code)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert not uv.started
+    assert exits == [3]
+    assert "refused the connection" in capfd.readouterr().err

@@ -15,10 +15,13 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from brace._client_ip import (
+    MAX_HEADER_BYTES,
+    MAX_HOPS,
     ClientAddress,
     TrustedProxies,
     parse_address,
     parse_forwarded_for,
+    parse_x_forwarded_for,
 )
 from brace.asgi import BraceMiddleware, Rule
 
@@ -209,3 +212,99 @@ async def test_trusted_proxy_forwards_distinct_clients() -> None:
         # garbage from behind the proxy counts against the proxy's own key, never a 500
         assert (await http.get("/", headers={"x-forwarded-for": "garbage"})).status_code == 200
         assert (await http.get("/", headers={"x-forwarded-for": "[::1"})).status_code == 429
+
+
+def test_only_the_tail_of_a_huge_header_is_read() -> None:
+    """A 1 MB header from a trusted proxy: the entries at its end decide, the rest is unread."""
+    for header, junk, tail in (
+        ("x-forwarded-for", "1.1.1.1, " * 120_000, "198.51.100.8, 10.0.0.3"),
+        ("forwarded", 'for="1.1.1.1";by=x, ' * 60_000, 'for="[2001:db8::1]:80", for=10.0.0.3'),
+        ("forwarded", '"' * 1_000_000, ", for=198.51.100.8;proto=https"),
+    ):
+        client = ClientAddress(PROXIES, header=header, ipv6_prefix=128)  # type: ignore[arg-type]
+        expected = "2001:db8::1" if "2001" in tail else "198.51.100.8"
+        assert client(scope("10.0.0.2", (header, junk + tail))) == expected
+
+
+def test_a_cut_entry_is_never_read() -> None:
+    """The entry the 8 KB window cuts in two is dropped, never read as an address."""
+    filler = "a" * (MAX_HEADER_BYTES - 17)
+    value = "11.2.3.4," + filler + ",10.0.0.5"  # the window starts inside "11.2.3.4"
+    assert len(value) == MAX_HEADER_BYTES + 1
+    assert parse_x_forwarded_for([value]) == [filler, "10.0.0.5"]
+    forwarded = "xfor=1.2.3.4," + filler[8:] + ",for=10.0.0.5"  # window starts at "for=1."
+    assert len(forwarded) == MAX_HEADER_BYTES + 1
+    assert parse_forwarded_for([forwarded]) == ["", "10.0.0.5"]  # not "1.2.3.4" first
+    # a whole field line before the window is dropped too
+    assert parse_x_forwarded_for(["1.2.3.4", "b" * MAX_HEADER_BYTES]) == []
+    assert parse_x_forwarded_for(["1.2.3.4", "5.6.7.8"]) == ["1.2.3.4", "5.6.7.8"]
+
+
+def test_at_most_max_hops_entries_are_read() -> None:
+    """A chain longer than MAX_HOPS gives its last MAX_HOPS entries."""
+    chain = [f"10.0.{n // 250}.{n % 250}" for n in range(100)]
+    assert parse_x_forwarded_for([", ".join(chain)]) == [f" {e}" for e in chain[-MAX_HOPS:]]
+    forwarded = ", ".join(f"for={e}" for e in chain)
+    assert parse_forwarded_for([forwarded]) == chain[-MAX_HOPS:]
+
+
+_ADDRESS = st.ip_addresses().map(str)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(_ADDRESS, min_size=1, max_size=6), min_size=1, max_size=4))
+def test_bounded_parsers_agree_with_a_full_parse(lines: list[list[str]]) -> None:
+    """On well-formed headers within the caps, the bounded parsers read every entry."""
+    xff = [", ".join(line) for line in lines]
+    everything = [address for line in lines for address in line]
+    assert [entry.strip() for entry in parse_x_forwarded_for(xff)] == everything[-MAX_HOPS:]
+    quoted = [
+        ", ".join(f'for="[{a}]:80"' if ":" in a else f"for={a}" for a in line) for line in lines
+    ]
+    expected = [f"[{a}]:80" if ":" in a else a for a in everything]
+    assert parse_forwarded_for(quoted) == expected[-MAX_HOPS:]
+
+
+def test_unix_socket_peer_can_be_trusted() -> None:
+    """With "unix" trusted, a request with no peer address (a Unix socket) is keyed by its
+    forwarded address; without it, by "unknown" whatever it forwards (#13 item 4)."""
+    trusting = ClientAddress(["unix", *PROXIES])
+    assert trusting(scope(None, ("x-forwarded-for", "198.51.100.1"))) == "198.51.100.1"
+    assert trusting(scope(None, ("x-forwarded-for", "198.51.100.1, 10.0.0.3"))) == "198.51.100.1"
+    assert trusting(scope(None)) == "unknown"
+    assert trusting(scope(None, ("x-forwarded-for", "junk"))) == "unknown"
+    assert trusting(scope("203.0.113.5", ("x-forwarded-for", "198.51.100.1"))) == "203.0.113.5"
+    assert ClientAddress(["unix"])(scope("10.0.0.2", ("x-forwarded-for", "1.2.3.4"))) == "10.0.0.2"
+    plain = ClientAddress(PROXIES)
+    assert plain(scope(None, ("x-forwarded-for", "198.51.100.1"))) == "unknown"
+    assert repr(TrustedProxies(["UNIX", "10.0.0.0/8"])) == "TrustedProxies(['10.0.0.0/8', 'unix'])"
+    assert TrustedProxies(["unix"])
+
+
+async def test_unix_socket_clients_get_distinct_budgets() -> None:
+    """Behind a proxy on a Unix socket, six clients with distinct X-Forwarded-For each get
+    their own budget once "unix" is trusted (they shared one before)."""
+    inner = Starlette(routes=[Route("/", hello)])
+    app = BraceMiddleware(
+        inner,
+        default=Rule(limits=["1/minute"]),
+        trusted_proxies=["unix"],
+        clock=anyio.current_time,
+    )
+    statuses = []
+    for n in range(6):
+        sent: list[int] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any], sent: list[int] = sent) -> None:
+            if message["type"] == "http.response.start":
+                sent.append(message["status"])
+
+        request = scope(None, ("x-forwarded-for", f"198.51.100.{n}"))
+        request.update(method="GET", path="/", raw_path=b"/", query_string=b"", root_path="")
+        request.update(scheme="http", http_version="1.1", asgi={"version": "3.0"})
+        await app(request, receive, send)
+        statuses.extend(sent)
+    assert statuses == [200] * 6

@@ -126,3 +126,50 @@ def test_bad_configuration() -> None:
         RateLimit("1/s", cost=0)
     with pytest.raises(TypeError, match="executor"):
         Concurrency(object())  # type: ignore[arg-type]
+
+
+def _members(value: str) -> list[str]:
+    return [member.split(";")[0] for member in value.split(", ")]
+
+
+async def test_two_limits_merge_their_fields_on_every_response_type() -> None:
+    """Two RateLimit dependencies on one route both appear in RateLimit and
+    RateLimit-Policy (#13 item 3); with RateLimitHeaders, also on a returned JSONResponse
+    or StreamingResponse, which FastAPI gives no dependency headers."""
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    from brace.fastapi import RateLimitHeaders
+
+    minute = RateLimit("5/minute", name="minute", clock=anyio.current_time)
+    hour = RateLimit("50/hour", name="hour", clock=anyio.current_time)
+    app = FastAPI()
+
+    @app.get("/model", dependencies=[Depends(minute), Depends(hour)])
+    async def model() -> dict[str, str]:
+        return {"kind": "model"}
+
+    @app.get("/json", dependencies=[Depends(minute), Depends(hour)])
+    async def json_response() -> JSONResponse:
+        return JSONResponse({"kind": "json"})
+
+    @app.get("/stream", dependencies=[Depends(minute), Depends(hour)])
+    async def stream() -> StreamingResponse:
+        async def chunks() -> Any:
+            yield b"a"
+            yield b"b"
+
+        return StreamingResponse(chunks())
+
+    async with client(app) as http:
+        plain = await http.get("/model")
+        assert _members(plain.headers["ratelimit-policy"]) == ['"minute"', '"hour"']
+        assert _members(plain.headers["ratelimit"]) == ['"minute"', '"hour"']
+    async with client(RateLimitHeaders(app), peer="203.0.113.9") as http:
+        for path in ("/model", "/json", "/stream"):
+            response = await http.get(path)
+            assert response.status_code == 200
+            assert _members(response.headers["ratelimit-policy"]) == ['"minute"', '"hour"']
+            assert _members(response.headers["ratelimit"]) == ['"minute"', '"hour"']
+            assert len(response.headers.get_list("ratelimit")) == 1
+        last = await http.get("/json")
+        assert '"minute";r=1;' in last.headers["ratelimit"]

@@ -9,7 +9,8 @@ import httpx
 from litestar import Litestar, get, post
 
 import brace
-from brace.asgi import DEMO_RULES, BraceMiddleware, Rule
+from brace.asgi import BraceMiddleware, Rule
+from brace.demo.rules import DEMO_RULES
 
 
 @get("/api/items")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Any
+
 import anyio
 import httpx
 import pytest
 from quart import Quart
 
-from brace.asgi import DEMO_RULES, BraceMiddleware, Rule
+from asgi_scopes import http_scope
+from brace.asgi import BraceMiddleware, Rule
+from brace.demo.rules import DEMO_RULES
 
 
 @pytest.fixture
@@ -49,3 +55,41 @@ async def test_quart_asgi_app_is_limited() -> None:
     assert int(refused.headers["retry-after"]) >= 1
     assert refused.json()["error"] == "rate_limited"
     _ = anyio
+
+
+async def test_quart_timeout_sends_one_response_and_the_handler_is_not_cut() -> None:
+    """Quart runs each handler in a task of its own, so the rule's timeout cannot cancel
+    it: brace answers 504 on time, and what the handler sends later never reaches the
+    server (no second response, no "Unexpected ASGI message"). The documented behaviour."""
+    app = Quart(__name__)
+    finished: list[str] = []
+
+    @app.get("/slow")
+    async def slow() -> str:
+        await asyncio.sleep(0.4)
+        finished.append("slow")
+        return "late"
+
+    app.asgi_app = BraceMiddleware(app.asgi_app, default=Rule(timeout=0.1))  # type: ignore[method-assign]
+    sent: list[dict[str, Any]] = []
+    disconnect = asyncio.Event()
+    requests = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if requests:
+            return requests.pop()
+        await disconnect.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = http_scope("/slow", headers=[(b"host", b"test")])
+    started = time.monotonic()
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    assert time.monotonic() - started < 0.35  # answered at the timeout, not after 0.4 s
+    await asyncio.sleep(0.6)  # the handler finishes in its own task meanwhile
+    disconnect.set()
+    starts = [message["status"] for message in sent if message["type"] == "http.response.start"]
+    assert starts == [504]
+    assert finished == ["slow"]  # the handler ran to its end: Quart does not cancel it

@@ -9,29 +9,34 @@ small bounded table, so the hot path is one dict lookup.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ._breaker import CircuitBreaker
 from ._bucket import TokenBucket
 from ._core._validate import check_positive
-from ._headers import PolicyField
+from ._core.gcra import GCRA
+from ._core.window import SlidingLog, SlidingWindowCounter
+from ._headers import PolicyField, check_policy_name, sf_string
 from ._limiter import RateLimiter
 from ._priority import Priority
 from ._rate import Rate, parse_rate
-from ._store import MemoryStore, RateLimitStore
+from ._store import MemoryStore, Policy, RateLimitStore
 from ._window import SlidingWindow
 
-__all__ = ("DEMO_RULES", "KeyFunction", "Limit", "Rule", "default_priority")
+__all__ = ("KeyFunction", "Limit", "Rule", "default_priority")
 
-#: ``(scope) -> key or None``: a custom key for a `Limit` (``None``: the limit is skipped)
-KeyFunction = Callable[[Any], str | None]
+#: ``(scope) -> key or None`` (sync or async): a custom key for a `Limit` (``None``: the
+#: limit is skipped)
+KeyFunction = Callable[[Any], Any]
 Per = Literal["client", "ip", "user"] | KeyFunction
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _HEALTH_PREFIXES = ("/health", "/api/health", "/healthz", "/readyz", "/livez")
 _NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+# RFC 9110 token characters: what a method name is made of
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
 def default_priority(method: str, path: str) -> int:
@@ -43,6 +48,30 @@ def default_priority(method: str, path: str) -> int:
     return Priority.MEDIUM if method in _SAFE_METHODS else Priority.LOW
 
 
+def _check_methods(methods: Iterable[str] | None) -> frozenset[str] | None:
+    if methods is None:
+        return None
+    if isinstance(methods, (str, bytes)) or not isinstance(methods, Iterable):
+        raise TypeError("methods must be a list of method names, e.g. methods=['POST']")
+    checked = set()
+    for method in methods:
+        if not isinstance(method, str) or not method or not set(method) <= _TOKEN:
+            raise ValueError(
+                f"methods must hold HTTP method names such as 'GET' or 'POST', got {method!r}"
+            )
+        checked.add(method.upper())
+    if not checked:
+        raise ValueError("methods must name at least one method, or be None for all")
+    return frozenset(checked)
+
+
+def _quota_window(policy: Policy) -> tuple[int, float]:
+    # a window: its limit per window; a bucket (GCRA): its burst, refilled in burst * interval
+    if isinstance(policy, GCRA):
+        return policy.burst, policy.burst * policy.interval
+    return policy.limit, float(policy.window)
+
+
 @dataclass(frozen=True)
 class Limit:
     """One rate limit of a rule: ``rate`` (``"10/minute"``, a `brace.Rate`, a
@@ -51,15 +80,49 @@ class Limit:
     - ``"client"`` (default): the user when one is identified, else the client address;
     - ``"user"``: the user only (skipped for anonymous requests);
     - ``"ip"``: the client address, even for identified users;
-    - a callable ``(scope) -> str | None``: a key of your own (``None`` skips the limit).
+    - a callable ``(scope) -> str | None``: a key of your own (``None`` skips the limit;
+      see `brace.asgi.header_key` and its siblings for the usual ones).
 
     ``name`` names the policy in the ``RateLimit`` fields and the 429 body (default: the
-    rule's name, with ``-ip`` / ``-user`` appended for those kinds).
+    rule's name, with ``-ip`` / ``-user`` appended for those kinds): 1 to 64 printable
+    ASCII characters. Every argument is checked here, so a bad limit fails where it is
+    written, not on the first request.
     """
 
     rate: Any
     per: Per = "client"
     name: str | None = None
+    _policy: Policy = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        rate = self.rate
+        if isinstance(rate, str):
+            rate = parse_rate(rate)
+        if isinstance(rate, Rate):
+            policy: Policy = SlidingWindowCounter(rate.limit, rate.period)
+        elif isinstance(rate, (GCRA, SlidingWindowCounter, SlidingLog)):
+            policy = rate
+        elif isinstance(rate, (TokenBucket, SlidingWindow)):
+            policy = rate.policy
+        else:
+            raise TypeError(
+                "rate must be a rate string such as '10/minute', a brace.Rate, a "
+                f"brace.TokenBucket or a brace.SlidingWindow, got {self.rate!r}"
+            )
+        object.__setattr__(self, "_policy", policy)
+        per = self.per
+        if not callable(per) and per not in ("client", "ip", "user"):
+            raise ValueError(
+                f"per must be 'client', 'ip', 'user' or a callable (scope) -> str | None, "
+                f"got {per!r}"
+            )
+        if self.name is not None:
+            check_policy_name(self.name, "name")
+
+    @property
+    def quota(self) -> int:
+        """The most one window (or a full bucket) admits: a rule's cost may not exceed it."""
+        return _quota_window(self._policy)[0]
 
 
 LimitLike = Limit | str | Rate | TokenBucket | SlidingWindow
@@ -71,26 +134,34 @@ class Rule:
 
     ``path``: a prefix (``"/api/ai"`` matches ``/api/ai`` and ``/api/ai/...`` but not
     ``/api/aim``), or a compiled ``re.Pattern`` matched from the start of the path;
-    ``None`` matches every path (the default rule). ``methods``: upper-case method names,
-    ``None`` for all. ``limits``: rate limits, each a `Limit` or a rate (``"10/minute"``,
-    counted per client), all of which must admit the request. ``priority``: the executor
-    priority (default: `default_priority`). ``timeout``: seconds the application may take
-    (``None``: no limit). ``cost``: what one request costs against the limits.
-    ``breaker``: a `brace.CircuitBreaker` guarding the route (5xx answers and exceptions
-    count as failures). ``exempt``: skip every check (no limits, no queue). ``name``: used in
-    headers, logs and 429 bodies (default: from the path).
+    ``None`` matches every path (the default rule). ``methods``: method names (each an HTTP
+    token, upper-cased), ``None`` for all. ``limits``: rate limits, each a `Limit` or a rate
+    (``"10/minute"``, counted per client), all of which must admit the request.
+    ``priority``: the executor priority (default: `default_priority`). ``timeout``: seconds
+    the application may take to start its response (``None``: no limit); a response that
+    started is then bounded by ``stream_timeout`` (seconds for the whole body) and
+    ``idle_timeout`` (seconds between two pieces of it), both off by default so that
+    streams and Server-Sent Events run as long as they need. ``cost``: what one request
+    costs against the limits (at most every limit's quota). ``breaker``: a
+    `brace.CircuitBreaker` guarding the route (5xx answers and exceptions count as
+    failures). ``exempt``: skip every check (no limits, no queue). ``name``: used in
+    headers, logs and 429 bodies (default: from the path; 1 to 64 printable ASCII
+    characters). Every argument is checked here.
     """
 
     path: str | re.Pattern[str] | None = None
-    limits: tuple[LimitLike, ...] | list[LimitLike] = ()
+    limits: Sequence[LimitLike] = ()
     methods: Iterable[str] | None = None
     priority: int | None = None
     timeout: float | None = None
     cost: int = 1
+    stream_timeout: float | None = None
+    idle_timeout: float | None = None
     breaker: CircuitBreaker | None = None
     exempt: bool = False
     name: str | None = None
     _methods: frozenset[str] | None = field(init=False, repr=False, compare=False)
+    _limits: tuple[tuple[Limit, str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         path = self.path
@@ -98,26 +169,55 @@ class Rule:
             raise TypeError(f"path must be a str prefix, a re.Pattern or None, got {path!r}")
         if isinstance(path, str) and not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
-        if isinstance(self.limits, (str, Rate, Limit)):
-            raise TypeError("limits must be a list of limits, e.g. limits=['10/minute']")
-        methods = self.methods
-        if isinstance(methods, str):
-            raise TypeError("methods must be a list of method names, e.g. methods=['POST']")
-        object.__setattr__(
-            self,
-            "_methods",
-            None if methods is None else frozenset(method.upper() for method in methods),
-        )
+        if self.name is not None:
+            check_policy_name(self.name, "name")
+        object.__setattr__(self, "_methods", _check_methods(self.methods))
         if self.priority is not None and (
             isinstance(self.priority, bool) or not isinstance(self.priority, int)
         ):
             raise TypeError(f"priority must be an int or a brace.Priority, got {self.priority!r}")
-        if self.timeout is not None:
-            check_positive(self.timeout, "timeout")
+        for name in ("timeout", "stream_timeout", "idle_timeout"):
+            value = getattr(self, name)
+            if value is not None:
+                check_positive(value, name)
         if isinstance(self.cost, bool) or not isinstance(self.cost, int) or self.cost < 1:
             raise ValueError(f"cost must be an int >= 1, got {self.cost!r}")
         if self.breaker is not None and not isinstance(self.breaker, CircuitBreaker):
             raise TypeError(f"breaker must be a brace.CircuitBreaker, got {self.breaker!r}")
+        if not isinstance(self.exempt, bool):
+            raise TypeError(f"exempt must be a bool, got {self.exempt!r}")
+        object.__setattr__(self, "_limits", self._check_limits())
+
+    def _check_limits(self) -> tuple[tuple[Limit, str], ...]:
+        limits = self.limits
+        if isinstance(limits, (str, Rate, Limit, TokenBucket, SlidingWindow)) or not isinstance(
+            limits, (list, tuple)
+        ):
+            raise TypeError("limits must be a list of limits, e.g. limits=['10/minute']")
+        checked: list[tuple[Limit, str]] = []
+        for limit in limits:
+            if not isinstance(limit, Limit):
+                limit = Limit(limit)
+            if self.cost > limit.quota:
+                raise ValueError(
+                    f"cost must be <= every limit's quota (a larger cost could never be "
+                    f"admitted): cost={self.cost} but {limit.rate!r} admits at most "
+                    f"{limit.quota}"
+                )
+            if limit.name is not None:
+                name = limit.name
+            else:
+                kind = "custom" if callable(limit.per) else limit.per
+                name = self.label if kind == "client" else f"{self.label}-{kind}"
+            checked.append((limit, name))
+        # compared as sent (escaped), so that two names can never read alike to a client
+        sent = [sf_string(name) for _, name in checked]
+        if len(set(sent)) != len(sent):
+            raise ValueError(
+                f"rule {self.label!r}: two limits share the name {[n for _, n in checked]!r}; "
+                "name them apart with Limit(..., name=...)"
+            )
+        return tuple(checked)
 
     @property
     def label(self) -> str:
@@ -146,17 +246,6 @@ class Rule:
         return pattern.match(path) is not None
 
 
-#: The demo server's table (SEED.md): AI 10/minute (60 s timeout), auth 20 per 15 minutes
-#: (HIGH priority), uploads 5/minute (LOW priority, 120 s timeout); the default rule
-#: (`DEMO_DEFAULT`) allows 60/minute with a 30 s timeout.
-DEMO_RULES: tuple[Rule, ...] = (
-    Rule("/api/ai", limits=("10/minute",), priority=Priority.MEDIUM, timeout=60.0, name="ai"),
-    Rule("/api/auth", limits=("20/15 minutes",), priority=Priority.HIGH, name="auth"),
-    Rule("/api/upload", limits=("5/minute",), priority=Priority.LOW, timeout=120.0, name="upload"),
-)
-DEMO_DEFAULT = Rule(limits=("60/minute",), timeout=30.0, name="default")
-
-
 class CompiledLimit:
     """A `Limit` made ready: its limiter, its key kind and its header text."""
 
@@ -164,51 +253,32 @@ class CompiledLimit:
 
     def __init__(
         self,
-        limit: LimitLike,
-        rule_name: str,
+        limit: Limit,
+        name: str,
         store: RateLimitStore | None,
         max_keys: int,
         clock: Callable[[], float] | None,
     ) -> None:
-        if not isinstance(limit, Limit):
-            limit = Limit(limit)
         per = limit.per
         if callable(per):
             self.kind = "custom"
             self.key: KeyFunction | None = per
-        elif per in ("client", "ip", "user"):
+        else:
             self.kind = per
             self.key = None
-        else:
-            raise ValueError(f"per must be 'client', 'ip', 'user' or a callable, got {per!r}")
-        rate = parse_rate(limit.rate) if isinstance(limit.rate, str) else limit.rate
         kwargs: dict[str, Any] = {"clock": clock}
         if store is not None:
             kwargs["store"] = store
         else:
             kwargs["max_keys"] = max_keys
-        self.limiter = RateLimiter(rate, **kwargs)
+        self.limiter = RateLimiter(limit._policy, **kwargs)
         #: decided synchronously (a memory store): ``try_hit`` instead of ``await hit``
         self.local = isinstance(self.limiter.store, MemoryStore)
-        suffix = "" if self.kind == "client" else f"-{self.kind}"
-        self.name = limit.name if limit.name is not None else rule_name + suffix
-        quota, window = _quota_window(self.limiter)
+        self.name = name
+        quota, window = _quota_window(limit._policy)
         self.field = PolicyField(self.name, quota, window)
+        rate = parse_rate(limit.rate) if isinstance(limit.rate, str) else limit.rate
         self.rate_text = str(rate) if isinstance(rate, Rate) else f"{quota}/{window:g} seconds"
-
-
-def _quota_window(limiter: RateLimiter) -> tuple[int, float]:
-    # a window: its limit per window; a bucket (GCRA): its burst, refilled in burst * interval
-    policy: Any = limiter.policy
-    limit = getattr(policy, "limit", None)
-    window = getattr(policy, "window", None)
-    if isinstance(limit, int) and isinstance(window, (int, float)):
-        return limit, float(window)
-    burst = getattr(policy, "burst", None)
-    interval = getattr(policy, "interval", None)
-    if isinstance(burst, int) and isinstance(interval, (int, float)):
-        return burst, burst * float(interval)
-    return 0, 0.0
 
 
 class CompiledRule:
@@ -218,11 +288,13 @@ class CompiledRule:
         "breaker",
         "cost",
         "exempt",
+        "idle_timeout",
         "limits",
         "name",
         "policy_header",
         "priority",
         "rule",
+        "stream_timeout",
         "timeout",
     )
 
@@ -236,21 +308,17 @@ class CompiledRule:
         self.rule = rule
         self.name = rule.label
         self.limits = tuple(
-            CompiledLimit(limit, self.name, store, max_keys, clock) for limit in rule.limits
+            CompiledLimit(limit, name, store, max_keys, clock) for limit, name in rule._limits
         )
-        names = [limit.name for limit in self.limits]
-        if len(set(names)) != len(names):
-            raise ValueError(
-                f"rule {self.name!r}: two limits share the name {names!r}; name them apart "
-                "with Limit(..., name=...)"
-            )
         self.priority = rule.priority
         self.timeout = rule.timeout
+        self.stream_timeout = rule.stream_timeout
+        self.idle_timeout = rule.idle_timeout
         self.cost = rule.cost
         self.breaker = rule.breaker
         self.exempt = rule.exempt
         #: the RateLimit-Policy value, built once
-        self.policy_header = ", ".join(limit.field.member for limit in self.limits).encode()
+        self.policy_header = ", ".join(limit.field.member for limit in self.limits)
 
 
 class RuleTable:

@@ -8,15 +8,27 @@ entry, from the right, that is not a trusted proxy is the client. Whatever lies 
 was written by the client and is ignored. An entry that is not an IP address stops the walk
 at the last address known good (a trusted proxy): a malformed header can never make a
 client pick its own key, and never raises.
+
+The work is bounded whatever a header holds: only the last `MAX_HEADER_BYTES` (8 KB) of a
+forwarding header are read, at most `MAX_HOPS` (32) entries of them, and only as far as the
+walk goes (usually two or three entries); a longer chain stops at the last trusted address.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
-__all__ = ("ClientAddress", "TrustedProxies", "parse_forwarded_for", "parse_x_forwarded_for")
+__all__ = (
+    "MAX_HEADER_BYTES",
+    "MAX_HOPS",
+    "ClientAddress",
+    "TrustedProxies",
+    "parse_forwarded_for",
+    "parse_x_forwarded_for",
+)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -26,40 +38,54 @@ ForwardedHeader = Literal["x-forwarded-for", "forwarded"]
 _UNKNOWN = "unknown"
 # Longest text accepted as one address (a bracketed IPv6 with zone and port fits easily).
 _MAX_ENTRY = 100
-# Most forwarding entries looked at; a longer chain stops at the last trusted address.
-_MAX_HOPS = 32
+# Longest Forwarded element read (for=, by=, host=, proto= of one proxy fit easily).
+_MAX_ELEMENT = 1024
+# Addresses remembered by a ClientAddress (text -> parsed), cleared when full.
+_MAX_SEEN = 4096
+#: Forwarding entries read, from the right; a longer chain stops at the last trusted address.
+MAX_HOPS = 32
+#: Characters of a forwarding header read, from its end (the entries our own proxies wrote
+#: are last); what lies before is never looked at, so a 1 MB header costs what 8 KB does.
+MAX_HEADER_BYTES = 8192
 
 
 class TrustedProxies:
     """A set of networks (CIDRs) whose forwarding headers are believed.
 
     ``TrustedProxies(["10.0.0.0/8", "127.0.0.1"])``; an empty set (the default everywhere)
-    trusts no one.
+    trusts no one. The entry ``"unix"`` trusts the peer of a Unix socket (which has no
+    address: the ASGI ``client`` is ``None``), for a server that listens only on a socket
+    its proxy writes to (``uvicorn --uds``, ``hypercorn --bind unix:...``).
     """
 
-    __slots__ = ("_networks",)
+    __slots__ = ("_networks", "unix")
 
     def __init__(self, networks: Iterable[str | IPNetwork] = ()) -> None:
         if isinstance(networks, str):
             raise TypeError("networks must be an iterable of CIDR strings, not one str")
         parsed: list[IPNetwork] = []
+        #: whether the peer of a Unix socket is trusted
+        self.unix = False
         for network in networks:
             if isinstance(network, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
                 parsed.append(network)
                 continue
             if not isinstance(network, str):
                 raise TypeError(f"trusted proxies must be CIDR strings, got {network!r}")
+            if network.strip().lower() == "unix":
+                self.unix = True
+                continue
             try:
                 parsed.append(ipaddress.ip_network(network.strip(), strict=False))
             except ValueError:
                 raise ValueError(
-                    f"invalid trusted proxy network {network!r}: expected an IP address or "
-                    "a CIDR such as '10.0.0.0/8' or 'fd00::/8'"
+                    f"invalid trusted proxy network {network!r}: expected an IP address, "
+                    "a CIDR such as '10.0.0.0/8' or 'fd00::/8', or 'unix'"
                 ) from None
         self._networks: tuple[IPNetwork, ...] = tuple(parsed)
 
     def __bool__(self) -> bool:
-        return bool(self._networks)
+        return bool(self._networks) or self.unix
 
     def __contains__(self, address: object) -> bool:
         if not isinstance(address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
@@ -67,7 +93,8 @@ class TrustedProxies:
         return any(address in network for network in self._networks)
 
     def __repr__(self) -> str:
-        return f"TrustedProxies({[str(network) for network in self._networks]!r})"
+        names = [str(network) for network in self._networks] + (["unix"] if self.unix else [])
+        return f"TrustedProxies({names!r})"
 
 
 def parse_address(text: str) -> IPAddress | None:
@@ -99,30 +126,79 @@ def parse_address(text: str) -> IPAddress | None:
 
 
 def parse_x_forwarded_for(values: Sequence[str]) -> list[str]:
-    """The entries of every ``X-Forwarded-For`` field line, in order (left to right)."""
-    entries: list[str] = []
-    for value in values:
-        entries.extend(value.split(","))
+    """The last entries (at most `MAX_HOPS`, from the last `MAX_HEADER_BYTES` characters)
+    of every ``X-Forwarded-For`` field line, in order (left to right)."""
+    entries = list(_x_forwarded_for_from_right(values))
+    entries.reverse()
     return entries
 
 
 def parse_forwarded_for(values: Sequence[str]) -> list[str]:
-    """The ``for=`` value of each element of every ``Forwarded`` field line (RFC 7239),
-    left to right; an element without ``for=`` (or one that does not parse) gives ``""``."""
-    entries: list[str] = []
-    for value in values:
-        for element in _split_outside_quotes(value, ","):
-            found = ""
-            for pair in _split_outside_quotes(element, ";"):
-                name, sep, raw = pair.partition("=")
-                if sep and name.strip().lower() == "for":
-                    raw = raw.strip()
-                    if len(raw) >= 2 and raw[0] == raw[-1] == '"':
-                        raw = raw[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-                    found = raw
-                    break
-            entries.append(found)
+    """The ``for=`` value of the last elements (at most `MAX_HOPS`, from the last
+    `MAX_HEADER_BYTES` characters) of every ``Forwarded`` field line (RFC 7239), left to
+    right; an element without ``for=`` (or one that does not parse) gives ``""``."""
+    entries = list(_forwarded_for_from_right(values))
+    entries.reverse()
     return entries
+
+
+def _tail(values: Sequence[str]) -> tuple[str, bool]:
+    """The field lines joined by ``,``, cut to their last `MAX_HEADER_BYTES` characters, and
+    whether anything was cut off."""
+    room = MAX_HEADER_BYTES
+    parts: list[str] = []
+    for value in reversed(values):
+        if len(value) >= room:
+            parts.append(value[len(value) - room :])
+            return ",".join(reversed(parts)), len(value) > room or len(parts) < len(values)
+        parts.append(value)
+        room -= len(value) + 1
+    return ",".join(reversed(parts)), False
+
+
+def _x_forwarded_for_from_right(values: Sequence[str]) -> Iterator[str]:
+    text, cut = _tail(values)
+    entries = text.rsplit(",", MAX_HOPS)
+    # the leftmost piece is partial (cut) or holds every entry past the cap: never read it
+    last = 1 if cut or len(entries) > MAX_HOPS else 0
+    for index in range(len(entries) - 1, last - 1, -1):
+        yield entries[index]
+
+
+# One Forwarded element read backwards: plain text or quoted strings, up to a comma. Read
+# from the right, the elements our proxies appended are parsed before anything a client
+# wrote, so a client's unbalanced quote cannot swallow them.
+_ELEMENT_REVERSED = re.compile(r'(?:[^,"]+|"[^"]*(?:"|$))*')
+
+
+def _forwarded_for_from_right(values: Sequence[str]) -> Iterator[str]:
+    text, cut = _tail(values)
+    backwards = text[::-1]
+    position = 0
+    end = len(backwards)
+    for _ in range(MAX_HOPS):
+        match = _ELEMENT_REVERSED.match(backwards, position)
+        assert match is not None  # the pattern matches the empty string
+        position = match.end()
+        if position >= end and cut:
+            return  # the leftmost element was cut: never read it
+        yield _for_value(match.group()[::-1])
+        if position >= end:
+            return
+        position += 1  # the comma
+
+
+def _for_value(element: str) -> str:
+    if len(element) > _MAX_ELEMENT:
+        return ""  # no proxy writes one this long
+    for pair in _split_outside_quotes(element, ";"):
+        name, sep, raw = pair.partition("=")
+        if sep and name.strip().lower() == "for":
+            raw = raw.strip()
+            if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+                raw = raw[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+            return raw
+    return ""
 
 
 def _split_outside_quotes(text: str, separator: str) -> list[str]:
@@ -154,7 +230,7 @@ class ClientAddress:
     any address in it); 128 keys every address apart.
     """
 
-    __slots__ = ("_header", "_ipv6_prefix", "_trusted")
+    __slots__ = ("_header", "_ipv6_prefix", "_seen", "_trusted")
 
     def __init__(
         self,
@@ -172,6 +248,7 @@ class ClientAddress:
         if not 1 <= ipv6_prefix <= 128:
             raise ValueError(f"ipv6_prefix must be an int in [1, 128], got {ipv6_prefix!r}")
         self._ipv6_prefix = ipv6_prefix
+        self._seen: dict[str, tuple[IPAddress | None, bool]] = {}
 
     @property
     def trusted(self) -> TrustedProxies:
@@ -179,57 +256,76 @@ class ClientAddress:
 
     def __call__(self, scope: Mapping[str, Any]) -> str:
         """The client's address as a key: an IPv4 address, an IPv6 network, or
-        ``"unknown"`` when the server gave no peer address (a Unix socket)."""
+        ``"unknown"`` when the server gave no peer address (a Unix socket) and the socket's
+        peer is not trusted (or forwarded nothing readable)."""
         client = scope.get("client")
         peer = client[0] if isinstance(client, (tuple, list)) and client else None
+        trusted = self._trusted
         if not isinstance(peer, str):
-            return _UNKNOWN
-        if not self._trusted:
+            if not trusted.unix:
+                return _UNKNOWN
+            peer = _UNKNOWN
+            address: IPAddress | None = None
+        elif not trusted:
             # fast path: nobody is trusted, the peer is the client
             if ":" not in peer:
                 return peer
             return self._key(parse_address(peer), peer)
-        address = parse_address(peer)
-        if address is None or address not in self._trusted:
-            return self._key(address, peer)
+        else:
+            address, is_trusted = self._lookup(peer)
+            if not is_trusted:
+                return self._key(address, peer)
         values = _header_values(scope, self._header)
         if not values:
             return self._key(address, peer)
         entries = (
-            parse_x_forwarded_for(values)
+            _x_forwarded_for_from_right(values)
             if self._header == b"x-forwarded-for"
-            else parse_forwarded_for(values)
+            else _forwarded_for_from_right(values)
         )
-        for hops, entry in enumerate(reversed(entries)):
-            if hops >= _MAX_HOPS:
-                break
-            forwarded = parse_address(entry)
+        for entry in entries:
+            forwarded, is_trusted = self._lookup(entry)
             if forwarded is None:
                 break  # malformed or obfuscated: keep the last address known good
             address = forwarded
-            if address not in self._trusted:
+            if not is_trusted:
                 break
         return self._key(address, peer)
+
+    def _lookup(self, text: str) -> tuple[IPAddress | None, bool]:
+        """The address in ``text`` and whether it is a trusted proxy, remembered for the
+        few thousand texts seen last (parsing an address costs several microseconds)."""
+        seen = self._seen
+        found = seen.get(text)
+        if found is None:
+            address = parse_address(text)
+            found = (address, address is not None and address in self._trusted)
+            if len(seen) >= _MAX_SEEN:
+                seen.clear()  # arbitrary entries must not grow it without bound
+            seen[text] = found
+        return found
 
     def _key(self, address: IPAddress | None, peer: str) -> str:
         if address is None:
             return peer if len(peer) <= _MAX_ENTRY else _UNKNOWN
         if isinstance(address, ipaddress.IPv6Address) and self._ipv6_prefix < 128:
-            network = ipaddress.IPv6Network((int(address), self._ipv6_prefix), strict=False)
-            return str(network)
+            drop = 128 - self._ipv6_prefix
+            return f"{ipaddress.IPv6Address(int(address) >> drop << drop)}/{self._ipv6_prefix}"
         return str(address)
 
 
 def _header_values(scope: Mapping[str, Any], name: bytes) -> list[str]:
+    """The field lines of header ``name``, each cut to its last `MAX_HEADER_BYTES` + 1
+    bytes (one more than is read, so that `_tail` sees it was cut); items that are not
+    pairs of bytes are skipped (ASGI servers never send them)."""
     values: list[str] = []
     headers = scope.get("headers")
     if not isinstance(headers, (list, tuple)):
         return values
     for item in headers:
-        try:
-            key, value = item
-        except (TypeError, ValueError):
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
             continue
-        if isinstance(key, bytes) and key.lower() == name and isinstance(value, bytes):
-            values.append(value.decode("latin-1"))
+        key, value = item
+        if isinstance(key, bytes) and isinstance(value, bytes) and key.lower() == name:
+            values.append(value[-MAX_HEADER_BYTES - 1 :].decode("latin-1"))
     return values

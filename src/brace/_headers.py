@@ -20,6 +20,7 @@ import math
 
 __all__ = (
     "PolicyField",
+    "check_policy_name",
     "delay_seconds",
     "ratelimit_item",
     "sf_string",
@@ -42,6 +43,25 @@ def sf_string(text: str) -> str:
             out.append("?")
     out.append('"')
     return "".join(out)
+
+
+#: The longest policy name accepted (it is sent in every response's fields).
+MAX_POLICY_NAME = 64
+
+
+def check_policy_name(name: object, parameter: str = "name") -> str:
+    """``name`` if it can be sent as a Structured Field string unchanged: 1 to
+    `MAX_POLICY_NAME` printable ASCII characters (RFC 9651 sf-string). Anything else would
+    be altered by the escaping (``"café"`` and ``"cafè"`` would both read ``"caf?"``), so
+    it is refused here, naming ``parameter``."""
+    if not isinstance(name, str):
+        raise TypeError(f"{parameter} must be a str, got {type(name).__name__}")
+    if not 1 <= len(name) <= MAX_POLICY_NAME or not all(" " <= char <= "~" for char in name):
+        raise ValueError(
+            f"{parameter} must be 1 to {MAX_POLICY_NAME} printable ASCII characters (it is "
+            f"sent as a Structured Field string in the RateLimit fields), got {name!r}"
+        )
+    return name
 
 
 def delay_seconds(seconds: float, *, minimum: int = 0) -> int:

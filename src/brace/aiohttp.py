@@ -3,9 +3,10 @@
 Server: ``web.Application(middlewares=[brace_mw])`` with ``brace_mw = BraceMiddleware(...)``
 applies the same route rules as `brace.asgi.BraceMiddleware` (rate limits per user and per
 address, load shedding, memory guard, executor slot, breaker, timeout) and answers 429 / 503
-with ``Retry-After`` and the IETF ``RateLimit`` fields. ``app.cleanup_ctx.append(brace_mw.context)``
-runs the memory guard's and load monitor's samplers while the app runs and drains the
-executor when it stops.
+with ``Retry-After`` and the IETF ``RateLimit`` fields, through the same pipeline
+(``brace._pipeline``). ``brace_mw.setup(app)`` checks the stores at startup, runs the
+memory guard's and load monitor's samplers while the app runs, drains the executor when it
+stops, and ends a rule's ``timeout`` when the response starts.
 
 Client: ``aiohttp.ClientSession(middlewares=(ResilientMiddleware(...),))`` retries idempotent
 requests on 429 / 502 / 503 / 504 and connection errors (honouring ``Retry-After``), asks a
@@ -16,291 +17,138 @@ response it does not return.
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
-from aiohttp import web
+from typing_extensions import Unpack
+
+from ._extras import missing_extra
+
+try:
+    from aiohttp import web
+except ImportError as error:  # the extra is not installed
+    raise missing_extra("aiohttp", "aiohttp", error) from error
 
 from ._aiohttp_client import ResilientMiddleware as ResilientMiddleware
-from ._asgi_rules import CompiledLimit, CompiledRule, Rule, RuleTable, default_priority
-from ._client_ip import ClientAddress, ForwardedHeader, TrustedProxies
-from ._exceptions import (
-    CircuitOpen,
-    MemoryPressure,
-    Overloaded,
-    QueueFull,
-    QueueTimeout,
-    RateLimited,
-    Rejected,
-    ShuttingDown,
+from ._pipeline import (
+    Answer,
+    BraceMiddlewareStatistics,
+    Exchange,
+    Pipeline,
+    PipelineOptions,
+    is_preflight,
 )
-from ._executor import PriorityExecutor
-from ._headers import delay_seconds, ratelimit_item
-from ._load import LoadMonitor
-from ._memory import MemoryGuard
-from ._priority import Priority
-from .asgi import BraceMiddlewareStatistics, _check_type
 
 __all__ = ("BraceMiddleware", "ResilientMiddleware")
 
-logger = logging.getLogger("brace.aiohttp")
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-UserFunction = Callable[[web.Request], "str | Awaitable[str | None] | None"]
 
-# each refusal: its name in the 503 body and its counter in the statistics
-_ERRORS: tuple[tuple[type[Rejected], str, int], ...] = (
-    (QueueFull, "queue_full", 1),
-    (QueueTimeout, "queue_timeout", 1),
-    (CircuitOpen, "circuit_open", 2),
-    (MemoryPressure, "memory_pressure", 3),
-    (Overloaded, "overloaded", 4),
-    (ShuttingDown, "shutting_down", 5),
+# where a request keeps its exchange, for the on_response_prepare signal
+_EXCHANGE: Any = (
+    web.RequestKey("brace.exchange", Exchange) if hasattr(web, "RequestKey") else "brace.exchange"
 )
 
 
 class BraceMiddleware:
     """An aiohttp server middleware: the rules and protections of
-    `brace.asgi.BraceMiddleware`, with the same arguments (``user`` receives the
-    ``web.Request``)."""
+    `brace.asgi.BraceMiddleware`, with the same arguments (``user`` and key functions
+    receive the ``web.Request``). ``brace_mw.setup(app)`` adds `context` to
+    ``app.cleanup_ctx`` and lets a rule's ``timeout`` end when the response starts (as in
+    ASGI; without it the timeout bounds the whole handler, streaming included). WebSocket
+    upgrades pass straight through: no slot, no timeout, no HTTP answer after the upgrade.
+    """
 
     __middleware_version__ = 1  # a new-style middleware: (request, handler)
 
-    def __init__(
-        self,
-        *,
-        rules: Iterable[Rule] = (),
-        default: Rule | None = None,
-        executor: PriorityExecutor | None = None,
-        memory: MemoryGuard | None = None,
-        load: LoadMonitor | None = None,
-        user: UserFunction | None = None,
-        trusted_proxies: Iterable[str] | TrustedProxies = (),
-        forwarded_header: ForwardedHeader = "x-forwarded-for",
-        ipv6_prefix: int = 64,
-        max_keys: int = 100_000,
-        headers_on_success: bool = True,
-        slow_request: float | None = 3.0,
-        default_retry_after: float = 5.0,
-        drain_timeout: float = 30.0,
-        clock: Callable[[], float] | None = None,
-    ) -> None:
-        _check_type(executor, PriorityExecutor, "executor")
-        _check_type(memory, MemoryGuard, "memory")
-        _check_type(load, LoadMonitor, "load")
-        if user is not None and not callable(user):
-            raise TypeError(f"user must be a callable (request) -> str | None, got {user!r}")
-        self.executor = executor
-        self.memory = memory
-        self.load = load
-        self._user = user
-        self._clock: Callable[[], float] = time.monotonic if clock is None else clock
-        self._client = ClientAddress(
-            trusted_proxies, header=forwarded_header, ipv6_prefix=ipv6_prefix
-        )
-        self._rules = RuleTable(rules, default, store=None, max_keys=max_keys, clock=clock)
-        self._headers_on_success = bool(headers_on_success)
-        self._slow = slow_request
-        self._default_retry_after = default_retry_after
-        self._drain_timeout = drain_timeout
-        self._requests = 0
-        self._active = 0
-        self._counts = [0] * 9
+    def __init__(self, **options: Unpack[PipelineOptions]) -> None:
+        self._pipeline = pipeline = Pipeline(logger_name="brace.aiohttp", **options)
+        self.executor = pipeline.executor
+        self.memory = pipeline.memory
+        self.load = pipeline.load
+        self.shutdown = pipeline.shutdown
 
     def statistics(self) -> BraceMiddlewareStatistics:
         """The counters since construction."""
-        return BraceMiddlewareStatistics(self._requests, self._active, *self._counts)
+        return self._pipeline.counters.snapshot()
+
+    def setup(self, app: web.Application) -> None:
+        """Add `context` to ``app.cleanup_ctx`` and the response-start hook to
+        ``app.on_response_prepare`` (call before the app starts)."""
+        app.cleanup_ctx.append(self.context)
+        app.on_response_prepare.append(self._prepared)
 
     async def context(self, app: web.Application) -> AsyncIterator[None]:
-        """For ``app.cleanup_ctx``: run the samplers while the app runs; drain at the end."""
-        tasks = [
-            asyncio.ensure_future(primitive.run())
-            for primitive in (self.memory, self.load)
-            if primitive is not None
-        ]
+        """For ``app.cleanup_ctx``: check the stores, run the background tasks while the
+        app runs, drain at the end."""
+        pipeline = self._pipeline
+        await pipeline.check_stores()
+        tasks = [asyncio.ensure_future(run()) for run in pipeline.background()]
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            if self.executor is not None and not self.executor.draining:
-                await self.executor.drain(self._drain_timeout)
-
-    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        rule = self._rules.match(request.method, request.path)
-        if rule.exempt:
-            return await handler(request)
-        self._requests += 1
-        fields: list[tuple[CompiledLimit, int, float]] = []
-        if rule.limits:
-            refused = await self._check_limits(request, rule, fields)
-            if refused is not None:
-                return refused
-        priority = rule.priority
-        if priority is None:
-            priority = default_priority(request.method, request.path)
-        slow = self._slow
-        begin = 0.0 if slow is None else self._clock()  # timed only to report slow requests
-        self._active += 1
-        try:
-            load = self.load
-            if load is not None and priority > Priority.HIGH and load.should_shed():
-                raise Overloaded(  # noqa: TRY301 (answered with every other refusal)
-                    "the server is overloaded", retry_after=load.retry_after
-                )
-            if self.memory is not None:
-                await self.memory.wait_admitted(priority)
-            if self.executor is None:
-                response = await self._guarded(rule, request, handler)
-            else:
-                async with self.executor.slot(priority):
-                    response = await self._guarded(rule, request, handler)
-        except Rejected as refusal:
-            return self._refused(refusal)
-        except asyncio.TimeoutError:
-            self._counts[6] += 1
-            return web.json_response(
-                {"error": "timeout", "detail": f"the request took over {rule.timeout} s"},
-                status=504,
-            )
-        except web.HTTPException:
-            raise
-        except Exception:
-            self._counts[8] += 1
-            raise
-        finally:
-            self._active -= 1
-            if slow is not None:
-                elapsed = self._clock() - begin
-                if elapsed > slow:
-                    self._counts[7] += 1
-                    logger.warning(
-                        "slow request: %s %s took %.3f s (rule %s)",
-                        request.method,
-                        request.path,
-                        elapsed,
-                        rule.name,
-                    )
-        if fields and self._headers_on_success and not response.prepared:
-            response.headers.update(self._fields(rule, fields))
-        return response
-
-    async def _check_limits(
-        self,
-        request: web.Request,
-        rule: CompiledRule,
-        fields: list[tuple[CompiledLimit, int, float]],
-    ) -> web.Response | None:
-        user: str | None = None
-        if self._user is not None:
-            try:
-                found = self._user(request)
-                if isinstance(found, Awaitable):
-                    found = await found
-                user = None if found is None else str(found)
-            except Exception:
-                logger.exception("the user callable raised; counting the request per address")
-        address: str | None = None
-        for limit in rule.limits:
-            kind = limit.kind
-            if kind == "custom":
-                assert limit.key is not None
-                try:
-                    custom = limit.key(request)
-                except Exception:
-                    logger.exception("the key function of limit %r raised; skipping it", limit.name)
-                    continue
-                if custom is None:
-                    continue
-                key = "k:" + str(custom)
-            elif kind != "ip" and user is not None:
-                key = "u:" + user
-            elif kind == "user":
-                continue
-            else:
-                if address is None:
-                    address = self._client(
-                        {"client": (request.remote, 0), "headers": request.raw_headers}
-                    )
-                key = "ip:" + address
-            decision = await limit.limiter.hit(key, rule.cost)
-            if not decision.allowed:
-                self._counts[0] += 1
-                fields.append((limit, 0, decision.retry_after))
-                seconds = delay_seconds(decision.retry_after, minimum=1)
-                return web.json_response(
-                    {
-                        "error": "rate_limited",
-                        "detail": f"rate limit {limit.rate_text} exceeded ({limit.name})",
-                        "limit": limit.name,
-                        "policy": limit.rate_text,
-                        "retry_after": seconds,
-                    },
-                    status=429,
-                    headers={"Retry-After": str(seconds), **self._fields(rule, fields)},
-                )
-            fields.append((limit, decision.remaining, decision.reset_after))
-        return None
-
-    async def _guarded(
-        self, rule: CompiledRule, request: web.Request, handler: Handler
-    ) -> web.StreamResponse:
-        breaker = rule.breaker
-        ticket = None if breaker is None else breaker.try_enter()
-        try:
-            if rule.timeout is None:
-                response = await handler(request)
-            else:
-                response = await asyncio.wait_for(handler(request), rule.timeout)
-        except web.HTTPException as answer:
-            if ticket is not None:
-                if answer.status >= 500:
-                    ticket.failure()
-                else:
-                    ticket.success()
-            raise
-        except BaseException as error:
-            if ticket is not None:
-                ticket.record_exception(error)
-            raise
-        if ticket is not None:
-            if response.status >= 500:
-                ticket.failure()
-            else:
-                ticket.success()
-        return response
+            await pipeline.drain()
 
     @staticmethod
-    def _fields(
-        rule: CompiledRule, fields: list[tuple[CompiledLimit, int, float]]
-    ) -> dict[str, str]:
-        return {
-            "RateLimit-Policy": rule.policy_header.decode(),
-            "RateLimit": ", ".join(
-                ratelimit_item(limit.field, left, reset) for limit, left, reset in fields
-            ),
-        }
+    async def _prepared(request: web.Request, response: web.StreamResponse) -> None:
+        exchange = request.get(_EXCHANGE)
+        if exchange is not None and not exchange.started:
+            exchange.response = response
+            exchange.response_started(response.status)
 
-    def _refused(self, refusal: Rejected) -> web.Response:
-        if isinstance(refusal, RateLimited):
-            self._counts[0] += 1
-            status, error = 429, "rate_limited"
-        else:
-            status, error = 503, "unavailable"
-            for kind, name, counter in _ERRORS:
-                if isinstance(refusal, kind):
-                    error = name
-                    self._counts[counter] += 1
-                    break
-        retry = refusal.retry_after
-        seconds = delay_seconds(self._default_retry_after if retry is None else retry, minimum=1)
-        headers = {"Retry-After": str(seconds)}
-        if isinstance(refusal, ShuttingDown):
-            headers["Connection"] = "close"
-        return web.json_response(
-            {"error": error, "detail": str(refusal), "retry_after": seconds},
-            status=status,
-            headers=headers,
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        method = request.method
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await handler(request)  # an upgrade is no request to queue or time
+        pipeline = self._pipeline
+        preflight = method == "OPTIONS" and is_preflight(method, request.raw_headers)
+        exchange = pipeline.begin(method, request.path, preflight=preflight)
+        if exchange is None:
+            return await handler(request)
+        answer = await pipeline.check_limits(
+            exchange, request, lambda: self._pipeline.client(_scope(request))
         )
+        if answer is not None:
+            return _response(answer)
+        response: web.StreamResponse | None = None
+        raised: web.HTTPException | None = None
+
+        async def call() -> int:
+            nonlocal response, raised
+            request[_EXCHANGE] = exchange
+            try:
+                response = await handler(request)
+            except web.HTTPException as error:  # an answer, not a failure of the handler
+                raised = error
+                return error.status
+            return response.status
+
+        answer = await pipeline.run(exchange, method, request.path, call)
+        if answer is not None:
+            return _response(answer)
+        if raised is not None:
+            raise raised
+        if response is None:  # a stream timeout cut the handler after the response started
+            if request.transport is not None:
+                request.transport.close()  # the client must see the stream end early
+            prepared: web.StreamResponse = exchange.response
+            return prepared
+        if not response.prepared:
+            for name, value in pipeline.success_headers(exchange):
+                response.headers[name] = value
+        return response
+
+
+def _scope(request: web.Request) -> dict[str, Any]:
+    peer = request.remote
+    return {"client": None if not peer else (peer, 0), "headers": request.raw_headers}
+
+
+def _response(answer: Answer) -> web.Response:
+    payload = answer.payload()
+    response = web.Response(body=payload, status=answer.status, content_type="application/json")
+    for name, value in answer.headers:
+        response.headers[name] = value
+    return response

@@ -10,40 +10,41 @@ dependencies put the same protections on single routes, next to the code they pr
     async def ai() -> dict[str, str]: ...
 
 A refusal raises FastAPI's ``HTTPException``: 429 with ``Retry-After`` and the IETF
-``RateLimit`` fields, or 503 with ``Retry-After`` when the executor refuses.
+``RateLimit`` fields, or 503 with ``Retry-After`` when the executor refuses. The fields of
+every ``RateLimit`` of a route are merged; add `RateLimitHeaders` to the app to put them on
+every response, including the ``JSONResponse`` or ``StreamingResponse`` a route returns
+itself (FastAPI drops a dependency's headers from those).
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Literal
 
-from fastapi import HTTPException, Request, Response
+from ._extras import missing_extra
 
-from ._asgi_rules import Limit
+try:
+    from fastapi import HTTPException, Request, Response
+    from starlette.datastructures import MutableHeaders
+except ImportError as error:  # the extra is not installed
+    raise missing_extra("fastapi", "fastapi", error) from error
+
+from ._asgi_rules import CompiledRule, Limit, Rule
 from ._client_ip import ClientAddress, ForwardedHeader, TrustedProxies
 from ._decision import Decision
 from ._exceptions import Rejected
 from ._executor import PriorityExecutor
-from ._headers import PolicyField, delay_seconds, ratelimit_item
-from ._limiter import RateLimiter
-from ._rate import Rate, parse_rate
-from ._store import MemoryStore, RateLimitStore
+from ._pipeline import Answer, Exchange, Pipeline
+from ._pipeline import unavailable as _unavailable
+from ._store import RateLimitStore
 
-__all__ = ("Concurrency", "RateLimit", "unavailable")
+__all__ = ("Concurrency", "RateLimit", "RateLimitHeaders", "unavailable")
 
 RequestKey = Callable[[Request], "str | Awaitable[str | None] | None"]
+ASGIApp = Callable[..., Awaitable[None]]
 
-_ERRORS = {
-    "QueueFull": "queue_full",
-    "Dropped": "queue_full",
-    "QueueTimeout": "queue_timeout",
-    "ShuttingDown": "shutting_down",
-    "MemoryPressure": "memory_pressure",
-    "CircuitOpen": "circuit_open",
-    "Overloaded": "overloaded",
-}
+# the scope key where RateLimitHeaders collects the fields of a request's limits
+_FIELDS = "brace.ratelimit"
 
 
 class RateLimit:
@@ -51,12 +52,13 @@ class RateLimit:
 
     ``rate``: a rate string, `brace.Rate`, `brace.TokenBucket` or `brace.SlidingWindow`.
     ``per``: ``"client"`` (the ``user`` when it returns one, else the client address),
-    ``"ip"``, ``"user"`` (anonymous requests pass), or a callable ``(request) -> key``.
-    ``user``: ``(request) -> str | None`` (sync or async), the authenticated user.
-    ``name``: the policy's name in the headers and the 429 body. ``cost``: charged per
-    request. ``trusted_proxies`` / ``forwarded_header``: as for `BraceMiddleware`. The
-    dependency's value is the `brace.Decision` (``None`` when skipped). The ``RateLimit``
-    fields are added to successful responses too unless ``headers_on_success=False``.
+    ``"ip"``, ``"user"`` (anonymous requests pass), or a callable ``(request) -> key``
+    (`brace.asgi.by_api_key` and its siblings work here too). ``user``: ``(request) ->
+    str | None`` (sync or async), the authenticated user. ``name``: the policy's name in
+    the headers and the 429 body. ``cost``: charged per request. ``trusted_proxies`` /
+    ``forwarded_header``: as for `BraceMiddleware`. The dependency's value is the
+    `brace.Decision` (``None`` when skipped). The ``RateLimit`` fields are added to
+    successful responses too unless ``headers_on_success=False``.
     """
 
     def __init__(
@@ -75,81 +77,70 @@ class RateLimit:
     ) -> None:
         if isinstance(rate, Limit):
             raise TypeError("rate must be a rate (such as '10/minute'), not a brace.asgi.Limit")
-        if not (callable(per) or per in ("client", "ip", "user")):
-            raise ValueError(f"per must be 'client', 'ip', 'user' or a callable, got {per!r}")
-        if user is not None and not callable(user):
-            raise TypeError(f"user must be a callable (request) -> str | None, got {user!r}")
-        if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
-            raise ValueError(f"cost must be an int >= 1, got {cost!r}")
-        rate = parse_rate(rate) if isinstance(rate, str) else rate
-        self.limiter = (
-            RateLimiter(rate, clock=clock)
-            if store is None
-            else RateLimiter(rate, store=store, clock=clock)
-        )
-        self._local = isinstance(self.limiter.store, MemoryStore)
-        self._per = per
-        self._user = user
-        self._cost = cost
-        self._client = ClientAddress(trusted_proxies, header=forwarded_header)
-        self._headers_on_success = bool(headers_on_success)
-        policy: Any = self.limiter.policy
-        if hasattr(policy, "window"):
-            quota, window = int(policy.limit), float(policy.window)
-        else:
-            quota, window = int(policy.burst), policy.burst * float(policy.interval)
-        self._field = PolicyField(name, quota, window)
+        rule = Rule(limits=[Limit(rate, per=per, name=name)], cost=cost, name=name)
+        self._pipeline = Pipeline(user=user, headers_on_success=bool(headers_on_success))
+        self._rule = CompiledRule(rule, store, 100_000, clock)
+        (limit,) = self._rule.limits
+        self.limiter = limit.limiter
         self.name = name
-        self.rate_text = str(rate) if isinstance(rate, Rate) else f"{quota}/{window:g} seconds"
-
-    async def key(self, request: Request) -> str | None:
-        """The key this request is counted under (``None``: not counted)."""
-        per = self._per
-        if callable(per):
-            key = await _maybe_await(per(request))
-            return None if key is None else "k:" + key
-        if per != "ip" and self._user is not None:
-            try:
-                user = await _maybe_await(self._user(request))
-            except Exception:
-                user = None
-            if user is not None:
-                return "u:" + str(user)
-        if per == "user":
-            return None
-        return "ip:" + self._client(request.scope)
+        self.rate_text = limit.rate_text
+        self._client = ClientAddress(trusted_proxies, header=forwarded_header)
 
     async def __call__(self, request: Request, response: Response) -> Decision | None:
-        key = await self.key(request)
-        if key is None:
-            return None
-        if self._local:
-            decision = self.limiter.try_hit(key, self._cost)
-        else:
-            decision = await self.limiter.hit(key, self._cost)
-        if decision.allowed:
-            if self._headers_on_success:
-                response.headers["ratelimit-policy"] = self._field.member
-                response.headers["ratelimit"] = ratelimit_item(
-                    self._field, decision.remaining, decision.reset_after
-                )
-            return decision
-        seconds = delay_seconds(decision.retry_after, minimum=1)
-        raise HTTPException(
-            status_code=429,
-            detail={
-                "error": "rate_limited",
-                "detail": f"rate limit {self.rate_text} exceeded ({self.name})",
-                "limit": self.name,
-                "policy": self.rate_text,
-                "retry_after": seconds,
-            },
-            headers={
-                "retry-after": str(seconds),
-                "ratelimit-policy": self._field.member,
-                "ratelimit": ratelimit_item(self._field, 0, decision.retry_after),
-            },
-        )
+        exchange = Exchange(self._rule)
+        pipeline = self._pipeline
+        answer = await pipeline.check_limits(exchange, request, lambda: self._client(request.scope))
+        if answer is not None:
+            raise _exception(answer)
+        if not exchange.fields:
+            return None  # skipped: no key
+        if pipeline.headers_on_success:
+            fields = pipeline.success_headers(exchange)
+            collected = request.scope.get(_FIELDS)
+            if isinstance(collected, list):
+                collected.append(fields)  # RateLimitHeaders sends them on every response
+            else:
+                _merge(response.headers, fields)
+        return exchange.decision
+
+
+def _merge(
+    headers: MutableMapping[str, str] | MutableHeaders, fields: list[tuple[str, str]]
+) -> None:
+    # a second RateLimit of the route adds its member to the fields of the first
+    for name, value in fields:
+        present = headers.get(name)
+        headers[name] = value if not present else f"{present}, {value}"
+
+
+class RateLimitHeaders:
+    """ASGI middleware sending the ``RateLimit`` fields of a request's `RateLimit`
+    dependencies (merged) on every response, whatever the route returns:
+    ``app.add_middleware(RateLimitHeaders)``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        collected: list[list[tuple[str, str]]] = []
+        scope[_FIELDS] = collected
+
+        async def send_wrapper(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start" and collected:
+                merged: dict[str, str] = {}
+                for fields in collected:
+                    _merge(merged, fields)
+                message = dict(message)
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    *((name.encode(), value.encode()) for name, value in merged.items()),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
 
 
 class Concurrency:
@@ -186,17 +177,10 @@ class Concurrency:
 
 def unavailable(refusal: Rejected, default_retry_after: float = 5.0) -> HTTPException:
     """The 503 ``HTTPException`` for a brace refusal (``Retry-After`` from its estimate)."""
-    retry = refusal.retry_after if refusal.retry_after is not None else default_retry_after
-    seconds = delay_seconds(retry, minimum=1)
-    error = _ERRORS.get(type(refusal).__name__, "unavailable")
+    return _exception(_unavailable(refusal, default_retry_after))
+
+
+def _exception(answer: Answer) -> HTTPException:
     return HTTPException(
-        status_code=503,
-        detail={"error": error, "detail": str(refusal), "retry_after": seconds},
-        headers={"retry-after": str(seconds)},
+        status_code=answer.status, detail=answer.body, headers=dict(answer.headers)
     )
-
-
-async def _maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value

@@ -19,38 +19,28 @@ every response, and for queueing, wrap the app in `brace.asgi.BraceMiddleware`.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from litestar.connection import ASGIConnection
-from litestar.exceptions import TooManyRequestsException
-from litestar.handlers.base import BaseRouteHandler
+from ._extras import missing_extra
 
+try:
+    from litestar.connection import ASGIConnection
+    from litestar.exceptions import TooManyRequestsException
+    from litestar.handlers.base import BaseRouteHandler
+except ImportError as error:  # the extra is not installed
+    raise missing_extra("litestar", "litestar", error) from error
+
+from ._asgi_rules import CompiledRule, Limit, Rule
 from ._client_ip import ClientAddress, ForwardedHeader, TrustedProxies
-from ._headers import PolicyField, delay_seconds, ratelimit_item
-from ._limiter import RateLimiter
-from ._rate import Rate, parse_rate
-from ._store import MemoryStore, RateLimitStore
+from ._headers import check_policy_name
+from ._pipeline import Exchange, Pipeline
+from ._rate import Rate
+from ._store import RateLimitStore
 
 __all__ = ("RateLimitGuard",)
 
 UserFunction = Callable[[ASGIConnection[Any, Any, Any, Any]], "str | Awaitable[str | None] | None"]
-
-
-class _RouteLimit:
-    __slots__ = ("field", "limiter", "local", "name", "rate_text")
-
-    def __init__(self, rate: Rate, name: str, store: RateLimitStore | None, clock: Any) -> None:
-        self.limiter = (
-            RateLimiter(rate, clock=clock)
-            if store is None
-            else RateLimiter(rate, store=store, clock=clock)
-        )
-        self.local = isinstance(self.limiter.store, MemoryStore)
-        self.name = name
-        self.rate_text = str(rate)
-        self.field = PolicyField(name, rate.limit, rate.period)
 
 
 class RateLimitGuard:
@@ -72,23 +62,22 @@ class RateLimitGuard:
     ) -> None:
         if user is not None and not callable(user):
             raise TypeError(f"user must be a callable (connection) -> str | None, got {user!r}")
-        self._user = user
+        self._pipeline = Pipeline(user=user)
         self._store = store
         self._clock = clock
         self._client = ClientAddress(trusted_proxies, header=forwarded_header)
         # by the handler's identity: Litestar hands guards a fresh copy of the handler
-        self._routes: dict[object, tuple[tuple[_RouteLimit, ...], str, int]] = {}
+        self._routes: dict[object, CompiledRule | None] = {}
 
-    def _limits_for(self, handler: BaseRouteHandler) -> tuple[tuple[_RouteLimit, ...], str, int]:
+    def _rule_for(self, handler: BaseRouteHandler) -> CompiledRule | None:
         # (Litestar's handler_id is not it: it sums the ids of the copy's ownership layers)
         identity = (
             getattr(handler, "fn", None) or handler.handler_name,
             tuple(sorted(handler.paths)),
             tuple(sorted(getattr(handler, "http_methods", None) or ())),
         )
-        found = self._routes.get(identity)
-        if found is not None:
-            return found
+        if identity in self._routes:
+            return self._routes[identity]
         opt = handler.opt or {}
         rates = opt.get("rate_limit")
         if rates is None:
@@ -102,49 +91,36 @@ class RateLimitGuard:
         if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
             raise ValueError(f"opt['rate_limit_cost'] must be an int >= 1, got {cost!r}")
         base = str(opt.get("rate_limit_name") or handler.handler_name)
+        check_policy_name(base, "opt['rate_limit_name']")
         limits = []
         for index, rate in enumerate(rates):
-            parsed = parse_rate(rate) if isinstance(rate, str) else rate
-            if not isinstance(parsed, Rate):
+            if not isinstance(rate, (str, Rate)):
                 raise TypeError(f"opt['rate_limit'] must hold rate strings, got {rate!r}")
             name = base if index == 0 else f"{base}-{index + 1}"
-            limits.append(_RouteLimit(parsed, name, self._store, self._clock))
-        found = (tuple(limits), per, cost)
-        self._routes[identity] = found
-        return found
+            limits.append(Limit(rate, per=per, name=name))
+        try:
+            rule = Rule(limits=limits, cost=cost, name=base)
+        except ValueError as error:
+            raise ValueError(f"opt of handler {handler.handler_name!r}: {error}") from None
+        compiled = CompiledRule(rule, self._store, 100_000, self._clock) if limits else None
+        self._routes[identity] = compiled
+        return compiled
 
     async def __call__(
         self, connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
     ) -> None:
-        limits, per, cost = self._limits_for(handler)
-        if not limits:
+        rule = self._rule_for(handler)
+        if rule is None:
             return
-        key: str | None = None
-        if per != "ip" and self._user is not None:
-            try:
-                user = self._user(connection)
-                if inspect.isawaitable(user):
-                    user = await user
-            except Exception:
-                user = None
-            if user is not None:
-                key = "u:" + str(user)
-        if key is None:
-            if per == "user":
-                return
-            key = "ip:" + self._client(connection.scope)
-        for limit in limits:
-            limiter = limit.limiter
-            decision = limiter.try_hit(key, cost) if limit.local else await limiter.hit(key, cost)
-            if decision.allowed:
-                continue
-            seconds = delay_seconds(decision.retry_after, minimum=1)
-            raise TooManyRequestsException(
-                detail=f"rate limit {limit.rate_text} exceeded ({limit.name})",
-                headers={
-                    "retry-after": str(seconds),
-                    "ratelimit-policy": limit.field.member,
-                    "ratelimit": ratelimit_item(limit.field, 0, decision.retry_after),
-                },
-                extra={"error": "rate_limited", "limit": limit.name, "retry_after": seconds},
-            )
+        exchange = Exchange(rule)
+        answer = await self._pipeline.check_limits(
+            exchange, connection, lambda: self._client(connection.scope)
+        )
+        if answer is None:
+            return
+        body = answer.body
+        raise TooManyRequestsException(
+            detail=body["detail"],
+            headers=dict(answer.headers),
+            extra={key: body[key] for key in ("error", "limit", "retry_after")},
+        )

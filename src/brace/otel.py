@@ -20,7 +20,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from ._extras import missing_extra
+
+try:
+    from opentelemetry.metrics import CallbackOptions, Meter, Observation
+except ImportError as error:  # the extra is not installed
+    raise missing_extra("otel", "otel", error) from error
 
 from ._registry import MetricFamily, Registry, metric_families
 

@@ -1,0 +1,635 @@
+"""One HTTP request through brace's server-side protections, for every adapter.
+
+Theory of operation: an adapter (the ASGI middleware, the aiohttp middleware, the FastAPI
+dependencies, the Litestar guard) translates its framework's request into a few calls on a
+`Pipeline`, and the pipeline's answers back into its framework's response. For one request:
+
+1. `Pipeline.begin` finds the route's rule (``None``: exempt, or an uncounted CORS
+   preflight, so the request goes straight to the application);
+2. `Pipeline.check_limits` keys the request (user, client address or a key function) and
+   asks each of the rule's limits; a refusal is an `Answer` (429);
+3. `Pipeline.run` sheds on shutdown, load and memory, takes an executor slot, enters the
+   rule's breaker and runs the application under the rule's timeouts; a refusal or a
+   timeout is an `Answer` (503 / 504);
+4. the adapter sends the answer, or the application's own response with the rate-limit
+   fields of `Pipeline.success_headers`.
+
+Nothing here imports a framework; header values are ``str`` pairs that each adapter encodes
+as its framework wants. The counters have names (`Counters`), not positions in a list.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
+
+import anyio
+import anyio.abc
+
+from ._asgi_rules import CompiledLimit, CompiledRule, Rule, RuleTable, default_priority
+from ._client_ip import ClientAddress, ForwardedHeader, TrustedProxies
+from ._core._validate import check_positive
+from ._decision import Decision
+from ._exceptions import (
+    CircuitOpen,
+    MemoryPressure,
+    Overloaded,
+    QueueFull,
+    QueueTimeout,
+    RateLimited,
+    Rejected,
+    ShuttingDown,
+)
+from ._executor import PriorityExecutor
+from ._headers import delay_seconds, ratelimit_item
+from ._load import LoadMonitor
+from ._memory import MemoryGuard
+from ._priority import Priority
+from ._shutdown import GracefulShutdown
+from ._store import RateLimitStore
+
+__all__ = (
+    "Answer",
+    "BraceMiddlewareStatistics",
+    "Counters",
+    "Exchange",
+    "Fields",
+    "HeaderStyle",
+    "Pipeline",
+    "PipelineOptions",
+    "check_type",
+)
+
+logger = logging.getLogger("brace.asgi")
+
+HeaderStyle = Literal["ietf", "legacy", "both", "none"]
+#: ``(request) -> user or None`` (sync or async): the authenticated user of a request
+UserFunction = Callable[[Any], Any]
+#: per admitted limit: the limit, what it has left and the seconds until it resets
+Fields = list[tuple[CompiledLimit, int, float]]
+
+
+@dataclass(frozen=True, slots=True)
+class BraceMiddlewareStatistics:
+    """A snapshot of a `BraceMiddleware`: HTTP ``requests`` seen (``active`` now), how many
+    were refused and why (``rate_limited`` 429s; ``queue_full``, ``circuit_open``,
+    ``memory_pressure``, ``overloaded``, ``shutting_down`` 503s), ``timed_out`` (the rule's
+    timeout passed), ``slow`` (took longer than ``slow_request``), ``errors`` (the
+    application raised)."""
+
+    requests: int
+    active: int
+    rate_limited: int
+    queue_full: int
+    circuit_open: int
+    memory_pressure: int
+    overloaded: int
+    shutting_down: int
+    timed_out: int
+    slow: int
+    errors: int
+
+
+class Counters:
+    """The pipeline's counters, by name."""
+
+    __slots__ = BraceMiddlewareStatistics.__slots__
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+    def snapshot(self) -> BraceMiddlewareStatistics:
+        return BraceMiddlewareStatistics(*(getattr(self, name) for name in self.__slots__))
+
+    requests: int
+    active: int
+    rate_limited: int
+    queue_full: int
+    circuit_open: int
+    memory_pressure: int
+    overloaded: int
+    shutting_down: int
+    timed_out: int
+    slow: int
+    errors: int
+
+
+@dataclass(slots=True)
+class Answer:
+    """A response brace gives itself: ``status``, a JSON ``body`` and extra ``headers``."""
+
+    status: int
+    body: dict[str, Any]
+    headers: list[tuple[str, str]]
+
+    def payload(self) -> bytes:
+        return json.dumps(self.body, separators=(",", ":")).encode()
+
+    def raw_headers(self, payload: bytes) -> list[tuple[bytes, bytes]]:
+        """Every header as ASGI sends them, with ``content-type`` and ``content-length``."""
+        return [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+            *((name.encode("latin-1"), value.encode("latin-1")) for name, value in self.headers),
+        ]
+
+
+# each refusal: its name in the 503 body and its counter
+_REFUSALS: tuple[tuple[type[Rejected], str, str], ...] = (
+    (QueueFull, "queue_full", "queue_full"),
+    (QueueTimeout, "queue_timeout", "queue_full"),
+    (CircuitOpen, "circuit_open", "circuit_open"),
+    (MemoryPressure, "memory_pressure", "memory_pressure"),
+    (Overloaded, "overloaded", "overloaded"),
+    (ShuttingDown, "shutting_down", "shutting_down"),
+)
+
+
+class TimedOut(Exception):
+    """The rule's timeout passed while the application ran."""
+
+
+class Exchange:
+    """One request on its way through the pipeline: its rule, the rate-limit fields, the
+    response status once started, and the cancel scope its timeouts move."""
+
+    __slots__ = (
+        "begin",
+        "deadline",
+        "decision",
+        "fields",
+        "idle",
+        "response",
+        "rule",
+        "scope",
+        "started",
+        "status",
+    )
+
+    def __init__(self, rule: CompiledRule) -> None:
+        self.rule = rule
+        self.fields: Fields | None = None
+        #: the last limit's decision
+        self.decision: Decision | None = None
+        self.started = False
+        self.status = 0
+        self.begin = 0.0
+        self.scope: anyio.CancelScope | None = None
+        #: the stream's total deadline once the response started (inf: none)
+        self.deadline = math.inf
+        self.idle: float | None = None
+        #: the adapter's response object once started, where it needs it to finish
+        self.response: Any = None
+
+    def response_started(self, status: int) -> None:
+        """The application started its response: the time-to-start timeout is over; the
+        stream's own timeouts (if the rule has any) take over."""
+        self.started = True
+        self.status = status
+        scope = self.scope
+        if scope is not None:
+            rule = self.rule
+            total = rule.stream_timeout
+            idle = rule.idle_timeout
+            if total is None and idle is None:
+                scope.deadline = math.inf  # the common case: no clock read
+                return
+            now = anyio.current_time()
+            self.deadline = math.inf if total is None else now + total
+            self.idle = idle
+            scope.deadline = self.deadline if idle is None else min(self.deadline, now + idle)
+
+    def body_sent(self) -> None:
+        """A piece of the body went out: the idle timeout starts again."""
+        idle = self.idle
+        if idle is not None and self.scope is not None:
+            self.scope.deadline = min(self.deadline, anyio.current_time() + idle)
+
+
+class PipelineOptions(TypedDict, total=False):
+    """The arguments every server adapter passes on to its `Pipeline` (documented on
+    `brace.asgi.BraceMiddleware`)."""
+
+    rules: Iterable[Rule]
+    default: Rule | None
+    executor: PriorityExecutor | None
+    memory: MemoryGuard | None
+    load: LoadMonitor | None
+    shutdown: GracefulShutdown | None
+    user: UserFunction | None
+    trusted_proxies: Iterable[str] | TrustedProxies
+    forwarded_header: ForwardedHeader
+    ipv6_prefix: int
+    store: RateLimitStore | None
+    max_keys: int
+    rate_limit_headers: HeaderStyle
+    headers_on_success: bool
+    count_preflight: bool
+    slow_request: float | None
+    default_retry_after: float
+    drain_timeout: float
+    clock: Callable[[], float] | None
+
+
+class Pipeline:
+    """brace's server-side protections for one kind of adapter (see the module's text)."""
+
+    def __init__(
+        self,
+        *,
+        rules: Iterable[Rule] = (),
+        default: Rule | None = None,
+        executor: PriorityExecutor | None = None,
+        memory: MemoryGuard | None = None,
+        load: LoadMonitor | None = None,
+        shutdown: GracefulShutdown | None = None,
+        user: UserFunction | None = None,
+        trusted_proxies: Iterable[str] | TrustedProxies = (),
+        forwarded_header: ForwardedHeader = "x-forwarded-for",
+        ipv6_prefix: int = 64,
+        store: RateLimitStore | None = None,
+        max_keys: int = 100_000,
+        rate_limit_headers: HeaderStyle = "ietf",
+        headers_on_success: bool = True,
+        count_preflight: bool = False,
+        slow_request: float | None = 3.0,
+        default_retry_after: float = 5.0,
+        drain_timeout: float = 30.0,
+        clock: Callable[[], float] | None = None,
+        logger_name: str = "brace.asgi",
+    ) -> None:
+        #: the client's address from an ASGI-like ``{"client": ..., "headers": ...}``
+        self.client = ClientAddress(
+            trusted_proxies, header=forwarded_header, ipv6_prefix=ipv6_prefix
+        )
+        check_type(executor, PriorityExecutor, "executor")
+        check_type(memory, MemoryGuard, "memory")
+        check_type(load, LoadMonitor, "load")
+        check_type(shutdown, GracefulShutdown, "shutdown")
+        self.executor = executor
+        self.memory = memory
+        self.load = load
+        self.shutdown = shutdown
+        if user is not None and not callable(user):
+            raise TypeError(f"user must be a callable (request) -> str | None, got {user!r}")
+        self.user = user
+        if clock is not None and not callable(clock):
+            raise TypeError(f"clock must be a zero-argument callable, got {clock!r}")
+        self.clock: Callable[[], float] = time.monotonic if clock is None else clock
+        self.rules = RuleTable(rules, default, store=store, max_keys=max_keys, clock=clock)
+        if rate_limit_headers not in ("ietf", "legacy", "both", "none"):
+            raise ValueError(
+                "rate_limit_headers must be 'ietf', 'legacy', 'both' or 'none', "
+                f"got {rate_limit_headers!r}"
+            )
+        self.ietf = rate_limit_headers in ("ietf", "both")
+        self.legacy = rate_limit_headers in ("legacy", "both")
+        for name, flag in (
+            ("headers_on_success", headers_on_success),
+            ("count_preflight", count_preflight),
+        ):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool, got {flag!r}")
+        self.headers_on_success = headers_on_success and (self.ietf or self.legacy)
+        self.count_preflight = count_preflight
+        self.slow = None if slow_request is None else check_positive(slow_request, "slow_request")
+        self.default_retry_after = check_positive(default_retry_after, "default_retry_after")
+        self.drain_timeout = check_positive(drain_timeout, "drain_timeout")
+        self.counters = Counters()
+        self.logger = logging.getLogger(logger_name)
+
+    # -- 1. the rule ---------------------------------------------------------------------
+
+    def begin(self, method: str, path: str, *, preflight: bool = False) -> Exchange | None:
+        """The request's exchange, or ``None`` when nothing applies (an exempt rule, or a
+        CORS preflight while ``count_preflight`` is off)."""
+        rule = self.rules.match(method, path)
+        if rule.exempt or (preflight and not self.count_preflight):
+            return None
+        self.counters.requests += 1
+        return Exchange(rule)
+
+    # -- 2. the limits -------------------------------------------------------------------
+
+    async def check_limits(
+        self, exchange: Exchange, request: Any, address: Callable[[], str]
+    ) -> Answer | None:
+        """Refuse while shutting down (503), then ask each limit of the rule: the 429
+        `Answer` of the first that refuses, ``None`` when all admit the request.
+
+        ``request`` goes to the ``user`` callable and to key functions; ``address()``
+        gives the client's address, asked only when a limit needs it."""
+        shutdown = self.shutdown
+        if shutdown is not None and shutdown.shutting_down:
+            return self.refusal(ShuttingDown("the server is shutting down"))
+        rule = exchange.rule
+        if not rule.limits:
+            return None
+        fields: Fields = []
+        exchange.fields = fields
+        client: str | None = None
+        user: str | None = None
+        user_known = False
+        cost = rule.cost
+        for limit in rule.limits:
+            kind = limit.kind
+            if kind == "custom":
+                custom = await self._custom_key(limit, request)
+                if custom is None:
+                    continue
+                key = "k:" + custom
+            else:
+                if kind != "ip" and not user_known:
+                    if self.user is not None:
+                        user = await self._identify(request)
+                    user_known = True
+                if kind != "ip" and user is not None:
+                    key = "u:" + user
+                elif kind == "user":
+                    continue
+                else:
+                    if client is None:
+                        client = address()
+                    key = "ip:" + client
+            limiter = limit.limiter
+            decision = limiter.try_hit(key, cost) if limit.local else await limiter.hit(key, cost)
+            exchange.decision = decision
+            if not decision.allowed:
+                self.counters.rate_limited += 1
+                fields.append((limit, 0, decision.retry_after))
+                return self.rate_limited(rule, limit, decision.retry_after, fields)
+            fields.append((limit, decision.remaining, decision.reset_after))
+        return None
+
+    async def _custom_key(self, limit: CompiledLimit, request: Any) -> str | None:
+        assert limit.key is not None
+        try:
+            key: Any = limit.key(request)
+            if inspect.isawaitable(key):
+                key = await key
+        except Exception:
+            self.logger.exception("the key function of limit %r raised; skipping it", limit.name)
+            return None
+        return None if key is None else str(key)
+
+    async def _identify(self, request: Any) -> str | None:
+        assert self.user is not None
+        try:
+            identity = self.user(request)
+            if inspect.isawaitable(identity):
+                identity = await identity
+        except Exception:
+            self.logger.exception("the user callable raised; counting the request per address")
+            return None
+        return None if identity is None else str(identity)
+
+    # -- 3. shedding, slot, breaker, timeout ---------------------------------------------
+
+    async def run(
+        self,
+        exchange: Exchange,
+        method: str,
+        path: str,
+        call: Callable[[], Awaitable[int | None]],
+    ) -> Answer | None:
+        """Run ``call`` (the application; it returns the response's status, or ``None``
+        when the adapter reports it through `Exchange.response_started`) behind the
+        shedding, the executor slot, the breaker and the timeouts. A refusal, or a timeout
+        before the response started, is the `Answer` to send; ``None``: the application
+        answered (a timeout after it started leaves the response cut short)."""
+        rule = exchange.rule
+        counters = self.counters
+        priority = rule.priority
+        if priority is None:
+            priority = default_priority(method, path)
+        slow = self.slow
+        exchange.begin = 0.0 if slow is None else self.clock()
+        counters.active += 1
+        try:
+            load = self.load
+            if load is not None and priority > Priority.HIGH and load.should_shed():
+                raise Overloaded(  # noqa: TRY301 (answered with every other refusal)
+                    "the server is overloaded", retry_after=load.retry_after
+                )
+            memory = self.memory
+            if memory is not None:
+                await memory.wait_admitted(priority)
+            executor = self.executor
+            if executor is None:
+                await self._guarded(exchange, call)
+            else:
+                async with executor.slot(priority):
+                    await self._guarded(exchange, call)
+        except Rejected as refusal:
+            if exchange.started:
+                raise
+            return self.refusal(refusal)
+        except TimedOut:
+            counters.timed_out += 1
+            if exchange.started:
+                return None
+            return Answer(
+                504,
+                {"error": "timeout", "detail": f"the request took over {rule.timeout} s"},
+                [],
+            )
+        except Exception:
+            counters.errors += 1
+            raise
+        finally:
+            counters.active -= 1
+            if slow is not None:
+                self._report_slow(exchange, method, path, slow)
+        return None
+
+    async def _guarded(self, exchange: Exchange, call: Callable[[], Awaitable[int | None]]) -> None:
+        rule = exchange.rule
+        breaker = rule.breaker
+        ticket = None if breaker is None else breaker.try_enter()
+        try:
+            if rule.timeout is None and rule.stream_timeout is None and rule.idle_timeout is None:
+                status = await call()
+            else:
+                timeout = math.inf if rule.timeout is None else rule.timeout
+                with anyio.CancelScope(deadline=anyio.current_time() + timeout) as scope:
+                    exchange.scope = scope
+                    status = await call()
+                exchange.scope = None
+                if scope.cancelled_caught:
+                    raise TimedOut  # noqa: TRY301 (the breaker counts it, then it goes up)
+        except BaseException as error:
+            if ticket is not None:
+                if isinstance(error, TimedOut):
+                    ticket.failure()
+                else:
+                    ticket.record_exception(error)
+            raise
+        if status is None:
+            status = exchange.status
+        else:
+            exchange.status = status
+        if ticket is not None:
+            if status >= 500:
+                ticket.failure()
+            else:
+                ticket.success()
+
+    def _report_slow(self, exchange: Exchange, method: str, path: str, slow: float) -> None:
+        elapsed = self.clock() - exchange.begin
+        if elapsed > slow:
+            self.counters.slow += 1
+            self.logger.warning(
+                "slow request: %s %s took %.3f s (status %s, rule %s)",
+                method,
+                path,
+                elapsed,
+                exchange.status or "none",
+                exchange.rule.name,
+            )
+
+    # -- 4. answers ----------------------------------------------------------------------
+
+    def success_headers(self, exchange: Exchange) -> list[tuple[str, str]]:
+        """The rate-limit fields for an admitted response (none when turned off)."""
+        fields = exchange.fields
+        if not fields or not self.headers_on_success:
+            return []
+        return self.rate_limit_headers(exchange.rule, fields)
+
+    def rate_limit_headers(self, rule: CompiledRule, fields: Fields) -> list[tuple[str, str]]:
+        """``RateLimit-Policy`` / ``RateLimit`` and/or the legacy ``X-RateLimit-*`` trio."""
+        headers: list[tuple[str, str]] = []
+        if self.ietf:
+            headers.append(("ratelimit-policy", rule.policy_header))
+            headers.append(("ratelimit", ratelimit_value(fields)))
+        if self.legacy:
+            limit, left, reset = min(fields, key=lambda item: item[1])
+            headers.append(("x-ratelimit-limit", str(limit.field.quota)))
+            headers.append(("x-ratelimit-remaining", str(max(left, 0))))
+            headers.append(("x-ratelimit-reset", str(delay_seconds(reset))))
+        return headers
+
+    def rate_limited(
+        self, rule: CompiledRule, limit: CompiledLimit, retry_after: float, fields: Fields
+    ) -> Answer:
+        """The 429 of ``limit`` (already counted), with the fields of every limit asked."""
+        seconds = delay_seconds(retry_after, minimum=1)
+        body = {
+            "error": "rate_limited",
+            "detail": f"rate limit {limit.rate_text} exceeded ({limit.name})",
+            "limit": limit.name,
+            "policy": limit.rate_text,
+            "retry_after": seconds,
+        }
+        headers = [("retry-after", str(seconds)), *self.rate_limit_headers(rule, fields)]
+        return Answer(429, body, headers)
+
+    def refusal(self, refusal: Rejected) -> Answer:
+        """The answer (and the count) for a brace refusal raised while serving: 429 for
+        `brace.RateLimited`, 503 for the others, with ``Retry-After``."""
+        counters = self.counters
+        if isinstance(refusal, RateLimited):
+            counters.rate_limited += 1
+            retry = refusal.retry_after if refusal.retry_after is not None else 1.0
+            seconds = delay_seconds(retry, minimum=1)
+            body = {
+                "error": "rate_limited",
+                "detail": str(refusal),
+                "limit": refusal.key,
+                "retry_after": seconds,
+            }
+            return Answer(429, body, [("retry-after", str(seconds))])
+        error = "unavailable"
+        for kind, name, counter in _REFUSALS:
+            if isinstance(refusal, kind):
+                error = name
+                setattr(counters, counter, getattr(counters, counter) + 1)
+                break
+        return unavailable(refusal, self.default_retry_after, error)
+
+    # -- lifespan ------------------------------------------------------------------------
+
+    async def start(self, tasks: anyio.abc.TaskGroup) -> None:
+        """`check_stores`, then start the `background` tasks in ``tasks``."""
+        await self.check_stores()
+        for run in self.background():
+            await tasks.start(run)
+
+    async def check_stores(self) -> None:
+        """``await store.check()`` on every distinct store the rules use (where it has
+        one): a store that cannot serve fails the startup with its error."""
+        stores: dict[int, Any] = {}
+        for rule in self.rules.all():
+            for limit in rule.limits:
+                stores.setdefault(id(limit.limiter.store), limit.limiter.store)
+        for store in stores.values():
+            check = getattr(store, "check", None)
+            if callable(check):
+                await check()
+
+    def background(self) -> list[Callable[..., Coroutine[Any, Any, Any]]]:
+        """The tasks to run while the application serves: the memory guard's and load
+        monitor's samplers, the shutdown's signal watcher."""
+        runs: list[Callable[..., Coroutine[Any, Any, Any]]] = [
+            primitive.run for primitive in (self.memory, self.load) if primitive is not None
+        ]
+        if self.shutdown is not None:
+            runs.append(self.shutdown.wait)
+        return runs
+
+    async def drain(self) -> None:
+        """Wait for a `brace.GracefulShutdown` under way, then drain the executor."""
+        if self.shutdown is not None:
+            await self.shutdown.wait_drained()
+        executor = self.executor
+        if executor is not None and not executor.draining:
+            report = await executor.drain(self.drain_timeout)
+            self.logger.info("drained the executor: %s", report)
+
+
+def ratelimit_value(fields: Fields) -> str:
+    """The ``RateLimit`` field of every admitted (or refusing) limit."""
+    if len(fields) == 1:  # the common case, without a generator
+        limit, left, reset = fields[0]
+        return ratelimit_item(limit.field, left, reset)
+    return ", ".join(ratelimit_item(limit.field, left, reset) for limit, left, reset in fields)
+
+
+def unavailable(refusal: Rejected, default_retry_after: float, error: str | None = None) -> Answer:
+    """The 503 for a refusal: ``Retry-After`` from its estimate (``default_retry_after``
+    when it has none), and ``Connection: close`` while shutting down."""
+    if error is None:
+        error = next(
+            (name for kind, name, _ in _REFUSALS if isinstance(refusal, kind)), "unavailable"
+        )
+    retry = refusal.retry_after
+    seconds = delay_seconds(default_retry_after if retry is None else retry, minimum=1)
+    headers = [("retry-after", str(seconds))]
+    if isinstance(refusal, ShuttingDown):
+        headers.append(("connection", "close"))
+    body = {"error": error, "detail": str(refusal), "retry_after": seconds}
+    return Answer(503, body, headers)
+
+
+def is_preflight(method: str, headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """A CORS preflight: ``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``."""
+    if method != "OPTIONS":
+        return False
+    found = 0
+    for name, _ in headers:
+        lowered = name.lower()
+        if lowered == b"origin" or lowered == b"access-control-request-method":
+            found += 1
+    return found >= 2
+
+
+def check_type(value: object, kind: type, name: str) -> None:
+    if value is not None and not isinstance(value, kind):
+        raise TypeError(f"{name} must be a brace.{kind.__name__} or None, got {value!r}")
