@@ -226,6 +226,38 @@ async def test_lifespan_startup_fails_when_a_store_check_fails() -> None:
     assert "refused the connection" in messages[-1]["message"]
 
 
+async def test_lifespan_opens_checks_and_closes_the_stores() -> None:
+    """The lifespan opens each store that has open() before checking it (in the lifespan's
+    own task, as coredis on trio needs) and closes it at shutdown, after the drain."""
+    calls: list[str] = []
+
+    class OpenedStore(brace.MemoryStore):
+        async def open(self) -> None:
+            calls.append("open")
+
+        async def check(self) -> None:
+            calls.append("check")
+
+        async def aclose(self) -> None:
+            calls.append("aclose")
+            await super().aclose()
+
+    app = app_with(rules=[Rule("/a", limits=["1/minute"])], store=OpenedStore())
+    inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        calls.append(inbox[0]["type"])
+        return inbox.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message["type"])
+
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
+    assert calls == ["lifespan.startup", "open", "check", "lifespan.shutdown", "aclose"]
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
 @pytest.mark.parametrize("kind", ["queue_full", "circuit_open", "shutting_down"])
 async def test_refusals_are_counted_by_name(kind: str) -> None:
     """Each refusal counts under its own name in the statistics."""

@@ -284,6 +284,7 @@ class Pipeline:
             raise TypeError(f"clock must be a zero-argument callable, got {clock!r}")
         self.clock: Callable[[], float] = time.monotonic if clock is None else clock
         self.rules = RuleTable(rules, default, store=store, max_keys=max_keys, clock=clock)
+        self._opened: list[Any] = []  # stores opened by check_stores, for close_stores
         if rate_limit_headers not in ("ietf", "legacy", "both", "none"):
             raise ValueError(
                 "rate_limit_headers must be 'ietf', 'legacy', 'both' or 'none', "
@@ -562,17 +563,34 @@ class Pipeline:
         for run in self.background():
             await tasks.start(run)
 
-    async def check_stores(self) -> None:
-        """``await store.check()`` on every distinct store the rules use (where it has
-        one): a store that cannot serve fails the startup with its error."""
+    def stores(self) -> list[Any]:
+        """Every distinct store the rules use."""
         stores: dict[int, Any] = {}
         for rule in self.rules.all():
             for limit in rule.limits:
                 stores.setdefault(id(limit.limiter.store), limit.limiter.store)
-        for store in stores.values():
+        return list(stores.values())
+
+    async def check_stores(self) -> None:
+        """``await store.open()`` then ``await store.check()`` on every distinct store the
+        rules use (where it has them): a store that cannot serve fails the startup with
+        its error. Opening here, in the lifespan's task, is what a `brace.redis.RedisStore`
+        made by ``from_url`` needs on trio (coredis keeps its connections in a task group
+        that must be entered and left in one task); `close_stores` closes them."""
+        for store in self.stores():
+            open_ = getattr(store, "open", None)
+            if callable(open_):
+                await open_()
+                self._opened.append(store)
             check = getattr(store, "check", None)
             if callable(check):
                 await check()
+
+    async def close_stores(self) -> None:
+        """``await store.aclose()`` on the stores `check_stores` opened."""
+        opened, self._opened = self._opened, []
+        for store in reversed(opened):
+            await store.aclose()
 
     def background(self) -> list[Callable[..., Coroutine[Any, Any, Any]]]:
         """The tasks to run while the application serves: the memory guard's and load

@@ -90,6 +90,7 @@ class BraceMiddleware:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await pipeline.drain()
+            await pipeline.close_stores()
 
     @staticmethod
     async def _prepared(request: web.Request, response: web.StreamResponse) -> None:

@@ -192,6 +192,7 @@ class BraceMiddleware:
                         raise _StartupFailed from error
                 elif kind == "lifespan.shutdown":
                     await self.drain()
+                    await self._pipeline.close_stores()
                 return message
 
             try:
