@@ -136,6 +136,7 @@ class CircuitBreaker:
 
     __slots__ = (
         "__weakref__",
+        "_arguments",
         "_clock",
         "_core",
         "_exceptions",
@@ -188,6 +189,32 @@ class CircuitBreaker:
             for hook in hooks:
                 _optional_callable(hook, "on_state_change")
         self._hooks = hooks
+        # What replica() passes to a new breaker: every parameter of __init__ (a test
+        # compares these keys with the signature), the types and hooks as normalized.
+        self._arguments: dict[str, Any] = {
+            "failure_threshold": failure_threshold,
+            "recovery_time": recovery_time,
+            "half_open_max_calls": half_open_max_calls,
+            "failure_rate": failure_rate,
+            "minimum_calls": minimum_calls,
+            "window": window,
+            "slow_call_duration": slow_call_duration,
+            "exceptions": self._exceptions,
+            "exclude": self._exclude,
+            "window_calls": window_calls,
+            "window_buckets": window_buckets,
+            "slow_call_rate": slow_call_rate,
+            "success_threshold": success_threshold,
+            "recovery_backoff": recovery_backoff,
+            "max_recovery_time": max_recovery_time,
+            "recovery_jitter": recovery_jitter,
+            "is_failure": is_failure,
+            "failure_result": failure_result,
+            "on_state_change": hooks,
+            "clock": clock,
+            "random": random,
+            "name": name,
+        }
         self._core = CircuitBreakerCore(
             failure_threshold=failure_threshold,
             recovery_time=recovery_time,
@@ -231,6 +258,22 @@ class CircuitBreaker:
     def statistics(self) -> CircuitBreakerStatistics:
         """A snapshot of the counters, the window and the state."""
         return self._core.statistics(self._clock())
+
+    def replica(self, *, name: str | None = None) -> CircuitBreaker:
+        """A new, independent breaker with this one's configuration and a fresh state.
+
+        Every constructor argument is carried over as given (rules, thresholds, windows,
+        ``exceptions``/``exclude``, predicates, hooks, ``clock``, ``random``, recovery
+        backoff...); the replica starts closed with every counter at zero, and nothing
+        one of them records reaches the other. ``name`` names the replica (default: this
+        breaker's name). A subclass's replica is made by calling its class with the same
+        keyword arguments.
+        """
+        arguments = dict(self._arguments)
+        if name is not None:
+            arguments["name"] = name
+        cls = CircuitBreaker if type(self) in _CLASSES else type(self)
+        return cls(**arguments)
 
     # -- manual control ------------------------------------------------------------------
 
