@@ -31,8 +31,12 @@ class Soft(Boom):
     """``is_failure`` says it is no failure."""
 
 
-class Ignored(Exception):
+class Other(Exception):
     """Not in ``exceptions``: counts as a success."""
+
+
+class Ignored(Boom):
+    """Listed in ``ignore``: counts as neither failure nor success."""
 
 
 def run_async(main: Callable[[], Awaitable[None]], backend: str) -> None:
@@ -83,6 +87,7 @@ CORE_SETTINGS = (
     "recovery_backoff",
     "max_recovery_time",
     "recovery_jitter",
+    "max_half_open_wait",
     "random",
     "needs_duration",
     "needs_end_time",
@@ -120,6 +125,8 @@ def test_replica_has_the_configuration_and_a_fresh_state() -> None:
         recovery_backoff=2.0,
         max_recovery_time=60.0,
         recovery_jitter=0.5,
+        max_half_open_wait=7.0,
+        ignore=Ignored,
         is_failure=is_failure,
         failure_result=bad,
         on_state_change=[seen.append],
@@ -143,6 +150,7 @@ def test_replica_has_the_configuration_and_a_fresh_state() -> None:
     assert replica._clock is clock
     assert replica._exceptions == (Boom,)
     assert replica._exclude == (Excluded,)
+    assert replica._ignore == (Ignored,)
     assert replica._is_failure is is_failure
     assert replica._failure_result is bad
     assert replica._hooks == (seen.append,)
@@ -179,9 +187,10 @@ configs = st.fixed_dictionaries(
         "window": st.integers(1, 20).map(float),
         "slow_call_duration": st.sampled_from([0.5, 2.0]),
         "max_recovery_time": st.sampled_from([8.0, 20.0]),
+        "max_half_open_wait": st.sampled_from([0.5, 3.0]),
     },
 )
-KINDS = ("ok", "fail", "excluded", "soft", "bad", "other")
+KINDS = ("ok", "fail", "excluded", "soft", "bad", "other", "ignored")
 steps = st.lists(
     st.tuples(st.sampled_from(KINDS), st.integers(0, 8).map(lambda k: k / 4)), max_size=40
 )
@@ -209,6 +218,7 @@ def test_a_replica_decides_as_a_breaker_built_with_the_same_arguments(
         **config,
         "exceptions": (Boom,),
         "exclude": Excluded,
+        "ignore": Ignored,
         "is_failure": lambda error: not isinstance(error, Soft),
         "failure_result": lambda result: result == "bad",
         "on_state_change": hook,
@@ -220,7 +230,13 @@ def test_a_replica_decides_as_a_breaker_built_with_the_same_arguments(
     async def step(breaker: CircuitBreaker, kind: str, duration: float) -> object:
         async def work() -> str:
             clock.advance(duration)
-            errors = {"fail": Boom, "excluded": Excluded, "soft": Soft, "other": Ignored}
+            errors = {
+                "fail": Boom,
+                "excluded": Excluded,
+                "soft": Soft,
+                "other": Other,
+                "ignored": Ignored,
+            }
             if kind in errors:
                 raise errors[kind]
             return kind

@@ -212,6 +212,7 @@ def test_rate_limiter_and_memory_store(backend: str, args: dict[str, Any], kind:
         recovery_backoff=1.0,
         max_recovery_time=None,
         recovery_jitter=0.0,
+        max_half_open_wait=None,
     )
 )
 def test_circuit_breaker(backend: str, args: dict[str, Any]) -> None:
