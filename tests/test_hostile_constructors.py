@@ -250,13 +250,17 @@ def test_circuit_breaker(backend: str, args: dict[str, Any]) -> None:
     c=NUMBERS,
     cap=st.one_of(st.none(), NUMBERS),
     jitter=st.one_of(st.none(), NUMBERS),
+    floor=st.one_of(st.just(0.0), NUMBERS),
 )
-def test_backoff(kind: str, a: Any, b: Any, c: Any, cap: Any, jitter: Any) -> None:
+def test_backoff(kind: str, a: Any, b: Any, c: Any, cap: Any, jitter: Any, floor: Any) -> None:
     """Backoff.*: a named error, or 1,000 delays that are finite and >= 0."""
     makers: dict[str, tuple[Callable[[], Any], tuple[str, ...]]] = {
         "constant": (lambda: brace.Backoff.constant(a), ("delay",)),
         "linear": (lambda: brace.Backoff.linear(a, b), ("start", "step")),
-        "exponential": (lambda: brace.Backoff.exponential(a, b, c), ("base", "factor", "cap")),
+        "exponential": (
+            lambda: brace.Backoff.exponential(a, b, c, min=floor),
+            ("base", "factor", "cap", "min"),
+        ),
         "full_jitter": (lambda: brace.Backoff.full_jitter(a, b, c), ("base", "factor", "cap")),
         "decorrelated": (lambda: brace.Backoff.decorrelated_jitter(a, b), ("base", "cap")),
     }
