@@ -456,6 +456,38 @@ def test_memory_guard(args: dict[str, Any], used: int) -> None:
 
 
 @SETTINGS
+@given(start=NUMBERS, step=NUMBERS, target=NUMBERS)
+def test_fake_clock(start: Any, step: Any, target: Any) -> None:
+    """FakeClock: a named error (never OverflowError), or 1,000 moves that stay finite."""
+    clock = construct(lambda: FakeClock(start), ("start",))
+    if clock is None:
+        return
+
+    def moved(move: Callable[[], None], name: str) -> bool:
+        """``move()``; False if it raised a ValueError/TypeError naming ``name``."""
+        before = clock()
+        message = ""
+        try:
+            move()
+        except (ValueError, TypeError) as error:
+            message = str(error)
+        if not message:
+            return True
+        assert name in message
+        assert clock() == before  # a refused move moves nothing
+        return False
+
+    moved(lambda: clock.advance(step), "seconds")
+    moved(lambda: clock.set(target), "now")
+    for _ in range(CALLS):
+        before = clock()
+        moved(lambda: clock.advance(1e300), "seconds")
+        assert math.isfinite(clock())
+        assert clock() >= before
+    assert math.isfinite(clock.now)
+
+
+@SETTINGS
 @given(args=arguments(max_lag=0.1, interval=0.1, smoothing=0.3, retry_after=1.0), lag=NUMBERS)
 def test_load_monitor(args: dict[str, Any], lag: Any) -> None:
     """LoadMonitor: a named error, or 1,000 lag samples and checks work."""
