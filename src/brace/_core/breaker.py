@@ -183,7 +183,7 @@ class CircuitBreakerStatistics:
     failures: int
     """Calls that failed."""
     ignored: int
-    """Calls admitted whose outcome said nothing about the service (cancelled...)."""
+    """Calls admitted whose outcome said nothing about the service (cancelled, ``ignore``...)."""
     rejected: int
     """Calls refused because the circuit was open or every probe was taken."""
     slow_calls: int
