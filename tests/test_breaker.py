@@ -668,3 +668,140 @@ async def test_a_success_can_trip_the_rate_rule_at_the_right_time() -> None:
     stats = breaker.statistics()
     assert stats.state is CircuitState.OPEN
     assert stats.time_until_half_open == 30.0
+
+
+# -- ignore= and max_half_open_wait= (issue 17) ------------------------------------------
+
+
+class Throttled(Boom):
+    """A refusal by the service's own limiter: says nothing about its health."""
+
+
+async def throttled() -> None:
+    raise Throttled
+
+
+async def test_ignored_exceptions_count_as_neither_failure_nor_success() -> None:
+    """An ignored exception neither resets the failures in a row (as exclude would) nor adds one."""
+    ignoring = CircuitBreaker(failure_threshold=2, ignore=Throttled, clock=anyio.current_time)
+    excluding = CircuitBreaker(failure_threshold=2, exclude=Throttled, clock=anyio.current_time)
+    for breaker in (ignoring, excluding):
+        await trip(breaker, 1)
+        with pytest.raises(Throttled):  # propagates unchanged
+            await breaker.call(throttled)
+        with pytest.raises(Throttled):
+            async with breaker:
+                raise Throttled
+        await trip(breaker, 1)
+    assert state(ignoring) is CircuitState.OPEN
+    assert state(excluding) is CircuitState.CLOSED
+    stats = ignoring.statistics()
+    assert (stats.failures, stats.successes, stats.ignored) == (2, 0, 2)
+
+
+async def test_ignore_wins_over_exceptions_and_is_failure() -> None:
+    """A type in ignore is ignored even when exceptions lists it and is_failure says failure."""
+    breaker = CircuitBreaker(
+        failure_threshold=1,
+        exceptions=Boom,
+        ignore=(Throttled,),
+        is_failure=lambda error: True,
+        clock=anyio.current_time,
+    )
+    with pytest.raises(Throttled):
+        await breaker.call(throttled)
+    assert state(breaker) is CircuitState.CLOSED
+    assert breaker.statistics().ignored == 1
+
+
+async def test_an_ignored_probe_frees_its_permit_without_closing_or_opening() -> None:
+    """In half-open, a probe ending with an ignored exception gives its permit back only."""
+    seen: list[CircuitStateChange] = []
+    breaker = CircuitBreaker(
+        failure_threshold=1,
+        recovery_time=5.0,
+        success_threshold=2,
+        ignore=Throttled,
+        on_state_change=seen.append,
+        clock=anyio.current_time,
+    )
+    await trip(breaker, 1)
+    await anyio.sleep(5)
+    await breaker.call(ok)  # one good probe of two
+    with pytest.raises(Throttled):
+        async with breaker:
+            raise Throttled
+    assert state(breaker) is CircuitState.HALF_OPEN
+    assert breaker.statistics().half_open_calls == 0
+    assert [change.new for change in seen] == [CircuitState.OPEN, CircuitState.HALF_OPEN]
+    await breaker.call(ok)  # the permit is free: the second good probe closes it
+    assert state(breaker) is CircuitState.CLOSED
+
+
+async def test_a_probe_that_hangs_past_max_half_open_wait_reopens_the_circuit() -> None:
+    """Half-open longer than max_half_open_wait opens the circuit; the late probe is stale."""
+    seen: list[CircuitStateChange] = []
+    breaker = CircuitBreaker(
+        failure_threshold=1,
+        recovery_time=5.0,
+        max_half_open_wait=10.0,
+        on_state_change=seen.append,
+        clock=anyio.current_time,
+    )
+    await trip(breaker, 1)
+    await anyio.sleep(5)
+    start = anyio.current_time()
+
+    async def hang() -> str:
+        await anyio.sleep(60)
+        return "late"
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(breaker.call, hang)
+        await anyio.sleep(9.5)
+        with pytest.raises(CircuitOpen) as taken:
+            await breaker.call(ok)
+        assert taken.value.state is CircuitState.HALF_OPEN
+        await anyio.sleep(0.5)
+        with pytest.raises(CircuitOpen) as refusal:
+            await breaker.call(ok)
+        assert refusal.value.state is CircuitState.OPEN
+        assert refusal.value.retry_after == pytest.approx(5.0)
+    assert anyio.current_time() == pytest.approx(start + 60)
+    assert seen[-1].reason is CircuitEvent.MAX_HALF_OPEN_WAIT
+    assert seen[-1].at == pytest.approx(start + 10)
+    assert state(breaker) is CircuitState.HALF_OPEN  # a new period: the late success was stale
+    assert breaker.statistics().trips_in_a_row == 2
+
+
+async def test_half_open_is_unbounded_by_default() -> None:
+    """Without max_half_open_wait a probe may take as long as it takes, then closes the circuit."""
+    breaker = CircuitBreaker(failure_threshold=1, recovery_time=5.0, clock=anyio.current_time)
+    await trip(breaker, 1)
+    await anyio.sleep(5)
+
+    async def slow() -> str:
+        await anyio.sleep(10**6)
+        return "done"
+
+    assert await breaker.call(slow) == "done"
+    assert state(breaker) is CircuitState.CLOSED
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"max_half_open_wait": 0}, ValueError),
+        ({"max_half_open_wait": -1.0}, ValueError),
+        ({"max_half_open_wait": float("nan")}, ValueError),
+        ({"max_half_open_wait": "5"}, TypeError),
+        ({"ignore": "Throttled"}, TypeError),
+        ({"ignore": (Throttled, 3)}, TypeError),
+    ],
+)
+def test_new_options_are_checked_at_construction(
+    options: dict[str, Any], error: type[Exception]
+) -> None:
+    """ignore and max_half_open_wait fail at construction, naming themselves."""
+    with pytest.raises(error, match=next(iter(options))):
+        CircuitBreaker(**options)

@@ -64,6 +64,39 @@ def test_exponential_is_min_of_cap_and_geometric(
     assert base <= delay <= cap
 
 
+@given(base_and_cap(), factors, attempts, st.floats(min_value=0.0, max_value=1.0))
+def test_exponential_min_is_a_floor(
+    bc: tuple[float, float], factor: float, n: int, share: float
+) -> None:
+    """exponential(..., min=m) is max(m, min(cap, base * factor ** (n - 1))), within [m, cap]."""
+    base, cap = bc
+    floor = share * cap
+    delay = Backoff.exponential(base, factor, cap, min=floor).delay(n, 0.0, LOW)
+    try:
+        expected = max(floor, min(cap, base * factor ** (n - 1)))
+    except OverflowError:
+        expected = cap
+    assert delay == pytest.approx(expected)
+    assert floor <= delay <= cap
+
+
+@given(
+    st.integers(1, 100).map(lambda k: k / 10),
+    st.integers(0, 100).map(lambda k: k / 10),
+    st.integers(1, 64),
+)
+def test_exponential_min_agrees_with_tenacity(multiplier: float, floor: float, n: int) -> None:
+    """The floor is tenacity's wait_exponential(min=...): the same delay on every attempt."""
+    tenacity = pytest.importorskip("tenacity")
+    cap = 60.0
+    floor = min(floor, cap)
+    theirs = tenacity.wait_exponential(multiplier=multiplier, min=floor, max=cap, exp_base=2)
+    state = tenacity.RetryCallState(None, None, (), {})
+    state.attempt_number = n
+    ours = Backoff.exponential(base=multiplier, factor=2, cap=cap, min=floor)
+    assert ours.delay(n, 0.0, LOW) == pytest.approx(theirs(state))
+
+
 def test_exponential_huge_attempt_does_not_overflow() -> None:
     """A very late attempt gets the cap rather than an OverflowError."""
     assert Backoff.exponential(0.1, 2, 10.0).delay(100_000, 0.0, LOW) == 10.0
@@ -178,6 +211,9 @@ def test_reprs_read_like_the_constructors() -> None:
     """repr shows how the schedule was built."""
     assert repr(Backoff.constant(1.0).capped(0.5)) == "Backoff.constant(1.0).capped(0.5)"
     assert "decorrelated_jitter" in repr(Backoff.decorrelated_jitter())
+    assert repr(Backoff.exponential(1.0, 2.0, 8.0, min=3.0)) == (
+        "Backoff.exponential(base=1.0, factor=2.0, cap=8.0, min=3.0)"
+    )
 
 
 # -- validation -------------------------------------------------------------------------
@@ -195,6 +231,11 @@ def test_reprs_read_like_the_constructors() -> None:
         (lambda: Backoff.exponential(factor=0.5), ValueError, "factor"),
         (lambda: Backoff.exponential(base=1.0, cap=0.5), ValueError, "cap"),
         (lambda: Backoff.exponential(cap=True), TypeError, "cap"),
+        (lambda: Backoff.exponential(min=-0.5), ValueError, "min"),
+        (lambda: Backoff.exponential(cap=1.0, min=2.0), ValueError, "min"),
+        (lambda: Backoff.exponential(min=math.inf), ValueError, "min"),
+        (lambda: Backoff.exponential(min=10**400), ValueError, "min"),
+        (lambda: Backoff.exponential(min="1"), TypeError, "min"),  # type: ignore[arg-type]
         (lambda: Backoff.decorrelated_jitter(base=-1), ValueError, "base"),
         (lambda: Backoff.decorrelated_jitter(base=2, cap=1), ValueError, "cap"),
         (lambda: Backoff.full_jitter(base=1, cap=0.1), ValueError, "cap"),

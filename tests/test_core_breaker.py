@@ -152,6 +152,57 @@ def test_slow_probe_reopens() -> None:
     assert changes[-1].reason is CircuitEvent.PROBE_FAILED
 
 
+def test_half_open_that_does_not_close_in_time_opens_again() -> None:
+    """With max_half_open_wait, a probe still running at the bound leaves the circuit open."""
+    core, changes = _core(
+        failure_threshold=1, recovery_time=1.0, recovery_backoff=2.0, max_half_open_wait=5.0
+    )
+    core.failure(0, 0.0)
+    probe = core.admit(1.0)
+    assert probe
+    assert core.poll(5.9) is HALF_OPEN
+    assert core.admit(5.9) is None  # the permit is taken
+    assert core.poll(6.0) is OPEN
+    assert changes[-1] == CircuitStateChange(
+        None, HALF_OPEN, OPEN, CircuitEvent.MAX_HALF_OPEN_WAIT, 6.0, 2.0
+    )
+    core.success(probe, 6.5)  # the hung probe finally answers: stale
+    assert core.state is OPEN
+    late = core.admit(8.0)
+    assert late
+    core.success(late, 20.0)  # after its own half-open period's bound
+    assert core.state is OPEN
+    assert changes[-1].reason is CircuitEvent.MAX_HALF_OPEN_WAIT
+
+
+def test_without_max_half_open_wait_half_open_lasts() -> None:
+    """By default a half-open period is unbounded: a probe may take as long as it takes."""
+    core, _ = _core(failure_threshold=1, recovery_time=1.0)
+    core.failure(0, 0.0)
+    probe = core.admit(1.0)
+    assert probe
+    assert core.poll(1e9) is HALF_OPEN
+    core.success(probe, 1e9)
+    assert core.state is CLOSED
+
+
+def test_a_released_probe_neither_closes_nor_opens() -> None:
+    """An ignored outcome (release) frees the probe's permit and leaves half-open as is."""
+    core, changes = _core(failure_threshold=1, recovery_time=1.0, success_threshold=2)
+    core.failure(0, 0.0)
+    probe = core.admit(1.0)
+    assert probe
+    core.success(probe, 1.0)
+    probe = core.admit(1.0)
+    assert probe
+    core.release(probe)
+    assert core.state is HALF_OPEN
+    assert core.probe_successes == 1
+    assert core.half_open_calls == 0
+    assert core.ignored == 1
+    assert changes[-1].new is HALF_OPEN
+
+
 def test_backoff_grows_caps_and_resets_on_close() -> None:
     """Trips in a row multiply the open period by recovery_backoff up to the cap."""
     core, changes = _core(
@@ -253,6 +304,9 @@ def test_statistics_are_a_frozen_snapshot() -> None:
         ({"recovery_jitter": -0.1}, ValueError, "recovery_jitter"),
         ({"random": 0.5}, TypeError, "random"),
         ({"name": 3}, TypeError, "name"),
+        ({"max_half_open_wait": 0}, ValueError, "max_half_open_wait"),
+        ({"max_half_open_wait": math.inf}, ValueError, "max_half_open_wait"),
+        ({"max_half_open_wait": "1"}, TypeError, "max_half_open_wait"),
     ],
 )
 def test_bad_configuration_names_the_parameter(
@@ -282,6 +336,7 @@ class Model:
     randoms: list[float]
     state: CircuitState = CLOSED
     open_until: float = -math.inf
+    half_open_until: float = math.inf
     trips: int = 0
     period: int = 0  # which half-open period this is
     probes: int = 0
@@ -314,6 +369,8 @@ class Model:
         elif new is HALF_OPEN:
             self.period += 1
             self.probes = self.probe_successes = 0
+            wait = self.option("max_half_open_wait", None)
+            self.half_open_until = math.inf if wait is None else now + wait
         else:
             self.outcomes = []
             self.trips = 0
@@ -343,6 +400,8 @@ class Model:
     def poll(self, now: float) -> None:
         if self.state is OPEN and now >= self.open_until:
             self.move(HALF_OPEN, CircuitEvent.RECOVERY_TIME_ELAPSED, now)
+        elif self.state is HALF_OPEN and now >= self.half_open_until:
+            self.move(OPEN, CircuitEvent.MAX_HALF_OPEN_WAIT, now)
 
     def admit(self, now: float) -> tuple[str, int] | None:
         self.poll(now)
@@ -381,6 +440,9 @@ class Model:
             self.outcomes.append((now, failed, slow))
             self.check_rules(now)
         elif self.live_probe(ticket):
+            if now >= self.half_open_until:  # too late: the half-open period is over
+                self.move(OPEN, CircuitEvent.MAX_HALF_OPEN_WAIT, now)
+                return
             self.probes -= 1
             if failed or slow:
                 self.move(OPEN, CircuitEvent.PROBE_FAILED, now)
@@ -442,6 +504,7 @@ configs = st.fixed_dictionaries(
         "slow_call_duration": st.sampled_from([0.5, 1.0, 2.5]),
         "slow_call_rate": st.sampled_from([0.5, 1.0]),
         "max_recovery_time": st.sampled_from([8.0, 20.0]),
+        "max_half_open_wait": st.sampled_from([0.25, 1.0, 3.0]),
     },
 )
 

@@ -212,6 +212,7 @@ def test_rate_limiter_and_memory_store(backend: str, args: dict[str, Any], kind:
         recovery_backoff=1.0,
         max_recovery_time=None,
         recovery_jitter=0.0,
+        max_half_open_wait=None,
     )
 )
 def test_circuit_breaker(backend: str, args: dict[str, Any]) -> None:
@@ -249,13 +250,17 @@ def test_circuit_breaker(backend: str, args: dict[str, Any]) -> None:
     c=NUMBERS,
     cap=st.one_of(st.none(), NUMBERS),
     jitter=st.one_of(st.none(), NUMBERS),
+    floor=st.one_of(st.just(0.0), NUMBERS),
 )
-def test_backoff(kind: str, a: Any, b: Any, c: Any, cap: Any, jitter: Any) -> None:
+def test_backoff(kind: str, a: Any, b: Any, c: Any, cap: Any, jitter: Any, floor: Any) -> None:
     """Backoff.*: a named error, or 1,000 delays that are finite and >= 0."""
     makers: dict[str, tuple[Callable[[], Any], tuple[str, ...]]] = {
         "constant": (lambda: brace.Backoff.constant(a), ("delay",)),
         "linear": (lambda: brace.Backoff.linear(a, b), ("start", "step")),
-        "exponential": (lambda: brace.Backoff.exponential(a, b, c), ("base", "factor", "cap")),
+        "exponential": (
+            lambda: brace.Backoff.exponential(a, b, c, min=floor),
+            ("base", "factor", "cap", "min"),
+        ),
         "full_jitter": (lambda: brace.Backoff.full_jitter(a, b, c), ("base", "factor", "cap")),
         "decorrelated": (lambda: brace.Backoff.decorrelated_jitter(a, b), ("base", "cap")),
     }
@@ -448,6 +453,38 @@ def test_memory_guard(args: dict[str, Any], used: int) -> None:
         guard.check()
         guard.admit(brace.Priority.LOW)
     guard.statistics()
+
+
+@SETTINGS
+@given(start=NUMBERS, step=NUMBERS, target=NUMBERS)
+def test_fake_clock(start: Any, step: Any, target: Any) -> None:
+    """FakeClock: a named error (never OverflowError), or 1,000 moves that stay finite."""
+    clock = construct(lambda: FakeClock(start), ("start",))
+    if clock is None:
+        return
+
+    def moved(move: Callable[[], None], name: str) -> bool:
+        """``move()``; False if it raised a ValueError/TypeError naming ``name``."""
+        before = clock()
+        message = ""
+        try:
+            move()
+        except (ValueError, TypeError) as error:
+            message = str(error)
+        if not message:
+            return True
+        assert name in message
+        assert clock() == before  # a refused move moves nothing
+        return False
+
+    moved(lambda: clock.advance(step), "seconds")
+    moved(lambda: clock.set(target), "now")
+    for _ in range(CALLS):
+        before = clock()
+        moved(lambda: clock.advance(1e300), "seconds")
+        assert math.isfinite(clock())
+        assert clock() >= before
+    assert math.isfinite(clock.now)
 
 
 @SETTINGS

@@ -683,3 +683,15 @@ async def test_books_balance_under_random_cancellation() -> None:
     assert budget_stats.total_requests == stats.calls
     assert budget_stats.total_retries == stats.retries
     assert stats.retries >= stats.attempts - stats.calls  # a cancelled sleep wastes a retry
+
+
+async def test_exponential_floor_sets_the_shortest_wait() -> None:
+    """With Backoff.exponential(min=...), a retry never waits less than the floor."""
+    flaky = Flaky(Boom(), Boom(), Boom())
+    retry = make(4, backoff=Backoff.exponential(base=0.25, factor=2, cap=10.0, min=1.0))
+    assert await retry.call(flaky) == "ok"
+    assert gaps(flaky.times) == [1.0, 1.0, 1.0]  # 0.25, 0.5, 1.0 raised to the floor
+    flaky = Flaky(Boom(), Boom(), Boom())
+    retry = make(4, backoff=Backoff.exponential(base=0.25, factor=2, cap=10.0))
+    assert await retry.call(flaky) == "ok"
+    assert gaps(flaky.times) == [0.25, 0.5, 1.0]

@@ -43,6 +43,29 @@ def test_refuses_to_go_backwards() -> None:
     assert clock() == 11.0
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [10**400, -(10**400), 2**1024, 10**5000],
+    ids=["10**400", "-10**400", "2**1024", "10**5000"],
+)
+def test_huge_ints_are_named_not_overflow(bad: int) -> None:
+    """An int beyond the largest float is a ValueError naming the parameter and its size."""
+    with pytest.raises(ValueError, match=r"start must be finite .*an int of \d+ bits"):
+        FakeClock(bad)
+    with pytest.raises(ValueError, match="seconds must be finite"):
+        FakeClock().advance(bad)
+    with pytest.raises(ValueError, match="now must be finite"):
+        FakeClock().set(bad)
+
+
+def test_advancing_past_the_largest_float_is_refused() -> None:
+    """A step that would make the reading infinite is refused and leaves the clock as it was."""
+    clock = FakeClock(1e308)
+    with pytest.raises(ValueError, match="seconds must keep the clock finite"):
+        clock.advance(1e308)
+    assert clock() == 1e308
+
+
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_rejects_non_finite(bad: float) -> None:
     """NaN and infinities are refused, naming the parameter."""

@@ -109,6 +109,9 @@ class CircuitBreaker:
         exceptions: Exception types that count as failures.
         exclude: Exception types (subclasses of ``exceptions``) that do not; a call
             ending with one counts as a success: the service did answer.
+        ignore: Exception types that count as neither failure nor success (as a
+            cancellation does): the call is forgotten, a probe's permit is given back
+            and the state stays as it is. Checked before ``exceptions`` and ``exclude``.
         window_calls: Use a window of the last ``window_calls`` calls instead of time.
         window_buckets: Buckets in the time window (memory is O(buckets)).
         slow_call_rate: Open when slow calls / calls over the window reaches this.
@@ -116,6 +119,8 @@ class CircuitBreaker:
         recovery_backoff: Growth factor of the open period on trips in a row (>= 1).
         max_recovery_time: Cap of the grown open period.
         recovery_jitter: Fraction (0 to < 1) by which each open period is randomly shortened.
+        max_half_open_wait: Seconds a half-open period may last without closing before the
+            circuit opens again (a trip, like a failed probe); ``None``: no bound.
         is_failure: Predicate on an exception matching ``exceptions`` and not ``exclude``:
             ``False`` makes it a success.
         failure_result: Predicate on a result returned through :meth:`call` or the
@@ -136,15 +141,18 @@ class CircuitBreaker:
 
     __slots__ = (
         "__weakref__",
+        "_arguments",
         "_clock",
         "_core",
         "_exceptions",
         "_exclude",
         "_failure_result",
         "_hooks",
+        "_ignore",
         "_is_failure",
         "_needs_duration",
         "_needs_end_time",
+        "_no_outcome",
         "_tickets",
     )
 
@@ -167,6 +175,8 @@ class CircuitBreaker:
         recovery_backoff: float = 1.0,
         max_recovery_time: float | None = None,
         recovery_jitter: float = 0.0,
+        max_half_open_wait: float | None = None,
+        ignore: type[BaseException] | tuple[type[BaseException], ...] = (),
         is_failure: Callable[[BaseException], bool] | None = None,
         failure_result: Callable[[Any], bool] | None = None,
         on_state_change: StateChangeHook | Iterable[StateChangeHook] | None = None,
@@ -176,6 +186,9 @@ class CircuitBreaker:
     ) -> None:
         self._exceptions = _exception_types(exceptions, "exceptions")
         self._exclude = _exception_types(exclude, "exclude")
+        self._ignore = _exception_types(ignore, "ignore")
+        # A nested breaker's refusal: the service was not called.
+        self._no_outcome: tuple[type[BaseException], ...] = (CircuitOpen, *self._ignore)
         self._is_failure = _optional_callable(is_failure, "is_failure")
         self._failure_result = _optional_callable(failure_result, "failure_result")
         self._clock: Callable[[], float] = _optional_callable(clock, "clock") or time.monotonic
@@ -188,6 +201,34 @@ class CircuitBreaker:
             for hook in hooks:
                 _optional_callable(hook, "on_state_change")
         self._hooks = hooks
+        # What replica() passes to a new breaker: every parameter of __init__ (a test
+        # compares these keys with the signature), the types and hooks as normalized.
+        self._arguments: dict[str, Any] = {
+            "failure_threshold": failure_threshold,
+            "recovery_time": recovery_time,
+            "half_open_max_calls": half_open_max_calls,
+            "failure_rate": failure_rate,
+            "minimum_calls": minimum_calls,
+            "window": window,
+            "slow_call_duration": slow_call_duration,
+            "exceptions": self._exceptions,
+            "exclude": self._exclude,
+            "window_calls": window_calls,
+            "window_buckets": window_buckets,
+            "slow_call_rate": slow_call_rate,
+            "success_threshold": success_threshold,
+            "recovery_backoff": recovery_backoff,
+            "max_recovery_time": max_recovery_time,
+            "recovery_jitter": recovery_jitter,
+            "max_half_open_wait": max_half_open_wait,
+            "ignore": self._ignore,
+            "is_failure": is_failure,
+            "failure_result": failure_result,
+            "on_state_change": hooks,
+            "clock": clock,
+            "random": random,
+            "name": name,
+        }
         self._core = CircuitBreakerCore(
             failure_threshold=failure_threshold,
             recovery_time=recovery_time,
@@ -204,6 +245,7 @@ class CircuitBreaker:
             max_recovery_time=max_recovery_time,
             recovery_jitter=recovery_jitter,
             random=_optional_callable(random, "random") or _random.random,
+            max_half_open_wait=max_half_open_wait,
             name=name,
             listener=self._changed,
         )
@@ -231,6 +273,22 @@ class CircuitBreaker:
     def statistics(self) -> CircuitBreakerStatistics:
         """A snapshot of the counters, the window and the state."""
         return self._core.statistics(self._clock())
+
+    def replica(self, *, name: str | None = None) -> CircuitBreaker:
+        """A new, independent breaker with this one's configuration and a fresh state.
+
+        Every constructor argument is carried over as given (rules, thresholds, windows,
+        ``exceptions``/``exclude``, predicates, hooks, ``clock``, ``random``, recovery
+        backoff...); the replica starts closed with every counter at zero, and nothing
+        one of them records reaches the other. ``name`` names the replica (default: this
+        breaker's name). A subclass's replica is made by calling its class with the same
+        keyword arguments.
+        """
+        arguments = dict(self._arguments)
+        if name is not None:
+            arguments["name"] = name
+        cls = CircuitBreaker if type(self) in _CLASSES else type(self)
+        return cls(**arguments)
 
     # -- manual control ------------------------------------------------------------------
 
@@ -286,7 +344,7 @@ class CircuitBreaker:
 
     def _ended_with(self, ticket: int, start: float, error: BaseException) -> None:
         """Record a call that raised ``error``: failure, success or no outcome at all."""
-        if isinstance(error, CircuitOpen) or _is_cancellation(error):
+        if isinstance(error, self._no_outcome) or _is_cancellation(error):
             self._core.release(ticket)
         elif isinstance(error, self._exceptions) and not isinstance(error, self._exclude):
             failed = True

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from . import _retry
+from ._core._validate import shown
 
 __all__ = (
     "FakeClock",
@@ -51,7 +52,12 @@ class FakeClock:
             raise ValueError(
                 f"seconds must be >= 0 (a clock never goes backwards), got {seconds!r}"
             )
-        self._now += seconds
+        now = self._now + seconds
+        if now == math.inf:
+            raise ValueError(
+                f"seconds must keep the clock finite: {self._now!r} + {seconds!r} overflows"
+            )
+        self._now = now
 
     def set(self, now: float) -> None:
         """Jump to ``now``, which must not be earlier than the current reading."""
@@ -67,11 +73,17 @@ class FakeClock:
 
 
 def _check_time(value: float, name: str) -> float:
+    """A finite number of seconds as a float; an int too large for a float is named, not
+    an ``OverflowError``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int beyond the largest float
+        seconds = math.inf
+    if not math.isfinite(seconds):
+        raise ValueError(f"{name} must be finite (a number of seconds), got {shown(value)}")
+    return seconds
 
 
 # --- retry testing switch (issue 3) ---

@@ -106,9 +106,15 @@ class Backoff:
         return Linear(start, step)
 
     @staticmethod
-    def exponential(base: float = 0.1, factor: float = 2.0, cap: float = 10.0) -> Backoff:
-        """``min(cap, base * factor ** (attempt - 1))`` seconds, with no randomness."""
-        return Exponential(base, factor, cap)
+    def exponential(
+        base: float = 0.1, factor: float = 2.0, cap: float = 10.0, *, min: float = 0.0
+    ) -> Backoff:
+        """``max(min, min(cap, base * factor ** (attempt - 1)))`` seconds, no randomness.
+
+        ``min`` is a floor, as tenacity's ``wait_exponential(min=...)``: no delay is
+        shorter (it must be in ``[0, cap]``).
+        """
+        return Exponential(base, factor, cap, min)
 
     @staticmethod
     def full_jitter(base: float = 0.1, factor: float = 2.0, cap: float = 10.0) -> Backoff:
@@ -161,30 +167,41 @@ class Linear(Backoff):
 
 
 class Exponential(Backoff):
-    """``base * factor ** (attempt - 1)``, never more than ``cap``."""
+    """``base * factor ** (attempt - 1)``, never more than ``cap`` nor less than ``floor``."""
 
-    __slots__ = ("base", "cap", "factor")
+    __slots__ = ("base", "cap", "factor", "floor")
 
     @property
     def monotonic(self) -> bool:
         return True
 
-    def __init__(self, base: float, factor: float, cap: float) -> None:
+    def __init__(self, base: float, factor: float, cap: float, floor: float = 0.0) -> None:
         self.base = check_delay(base, "base", positive=True)
         self.factor = check_finite(factor, "factor")
         if self.factor < 1:
             raise ValueError(f"factor must be a finite number >= 1, got {factor!r}")
         self.cap = check_cap(cap, self.base)
+        self.floor = check_delay(floor, "min")
+        if self.floor > self.cap:
+            raise ValueError(
+                f"min must be a number of seconds <= cap ({self.cap!r}), got {self.floor!r}"
+            )
 
     def delay(self, attempt: int, previous: float, rng: RandomSource) -> float:
         try:
             seconds = self.base * self.factor ** (attempt - 1)
         except OverflowError:
             return self.cap
+        if seconds < self.floor:
+            return self.floor
         return seconds if seconds < self.cap else self.cap
 
     def __repr__(self) -> str:
-        return f"Backoff.exponential(base={self.base!r}, factor={self.factor!r}, cap={self.cap!r})"
+        floor = f", min={self.floor!r}" if self.floor else ""
+        return (
+            f"Backoff.exponential(base={self.base!r}, factor={self.factor!r}, "
+            f"cap={self.cap!r}{floor})"
+        )
 
 
 class DecorrelatedJitter(Backoff):

@@ -6,6 +6,8 @@ A breaker is in one of three states. **Closed**: calls go through and their outc
 recorded. **Open**: calls are refused at once, until ``open_until``. **Half-open**: at most
 ``half_open_max_calls`` probes run at a time; ``success_threshold`` good probes close the
 circuit, one bad probe (failed, or slow when a slow-call rule is set) opens it again.
+With ``max_half_open_wait`` set, a half-open period that has not closed within that many
+seconds opens again too (probes that hang must not keep the circuit half-open forever).
 
 Which event moves which state where is data, :data:`TRANSITIONS`; the documentation's
 diagram is drawn from that same table by :func:`state_diagram`. The code around the table
@@ -28,7 +30,10 @@ The open period after an automatic trip grows with the number of trips in a row 
 when the circuit closes again): ``recovery_time * recovery_backoff ** (trips - 1)``, capped
 at ``max_recovery_time``, then shortened by up to ``recovery_jitter`` of itself
 (``duration * (1 - recovery_jitter * random())``). The move from open to half-open is
-lazy: it happens when something looks at the breaker at or after ``open_until``.
+lazy: it happens when something looks at the breaker at or after ``open_until``; so is
+the move from half-open back to open after ``max_half_open_wait`` (at or after
+``half_open_until``: an admission, a live probe's outcome, a look at the state). That
+move is an automatic trip: it counts toward ``recovery_backoff`` like a failed probe.
 
 Tickets tie an outcome to its admission. :meth:`CircuitBreakerCore.admit` returns ``0``
 for a call admitted while closed and the half-open period's epoch (a positive number) for
@@ -36,7 +41,7 @@ a probe. A ticket-0 outcome counts only if the circuit is closed when it arrives
 outcome counts only while the half-open period that admitted it lasts. Anything else is
 stale and dropped, so a slow call from before a trip can never pass for a probe nor free
 a probe's permit. :meth:`CircuitBreakerCore.release` gives a probe's permit back without
-an outcome (the call was cancelled).
+an outcome (the call was cancelled, or raised an exception the shell ignores).
 """
 
 from __future__ import annotations
@@ -87,6 +92,8 @@ class CircuitEvent(str, enum.Enum):
     """``success_threshold`` probes succeeded."""
     PROBE_FAILED = "probe_failed"
     """A probe failed, or took ``slow_call_duration`` or longer."""
+    MAX_HALF_OPEN_WAIT = "max_half_open_wait"
+    """The half-open period lasted ``max_half_open_wait`` seconds without closing."""
     FORCE_OPEN = "force_open"
     OPEN_FOR = "open_for"
     FORCE_CLOSE = "force_close"
@@ -114,6 +121,7 @@ TRANSITIONS: Mapping[tuple[CircuitState, CircuitEvent], CircuitState] = MappingP
         (_OPEN, CircuitEvent.RECOVERY_TIME_ELAPSED): _HALF_OPEN,
         (_HALF_OPEN, CircuitEvent.PROBES_SUCCEEDED): _CLOSED,
         (_HALF_OPEN, CircuitEvent.PROBE_FAILED): _OPEN,
+        (_HALF_OPEN, CircuitEvent.MAX_HALF_OPEN_WAIT): _OPEN,
         **{(state, event): new for state in CircuitState for event, new in _MANUAL.items()},
     }
 )
@@ -175,7 +183,7 @@ class CircuitBreakerStatistics:
     failures: int
     """Calls that failed."""
     ignored: int
-    """Calls admitted whose outcome said nothing about the service (cancelled...)."""
+    """Calls admitted whose outcome said nothing about the service (cancelled, ``ignore``...)."""
     rejected: int
     """Calls refused because the circuit was open or every probe was taken."""
     slow_calls: int
@@ -324,8 +332,10 @@ class CircuitBreakerCore:
         "failures",
         "half_open_calls",
         "half_open_max_calls",
+        "half_open_until",
         "ignored",
         "listener",
+        "max_half_open_wait",
         "max_recovery_time",
         "minimum_calls",
         "name",
@@ -367,6 +377,7 @@ class CircuitBreakerCore:
         max_recovery_time: float | None = None,
         recovery_jitter: float = 0.0,
         random: Callable[[], float] = _random.random,
+        max_half_open_wait: float | None = None,
         name: str | None = None,
         listener: Callable[[CircuitStateChange], object] | None = None,
     ) -> None:
@@ -412,6 +423,11 @@ class CircuitBreakerCore:
         self.random = random
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, got {type(name).__name__}")
+        self.max_half_open_wait = (
+            None
+            if max_half_open_wait is None
+            else check_positive(max_half_open_wait, "max_half_open_wait")
+        )
         self.name = name
         self.listener = listener
 
@@ -435,6 +451,7 @@ class CircuitBreakerCore:
         self.state = _CLOSED
         self.epoch = 0
         self.open_until = -math.inf
+        self.half_open_until = math.inf
         self.consecutive_failures = 0
         self.half_open_calls = 0
         self.probe_successes = 0
@@ -449,8 +466,12 @@ class CircuitBreakerCore:
 
     def poll(self, now: float) -> CircuitState:
         """The state at ``now``, making the lazy move from open to half-open if it is due."""
-        if self.state is _OPEN and now >= self.open_until:
-            self._move(CircuitEvent.RECOVERY_TIME_ELAPSED, now)
+        state = self.state
+        if state is _OPEN:
+            if now >= self.open_until:
+                self._move(CircuitEvent.RECOVERY_TIME_ELAPSED, now)
+        elif state is _HALF_OPEN and now >= self.half_open_until:
+            self._move(CircuitEvent.MAX_HALF_OPEN_WAIT, now)
         return self.state
 
     def admit(self, now: float) -> int | None:
@@ -463,6 +484,10 @@ class CircuitBreakerCore:
                 self.rejected += 1
                 return None
             self._move(CircuitEvent.RECOVERY_TIME_ELAPSED, now)
+        elif now >= self.half_open_until:
+            self._move(CircuitEvent.MAX_HALF_OPEN_WAIT, now)
+            self.rejected += 1
+            return None
         if self.half_open_calls < self.half_open_max_calls:
             self.half_open_calls += 1
             return self.epoch
@@ -499,6 +524,9 @@ class CircuitBreakerCore:
                 if self.window is not None:
                     self._record(now, False, slow)
         elif ticket == self.epoch:
+            if now >= self.half_open_until:
+                self._move(CircuitEvent.MAX_HALF_OPEN_WAIT, now)
+                return
             self.half_open_calls -= 1
             if slow:
                 self._move(CircuitEvent.PROBE_FAILED, now)
@@ -539,11 +567,15 @@ class CircuitBreakerCore:
                 elif self.window is not None:
                     self._record(now, True, slow)
         elif ticket == self.epoch:
-            self.half_open_calls -= 1
-            self._move(CircuitEvent.PROBE_FAILED, now)
+            if now >= self.half_open_until:
+                self._move(CircuitEvent.MAX_HALF_OPEN_WAIT, now)
+            else:
+                self.half_open_calls -= 1
+                self._move(CircuitEvent.PROBE_FAILED, now)
 
     def release(self, ticket: int) -> None:
-        """End a call without an outcome (cancelled...): a live probe frees its permit."""
+        """End a call without an outcome (cancelled, an ignored exception...): a live probe
+        frees its permit, and the state stays as it is."""
         self.ignored += 1
         if ticket != 0 and ticket == self.epoch:
             self.half_open_calls -= 1
@@ -620,6 +652,8 @@ class CircuitBreakerCore:
                 self.open_until = now + retry_after
         elif new is _HALF_OPEN:
             self.probe_successes = 0
+            wait = self.max_half_open_wait
+            self.half_open_until = math.inf if wait is None else now + wait
         else:
             self.consecutive_failures = 0
             self.trips_in_a_row = 0
