@@ -79,7 +79,9 @@ class GracefulShutdown:
     ``chain=False`` (plain anyio programs): brace receives the signals itself.
     ``chain=True`` (under uvicorn, hypercorn...): brace installs its handlers *on top of*
     the server's and calls the server's handler after the ``delay``, so the server shuts
-    down as it always does while brace drains.
+    down as it always does while brace drains. A signal the server has no handler for
+    (uvicorn installs none for SIGUSR2) is passed to the server's SIGTERM handler, so it
+    stops the server the same way.
     """
 
     __slots__ = (
@@ -328,10 +330,26 @@ class GracefulShutdown:
         previous = self._previous.get(signal.Signals(signum))
         if callable(previous):
             previous(signum, frame)
+            return
+        if previous == signal.SIG_DFL and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stand_in = self._server_stop()
+        if stand_in is not None:
+            # The server has no handler of its own for this signal (uvicorn installs none
+            # for SIGUSR2): stop it the way SIGTERM does, so the process still exits.
+            stand_in(signum, frame)
         elif previous == signal.SIG_DFL:
-            if signum == signal.SIGINT:
-                raise KeyboardInterrupt
             logger.info("signal %s had the default handler: not re-raised while draining", signum)
+
+    def _server_stop(self) -> Callable[[int, FrameType | None], Any] | None:
+        """The server's own SIGTERM handler, if it installed one (else ``None``)."""
+        term = getattr(signal, "SIGTERM", None)
+        if term is None:
+            return None
+        handler = self._previous[term] if term in self._previous else signal.getsignal(term)
+        if callable(handler) and handler != self._handle:
+            return handler
+        return None
 
 
 def _soon_callback() -> Callable[[Callable[[], object]], object]:
