@@ -57,7 +57,9 @@ class ExecutorStatistics:
     queue; each was admitted, ``dropped``, ``queue_timed_out``, ``cancelled_queued``, or is
     still ``pending``. ``rejected`` newcomers found the queue full, ``rejected_draining``
     arrived while draining. Wait and processing times are in seconds; the wait-time
-    percentiles are over the most recent ``reservoir_size`` admissions.
+    percentiles are over the most recent ``reservoir_size`` admissions. ``held``: work
+    its memory guard holds at the door right now (memory HIGH); it counts against
+    ``max_queue`` beside ``pending``.
     """
 
     concurrency: int
@@ -84,6 +86,7 @@ class ExecutorStatistics:
     admitted_by_priority: dict[int, int]
     pending_by_priority: dict[int, int]
     draining: bool
+    held: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,7 @@ class PriorityExecutor:
     """
 
     __slots__ = (
+        "__weakref__",
         "_adaptive",
         "_cancelled_running",
         "_clock",
@@ -202,6 +206,8 @@ class PriorityExecutor:
         if guard is not None and not isinstance(guard, MemoryGuard):
             raise TypeError(f"guard must be a brace.MemoryGuard or None, got {guard!r}")
         self._guard = guard
+        if guard is not None:
+            guard._bind(self)
         self._adaptive: AdaptiveLimit | None = None
         if limit is not None:
             limit.attach(self)
@@ -424,6 +430,7 @@ class PriorityExecutor:
             admitted_by_priority={p: s.admitted for p, s in self._slots.items() if s.admitted},
             pending_by_priority=core.pending_by_priority(),
             draining=core.closed,
+            held=0 if self._guard is None else self._guard._waiting,
         )
 
     def __repr__(self) -> str:
@@ -492,20 +499,15 @@ class PriorityExecutor:
         """Ask the memory guard: raise MemoryPressure, wait while memory is HIGH, or go on.
 
         Work held back at HIGH waits at the door, not in the queue, so it takes no queue
-        position from more urgent work; it still counts against ``max_queue``.
+        position from more urgent work; it still counts against ``max_queue`` (then
+        :class:`brace.QueueFull`) and ``queue_timeout`` (then :class:`brace.MemoryPressure`).
         """
         guard = self._guard
         assert guard is not None
         if self._core.closed:
             raise ShuttingDown("the executor is draining and admits no new work")
         if guard.check(priority) is MemoryAdmission.QUEUE:
-            core = self._core
-            if guard._waiting + core.pending >= core.max_queue:
-                raise QueueFull(
-                    "queue full: work held back by memory pressure fills it",
-                    retry_after=guard.retry_after,
-                )
-            await guard._hold()
+            await guard._hold()  # bounded by this executor's queue: see MemoryGuard._hold
 
     async def _acquire(self, slot: _Slot) -> float:
         """Take a slot (waiting if need be) and return the time the work starts."""
