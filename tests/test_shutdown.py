@@ -223,6 +223,8 @@ async def test_chain_mode_with_delay_calls_the_previous_handler_after_it() -> No
         ({"delay": "1"}, TypeError),
         ({"signals": ()}, ValueError),
         ({"signals": [9999]}, ValueError),
+        ({"signals": ["SIGNOPE"]}, ValueError),
+        ({"signals": ["TERM"]}, ValueError),
         ({"chain": 1}, TypeError),
         ({"clock": 3}, TypeError),
     ],
@@ -231,6 +233,14 @@ def test_bad_configuration_raises(kwargs: dict[str, object], error: type[Excepti
     """Bad options fail at construction."""
     with pytest.raises(error):
         GracefulShutdown(**kwargs)  # type: ignore[arg-type]
+
+
+def test_signals_by_name_and_the_defaults() -> None:
+    """Signals may be named; the default is SIGTERM, SIGINT and SIGUSR2 (shown as names)."""
+    assert GracefulShutdown().signals == (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
+    named = GracefulShutdown(signals=["SIGUSR1", signal.SIGHUP])
+    assert named.signals == (signal.SIGUSR1, signal.SIGHUP)
+    assert GracefulShutdown(signals="SIGTERM").signals == (signal.SIGTERM,)
 
 
 def test_register_refuses_objects_without_drain() -> None:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 import anyio
 from typing_extensions import ParamSpec
@@ -36,11 +36,13 @@ _QUEUED = TicketState.QUEUED
 _GRANTED = TicketState.GRANTED
 
 
-class _Default(enum.Enum):
+class _Default(str, enum.Enum):
     DEFAULT = "default"
 
 
+# (a str enum: equal to "default", the value the signatures show and accept)
 _DEFAULT: Final = _Default.DEFAULT
+_DefaultTimeout = Literal["default"]
 
 
 class Dropped(QueueFull):
@@ -281,7 +283,7 @@ class PriorityExecutor:
         /,
         *args: Any,
         priority: int | None = None,
-        timeout: float | _Default | None = _DEFAULT,
+        timeout: float | _DefaultTimeout | None = "default",
         **kwargs: Any,
     ) -> T:
         """Run ``await fn(*args, **kwargs)`` in a slot and return its result.
@@ -290,7 +292,7 @@ class PriorityExecutor:
         arguments of those names through :func:`functools.partial`, or use :meth:`call`,
         which keeps the exact signature for type checkers.)
 
-        ``timeout`` (seconds; ``None`` for no limit; the executor's default when omitted)
+        ``timeout`` (seconds; ``None`` for no limit; ``"default"``: the executor's ``timeout``)
         counts from when the work starts, not from when it was queued, and raises
         :class:`brace.TimeoutExceeded`. Work still running when a :meth:`drain` times out is
         cancelled and raises :class:`brace.ShuttingDown`.
@@ -307,7 +309,7 @@ class PriorityExecutor:
 
     @overload
     def __call__(
-        self, *, priority: int | None = None, timeout: float | _Default | None = _DEFAULT
+        self, *, priority: int | None = None, timeout: float | _DefaultTimeout | None = "default"
     ) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]: ...
 
     def __call__(
@@ -315,7 +317,7 @@ class PriorityExecutor:
         fn: Callable[..., Awaitable[Any]] | None = None,
         *,
         priority: int | None = None,
-        timeout: float | _Default | None = _DEFAULT,
+        timeout: float | _DefaultTimeout | None = "default",
     ) -> Any:
         """Decorate an ``async def`` so every call goes through :meth:`run`.
 
@@ -442,8 +444,8 @@ class PriorityExecutor:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _limit(self, timeout: float | _Default | None) -> float | None:
-        if timeout is _DEFAULT:
+    def _limit(self, timeout: float | _DefaultTimeout | None) -> float | None:
+        if timeout == "default":  # also the _DEFAULT sentinel of earlier versions
             return self._timeout
         if timeout is None:
             return None
