@@ -143,3 +143,80 @@ def test_guard_must_be_a_memory_guard() -> None:
     """A guard of the wrong type is a TypeError naming the parameter."""
     with pytest.raises(TypeError, match="guard"):
         PriorityExecutor(guard=object())  # type: ignore[arg-type]
+
+
+async def test_held_work_is_refused_at_the_executors_queue_timeout_and_counted() -> None:
+    """Held work counts in ``statistics().held`` and is refused with MemoryPressure (a
+    Rejected with retry_after) once held for the executor's queue_timeout."""
+    memory = Memory()
+    guard = MemoryGuard(100 * MB, probe=memory, interval=1.0, clock=anyio.current_time)
+    executor = PriorityExecutor(
+        concurrency=2, max_queue=10, queue_timeout=5.0, guard=guard, clock=anyio.current_time
+    )
+    memory.usage = 150 * MB
+    guard.sample()
+    refused: list[tuple[object, object]] = []
+    start = anyio.current_time()
+
+    async def low() -> None:
+        try:
+            async with executor.slot(priority=Priority.LOW):
+                pass
+        except brace.Rejected as error:  # MemoryPressure is one
+            refused.append((anyio.current_time() - start, error.retry_after))
+            assert type(error) is MemoryPressure  # noqa: PT017
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(low)
+        await anyio.sleep(1.0)
+        assert executor.statistics().held == 3
+    assert refused == [(pytest.approx(5.0), 1.0)] * 3
+    stats = executor.statistics()
+    assert (stats.held, stats.running, stats.pending) == (0, 0, 0)
+
+
+async def test_the_guards_own_waiting_forms_are_bounded_by_the_executor_given_it() -> None:
+    """``guard.wait_admitted`` (what the HTTP middleware calls), once the guard is given to an
+    executor, refuses with QueueFull when held work and the queue fill ``max_queue``, and
+    with MemoryPressure at its ``queue_timeout``: held requests are never unbounded."""
+    memory = Memory()
+    guard = MemoryGuard(100 * MB, probe=memory, interval=1.0, clock=anyio.current_time)
+    executor = PriorityExecutor(
+        concurrency=1, max_queue=4, queue_timeout=30.0, guard=guard, clock=anyio.current_time
+    )
+    memory.usage = 150 * MB
+    guard.sample()
+    outcomes: list[str] = []
+
+    async def request() -> None:
+        try:
+            await guard.wait_admitted(Priority.LOW)
+            outcomes.append("admitted")
+        except brace.QueueFull as error:
+            outcomes.append("queue full" if error.retry_after == 1.0 else "no retry_after")
+        except MemoryPressure:
+            outcomes.append("held too long")
+
+    async def queued() -> None:
+        try:
+            async with executor.slot(priority=Priority.HIGH):
+                await anyio.sleep(100.0)
+        except brace.QueueTimeout:
+            outcomes.append("queue timed out")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(queued)  # runs
+        tg.start_soon(queued)  # waits in the queue: pending 1
+        await anyio.sleep(0.1)
+        for _ in range(5):
+            tg.start_soon(request)
+        await anyio.sleep(1.0)
+        assert outcomes == ["queue full"] * 2  # 3 held + 1 pending = max_queue 4
+        assert executor.statistics().held == 3
+        await anyio.sleep(30.0)
+        assert sorted(outcomes) == sorted(
+            ["queue full"] * 2 + ["held too long"] * 3 + ["queue timed out"]
+        )
+        tg.cancel_scope.cancel()
+    assert guard.statistics().waiting == 0

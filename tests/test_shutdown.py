@@ -223,6 +223,8 @@ async def test_chain_mode_with_delay_calls_the_previous_handler_after_it() -> No
         ({"delay": "1"}, TypeError),
         ({"signals": ()}, ValueError),
         ({"signals": [9999]}, ValueError),
+        ({"signals": ["SIGNOPE"]}, ValueError),
+        ({"signals": ["TERM"]}, ValueError),
         ({"chain": 1}, TypeError),
         ({"clock": 3}, TypeError),
     ],
@@ -231,6 +233,14 @@ def test_bad_configuration_raises(kwargs: dict[str, object], error: type[Excepti
     """Bad options fail at construction."""
     with pytest.raises(error):
         GracefulShutdown(**kwargs)  # type: ignore[arg-type]
+
+
+def test_signals_by_name_and_the_defaults() -> None:
+    """Signals may be named; the default is SIGTERM, SIGINT and SIGUSR2 (shown as names)."""
+    assert GracefulShutdown().signals == (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
+    named = GracefulShutdown(signals=["SIGUSR1", signal.SIGHUP])
+    assert named.signals == (signal.SIGUSR1, signal.SIGHUP)
+    assert GracefulShutdown(signals="SIGTERM").signals == (signal.SIGTERM,)
 
 
 def test_register_refuses_objects_without_drain() -> None:
@@ -257,8 +267,11 @@ def _read_line(process: subprocess.Popen[str], timeout: float) -> str:
     return process.stdout.readline().strip()
 
 
-def _finish(process: subprocess.Popen[str], timeout: float) -> tuple[str, float]:
-    """Wait for the child to exit; its remaining output and how long it took."""
+def _finish(
+    process: subprocess.Popen[str], timeout: float, signum: int = signal.SIGTERM
+) -> tuple[str, float]:
+    """Wait for the child to exit (status 0, or ``signum`` re-raised after the drain);
+    its remaining output and how long it took."""
     start = time.monotonic()
     try:
         out, err = process.communicate(timeout=timeout)
@@ -266,7 +279,7 @@ def _finish(process: subprocess.Popen[str], timeout: float) -> tuple[str, float]
         process.kill()
         process.communicate()
         pytest.fail(f"the child did not exit within {timeout} s")
-    assert process.returncode in (0, -signal.SIGTERM), err
+    assert process.returncode in (0, -signum), err
     return out, time.monotonic() - start
 
 
@@ -310,8 +323,32 @@ def _free_port() -> int:
         return port
 
 
-def test_sigterm_under_uvicorn_drains_and_the_server_exits() -> None:
-    """Under uvicorn, SIGTERM still stops the server, and the request in flight completes."""
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGUSR2])
+def test_sigint_and_sigusr2_drain_in_a_real_process(backend: str, signum: int) -> None:
+    """SIGINT and SIGUSR2, the other two default signals, drain and exit as SIGTERM does."""
+    process = subprocess.Popen(
+        [sys.executable, str(PROGRAMS / "drain_app.py"), backend, "0.5", "5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert _read_line(process, 10.0) == "ready"
+    process.send_signal(signum)
+    out, elapsed = _finish(process, 10.0, signum)
+    assert out.splitlines() == [
+        "rejected late job",
+        "completed 3",
+        "timed out False",
+        f"signal {int(signum)}",
+    ]
+    assert elapsed < 5.0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR2])
+def test_each_signal_under_uvicorn_drains_and_the_server_exits(signum: int) -> None:
+    """Under uvicorn, SIGTERM, SIGINT and SIGUSR2 (for which uvicorn has no handler) each
+    stop the server after the drain, and the request in flight completes."""
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, str(PROGRAMS / "uvicorn_app.py"), str(port)],
@@ -337,9 +374,9 @@ def test_sigterm_under_uvicorn_drains_and_the_server_exits() -> None:
         )
         request.start()
         time.sleep(0.3)  # the request is in flight in brace's executor
-        os.kill(process.pid, signal.SIGTERM)
+        os.kill(process.pid, signum)
         request.join(10.0)
-        out, elapsed = _finish(process, 10.0)
+        out, elapsed = _finish(process, 10.0, signum)
     finally:
         if process.poll() is None:
             process.kill()

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 import anyio
 from typing_extensions import ParamSpec
@@ -36,11 +36,13 @@ _QUEUED = TicketState.QUEUED
 _GRANTED = TicketState.GRANTED
 
 
-class _Default(enum.Enum):
+class _Default(str, enum.Enum):
     DEFAULT = "default"
 
 
+# (a str enum: equal to "default", the value the signatures show and accept)
 _DEFAULT: Final = _Default.DEFAULT
+_DefaultTimeout = Literal["default"]
 
 
 class Dropped(QueueFull):
@@ -57,7 +59,9 @@ class ExecutorStatistics:
     queue; each was admitted, ``dropped``, ``queue_timed_out``, ``cancelled_queued``, or is
     still ``pending``. ``rejected`` newcomers found the queue full, ``rejected_draining``
     arrived while draining. Wait and processing times are in seconds; the wait-time
-    percentiles are over the most recent ``reservoir_size`` admissions.
+    percentiles are over the most recent ``reservoir_size`` admissions. ``held``: work
+    its memory guard holds at the door right now (memory HIGH); it counts against
+    ``max_queue`` beside ``pending``.
     """
 
     concurrency: int
@@ -84,6 +88,7 @@ class ExecutorStatistics:
     admitted_by_priority: dict[int, int]
     pending_by_priority: dict[int, int]
     draining: bool
+    held: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +130,7 @@ class PriorityExecutor:
     """
 
     __slots__ = (
+        "__weakref__",
         "_adaptive",
         "_cancelled_running",
         "_clock",
@@ -136,7 +142,9 @@ class PriorityExecutor:
         "_failed",
         "_fast_seen",
         "_guard",
+        "_holders",
         "_idle_event",
+        "_loop",
         "_passed_on",
         "_scopes",
         "_scopes_empty",
@@ -192,11 +200,16 @@ class PriorityExecutor:
         self._drain_cancelled = 0
         self._draining_cancel = False
         self._scopes: set[anyio.CancelScope] = set()
+        # slot() holders: asyncio task -> slots it holds; trio task -> its cancel scopes
+        self._holders: dict[Any, Any] = {}
+        self._loop: object = None  # the asyncio loop seen last (a key of _task_table)
         self._scopes_empty: anyio.Event | None = None
         self._idle_event: anyio.Event | None = None
         if guard is not None and not isinstance(guard, MemoryGuard):
             raise TypeError(f"guard must be a brace.MemoryGuard or None, got {guard!r}")
         self._guard = guard
+        if guard is not None:
+            guard._bind(self)
         self._adaptive: AdaptiveLimit | None = None
         if limit is not None:
             limit.attach(self)
@@ -233,8 +246,9 @@ class PriorityExecutor:
         """``async with executor.slot(priority=...)``: hold one slot for the block.
 
         Raises :class:`brace.QueueFull` (or :class:`Dropped`), :class:`brace.QueueTimeout`
-        or :class:`brace.ShuttingDown` when no slot is given. Work in a ``slot()`` block is
-        not cancelled by :meth:`drain`; use :meth:`run` for that.
+        or :class:`brace.ShuttingDown` when no slot is given. A block still running when a
+        :meth:`drain` times out is cancelled, and ``async with`` raises
+        :class:`brace.ShuttingDown`, as :meth:`run` does.
         """
         if priority is None:
             slot = self._default_slot
@@ -269,7 +283,7 @@ class PriorityExecutor:
         /,
         *args: Any,
         priority: int | None = None,
-        timeout: float | _Default | None = _DEFAULT,
+        timeout: float | _DefaultTimeout | None = "default",
         **kwargs: Any,
     ) -> T:
         """Run ``await fn(*args, **kwargs)`` in a slot and return its result.
@@ -278,7 +292,7 @@ class PriorityExecutor:
         arguments of those names through :func:`functools.partial`, or use :meth:`call`,
         which keeps the exact signature for type checkers.)
 
-        ``timeout`` (seconds; ``None`` for no limit; the executor's default when omitted)
+        ``timeout`` (seconds; ``None`` for no limit; ``"default"``: the executor's ``timeout``)
         counts from when the work starts, not from when it was queued, and raises
         :class:`brace.TimeoutExceeded`. Work still running when a :meth:`drain` times out is
         cancelled and raises :class:`brace.ShuttingDown`.
@@ -295,7 +309,7 @@ class PriorityExecutor:
 
     @overload
     def __call__(
-        self, *, priority: int | None = None, timeout: float | _Default | None = _DEFAULT
+        self, *, priority: int | None = None, timeout: float | _DefaultTimeout | None = "default"
     ) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]: ...
 
     def __call__(
@@ -303,7 +317,7 @@ class PriorityExecutor:
         fn: Callable[..., Awaitable[Any]] | None = None,
         *,
         priority: int | None = None,
-        timeout: float | _Default | None = _DEFAULT,
+        timeout: float | _DefaultTimeout | None = "default",
     ) -> Any:
         """Decorate an ``async def`` so every call goes through :meth:`run`.
 
@@ -331,7 +345,8 @@ class PriorityExecutor:
 
         New calls get :class:`brace.ShuttingDown` from now on. When ``timeout`` seconds pass
         before the executor is idle, queued waiters get :class:`brace.ShuttingDown` and
-        running :meth:`run` work is cancelled; the call returns once that work has unwound.
+        running work (:meth:`run` calls and ``slot()`` blocks alike) is cancelled; the call
+        returns once that work has unwound.
         """
         timeout = check_positive(timeout, "timeout")
         core = self._core
@@ -351,7 +366,15 @@ class PriorityExecutor:
             self._draining_cancel = True
             for scope in list(self._scopes):
                 scope.cancel()
-            while self._scopes:
+            for task, held in list(self._holders.items()):
+                if isinstance(held, int):  # an asyncio task: no scope to cancel, the task
+                    if held > 0:  # negative: cancelled already
+                        task.cancel("the executor drained and its timeout passed")
+                        self._holders[task] = -held
+                else:
+                    for trio_scope in held:
+                        trio_scope.cancel()
+            while self._scopes or self._holders:
                 self._scopes_empty = anyio.Event()
                 await self._scopes_empty.wait()
             self._scopes_empty = None
@@ -409,6 +432,7 @@ class PriorityExecutor:
             admitted_by_priority={p: s.admitted for p, s in self._slots.items() if s.admitted},
             pending_by_priority=core.pending_by_priority(),
             draining=core.closed,
+            held=0 if self._guard is None else self._guard._waiting,
         )
 
     def __repr__(self) -> str:
@@ -420,8 +444,8 @@ class PriorityExecutor:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _limit(self, timeout: float | _Default | None) -> float | None:
-        if timeout is _DEFAULT:
+    def _limit(self, timeout: float | _DefaultTimeout | None) -> float | None:
+        if timeout == "default":  # also the _DEFAULT sentinel of earlier versions
             return self._timeout
         if timeout is None:
             return None
@@ -453,7 +477,7 @@ class PriorityExecutor:
             raise
         finally:
             scopes.discard(scope)
-            if not scopes and self._scopes_empty is not None:
+            if not scopes and not self._holders and self._scopes_empty is not None:
                 self._scopes_empty.set()
             self._finish(started, outcome)
         if outcome is _COMPLETED:
@@ -477,20 +501,15 @@ class PriorityExecutor:
         """Ask the memory guard: raise MemoryPressure, wait while memory is HIGH, or go on.
 
         Work held back at HIGH waits at the door, not in the queue, so it takes no queue
-        position from more urgent work; it still counts against ``max_queue``.
+        position from more urgent work; it still counts against ``max_queue`` (then
+        :class:`brace.QueueFull`) and ``queue_timeout`` (then :class:`brace.MemoryPressure`).
         """
         guard = self._guard
         assert guard is not None
         if self._core.closed:
             raise ShuttingDown("the executor is draining and admits no new work")
         if guard.check(priority) is MemoryAdmission.QUEUE:
-            core = self._core
-            if guard._waiting + core.pending >= core.max_queue:
-                raise QueueFull(
-                    "queue full: work held back by memory pressure fills it",
-                    retry_after=guard.retry_after,
-                )
-            await guard._hold()
+            await guard._hold()  # bounded by this executor's queue: see MemoryGuard._hold
 
     async def _acquire(self, slot: _Slot) -> float:
         """Take a slot (waiting if need be) and return the time the work starts."""
@@ -594,6 +613,11 @@ class PriorityExecutor:
         elif self._idle_event is not None:
             self._check_idle()
 
+    def _check_unwound(self) -> None:
+        """Wake a drain waiting for cancelled work to unwind, once none is left."""
+        if not self._scopes and not self._holders and self._scopes_empty is not None:
+            self._scopes_empty.set()
+
     def _check_idle(self) -> None:
         core = self._core
         if self._idle_event is not None and not core.running and not core.pending:
@@ -611,6 +635,94 @@ class PriorityExecutor:
                 else:
                     waiter.set()  # type: ignore[attr-defined]
         self._check_idle()
+
+
+# The running asyncio task, cheaply. asyncio.current_task() is Python code before 3.12
+# and costs a third of a slot; the slot looks the task up in asyncio's table of current
+# tasks by the loop it saw last (one dict lookup), and asks asyncio only when that fails.
+_running_loop = asyncio.events._get_running_loop
+_task_table: dict[Any, Any] = getattr(asyncio.tasks, "_current_tasks", {})
+_task_in = _task_table.get
+_UNKNOWN: Final = object()
+
+
+def _current_task(executor: PriorityExecutor | None = None) -> Any:
+    """The running asyncio task, or ``None`` (on trio); remembers the loop in ``executor``."""
+    loop = _running_loop()
+    if loop is None:
+        return None
+    if executor is not None:
+        executor._loop = loop
+    return asyncio.current_task(loop)
+
+
+def _enter_holder(executor: PriorityExecutor) -> None:
+    """Record the task now holding a slot, so a drain that times out can cancel it.
+
+    On asyncio the task itself is recorded (a cancel scope per block would cost several
+    times the slot); on trio, where a task can only be cancelled through a scope, the block
+    runs in a ``trio.CancelScope``.
+    """
+    holders = executor._holders
+    task = _current_task()  # None: trio
+    if task is not None:
+        holders[task] = holders.get(task, 0) + 1
+        return
+    import trio
+
+    scope = trio.CancelScope()
+    scope.__enter__()
+    holders.setdefault(trio.lowlevel.current_task(), []).append(scope)
+
+
+def _exit_holder(
+    executor: PriorityExecutor,
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+    tb: TracebackType | None,
+    task: Any = _UNKNOWN,
+    held: int = 0,
+) -> bool:
+    """Forget the holder; True if the drain cancelled its block (the cancellation is
+    then swallowed here, and the caller raises ShuttingDown instead).
+
+    ``task``: the asyncio task when the caller knows it (``None`` on trio); ``held``:
+    what the caller already popped from ``_holders`` for it."""
+    holders = executor._holders
+    if task is _UNKNOWN:
+        task = _current_task()
+        if task is not None:
+            held = holders.pop(task, 0)
+    if task is not None:
+        if held >= 0:  # the common case: not cancelled by a drain
+            if held > 1:
+                holders[task] = held - 1
+            drained = False
+        else:  # the drain cancelled this task (once, however many slots it holds)
+            if held == -1:
+                task.uncancel()  # the outermost block: the drain's cancel is spent
+            else:
+                holders[task] = held + 1
+            drained = exc_type is not None and (
+                issubclass(exc_type, (asyncio.CancelledError, ShuttingDown))
+            )
+    else:
+        import trio
+
+        current = trio.lowlevel.current_task()
+        scopes = holders.get(current)
+        drained = False
+        if scopes:
+            scope = scopes.pop()
+            if not scopes:
+                del holders[current]
+            swallowed = scope.__exit__(exc_type, exc, tb)  # True also when exc is None
+            drained = exc_type is not None and (
+                bool(swallowed) or (scope.cancel_called and issubclass(exc_type, ShuttingDown))
+            )
+    if executor._scopes_empty is not None:
+        executor._check_unwound()
+    return drained
 
 
 async def _park(ticket: Ticket) -> None:
@@ -676,6 +788,14 @@ class _Slot:
             self.admitted += 1
         else:
             await executor._wait(self, now)
+        # _enter_holder inlined for asyncio (the drain cancels the task at its deadline)
+        task = _task_in(executor._loop) or _current_task(executor)
+        if task is None:  # trio
+            _enter_holder(executor)
+        else:
+            holders = executor._holders
+            held = holders.get(task)
+            holders[task] = 1 if held is None else held + 1
 
     async def __aexit__(
         self,
@@ -684,6 +804,15 @@ class _Slot:
         tb: TracebackType | None,
     ) -> None:
         executor = self._executor
+        # _exit_holder inlined for asyncio's common case (one slot, no drain cancel)
+        task = _task_in(executor._loop) or _current_task(executor)
+        held = None if task is None else executor._holders.pop(task, 0)
+        if held == 1:
+            if executor._scopes_empty is not None:
+                executor._check_unwound()
+        elif _exit_holder(executor, exc_type, exc, tb, task, held or 0):
+            executor._finish(None, _DRAINED)
+            raise ShuttingDown("cancelled: the executor drained and its timeout passed")
         if exc_type is None:
             # PriorityExecutor._finish for a completion, with AdmissionCore.release inlined
             # while nobody waits (keep the two in step)
@@ -724,6 +853,7 @@ class _TimedSlot:
 
     async def __aenter__(self) -> None:
         self._started = await self._executor._acquire(self._slot)
+        _enter_holder(self._executor)
 
     async def __aexit__(
         self,
@@ -731,6 +861,9 @@ class _TimedSlot:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if _exit_holder(self._executor, exc_type, exc, tb):
+            self._executor._finish(self._started, _DRAINED)
+            raise ShuttingDown("cancelled: the executor drained and its timeout passed")
         if exc_type is None:
             outcome = _COMPLETED
         elif issubclass(exc_type, anyio.get_cancelled_exc_class()):

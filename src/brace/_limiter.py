@@ -130,7 +130,7 @@ class RateLimiter:
         policy: PolicyLike,
         *,
         store: RateLimitStore | None = None,
-        max_keys: int = _DEFAULT_MAX_KEYS,
+        max_keys: int = 100_000,  # keep equal to _DEFAULT_MAX_KEYS
         clock: Callable[[], float] | None = None,
     ) -> None:
         self._policy: Policy = _as_policy(policy)

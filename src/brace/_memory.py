@@ -13,19 +13,23 @@ import functools
 import gc
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 
 import anyio
 from typing_extensions import ParamSpec
 
 from ._core._validate import check_positive
 from ._core.memory import MemoryLevel, MemoryLevelsCore
-from ._exceptions import MemoryPressure
+from ._exceptions import MemoryPressure, QueueFull
 from ._priority import Priority, check_priority
 from ._probes import MemoryProbe, MemorySample, ProcessMemoryProbe
+
+if TYPE_CHECKING:
+    from ._executor import PriorityExecutor
 
 __all__ = (
     "MemoryAdmission",
@@ -134,6 +138,7 @@ class MemoryGuard:
     __slots__ = (
         "__weakref__",
         "_admitted",
+        "_bounds",
         "_clock",
         "_collections",
         "_core",
@@ -218,6 +223,8 @@ class MemoryGuard:
         self._queued = 0
         self._rejected = 0
         self._waiting = 0
+        # executors given this guard (guard=): their queue bounds the work held here
+        self._bounds: tuple[weakref.ref[PriorityExecutor], ...] = ()
         self._collections = 0
         self._probe_errors = 0
 
@@ -321,9 +328,44 @@ class MemoryGuard:
             raise self._pressure_error()
         await self._hold()
 
+    def _bind(self, executor: PriorityExecutor) -> None:
+        """Let ``executor``'s queue bound the work held here (``PriorityExecutor(guard=)``)."""
+        alive = tuple(ref for ref in self._bounds if ref() is not None)
+        self._bounds = (*alive, weakref.ref(executor))
+
+    def _limits(self) -> tuple[int | None, float | None]:
+        """The tightest queue bound and wait timeout of the executors this guard is given to."""
+        room: int | None = None
+        timeout = self._queue_timeout
+        for ref in self._bounds:
+            executor = ref()
+            if executor is None:
+                continue
+            core = executor._core
+            free = core.max_queue - core.pending
+            room = free if room is None else min(room, free)
+            if core.queue_timeout is not None:
+                timeout = (
+                    core.queue_timeout if timeout is None else min(timeout, core.queue_timeout)
+                )
+        return room, timeout
+
     async def _hold(self) -> None:
-        """Wait, after ``admit`` said QUEUE, until memory is back to NORMAL (or refuse)."""
-        deadline = None if self._queue_timeout is None else self._clock() + self._queue_timeout
+        """Wait, after ``admit`` said QUEUE, until memory is back to NORMAL (or refuse).
+
+        Given to executors (``guard=``), held work counts against their ``max_queue``
+        (:class:`brace.QueueFull` once held work and their queue fill it) and their
+        ``queue_timeout`` (:class:`brace.MemoryPressure` once held that long)."""
+        timeout = self._queue_timeout
+        if self._bounds:
+            room, timeout = self._limits()
+            if room is not None and self._waiting >= room:
+                self._rejected += 1
+                raise QueueFull(
+                    "queue full: work held back by memory pressure fills it",
+                    retry_after=self.retry_after,
+                )
+        deadline = None if timeout is None else self._clock() + timeout
         self._waiting += 1
         try:
             while True:

@@ -28,9 +28,7 @@ logger = logging.getLogger("brace.shutdown")
 
 D = TypeVar("D", bound="Drainable")
 
-_DEFAULT_SIGNALS: tuple[signal.Signals, ...] = tuple(
-    getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR2") if hasattr(signal, name)
-)
+_DEFAULT_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR2")  # those the platform has
 
 _SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
@@ -76,10 +74,15 @@ class GracefulShutdown:
     seconds; an executor cancels the work still running at its timeout. A second signal
     cuts the drain short. :meth:`wait` returns a :class:`ShutdownReport`.
 
+    ``signals``: numbers or names (``"SIGTERM"``); of the default three, those the
+    platform lacks are left out.
+
     ``chain=False`` (plain anyio programs): brace receives the signals itself.
     ``chain=True`` (under uvicorn, hypercorn...): brace installs its handlers *on top of*
     the server's and calls the server's handler after the ``delay``, so the server shuts
-    down as it always does while brace drains.
+    down as it always does while brace drains. A signal the server has no handler for
+    (uvicorn installs none for SIGUSR2) is passed to the server's SIGTERM handler, so it
+    stops the server the same way.
     """
 
     __slots__ = (
@@ -103,7 +106,7 @@ class GracefulShutdown:
     def __init__(
         self,
         timeout: float = 30.0,
-        signals: Iterable[int] = _DEFAULT_SIGNALS,
+        signals: Iterable[int | str] = ("SIGTERM", "SIGINT", "SIGUSR2"),
         *,
         delay: float = 0.0,
         chain: bool = False,
@@ -114,7 +117,7 @@ class GracefulShutdown:
         if delay < 0:
             raise ValueError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
         self.delay = delay
-        self.signals = tuple(signal.Signals(number) for number in signals)
+        self.signals = _resolve(signals)
         if not self.signals:
             raise ValueError("signals must name at least one signal")
         if not isinstance(chain, bool):
@@ -328,10 +331,47 @@ class GracefulShutdown:
         previous = self._previous.get(signal.Signals(signum))
         if callable(previous):
             previous(signum, frame)
+            return
+        if previous == signal.SIG_DFL and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stand_in = self._server_stop()
+        if stand_in is not None:
+            # The server has no handler of its own for this signal (uvicorn installs none
+            # for SIGUSR2): stop it the way SIGTERM does, so the process still exits.
+            stand_in(signum, frame)
         elif previous == signal.SIG_DFL:
-            if signum == signal.SIGINT:
-                raise KeyboardInterrupt
             logger.info("signal %s had the default handler: not re-raised while draining", signum)
+
+    def _server_stop(self) -> Callable[[int, FrameType | None], Any] | None:
+        """The server's own SIGTERM handler, if it installed one (else ``None``)."""
+        term = getattr(signal, "SIGTERM", None)
+        if term is None:
+            return None
+        handler = self._previous[term] if term in self._previous else signal.getsignal(term)
+        if callable(handler) and handler != self._handle:
+            return handler
+        return None
+
+
+def _resolve(signals: Iterable[int | str]) -> tuple[signal.Signals, ...]:
+    """Signal numbers or names (``"SIGTERM"``) as ``signal.Signals``; of the default
+    names, those this platform lacks (``SIGUSR2`` on Windows) are left out."""
+    if isinstance(signals, str):
+        signals = (signals,)
+    given = tuple(signals)
+    default = given == _DEFAULT_SIGNALS
+    resolved: list[signal.Signals] = []
+    for item in given:
+        if isinstance(item, str):
+            number = getattr(signal, item, None) if item.startswith("SIG") else None
+            if not isinstance(number, int):
+                if default:
+                    continue
+                raise ValueError(f"signals: no signal named {item!r} on this platform")
+            resolved.append(signal.Signals(number))
+        else:
+            resolved.append(signal.Signals(item))
+    return tuple(resolved)
 
 
 def _soon_callback() -> Callable[[Callable[[], object]], object]:
