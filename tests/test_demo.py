@@ -239,3 +239,31 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile(values, 0.99) == 99.0
     assert percentile(values, 1.0) == 100.0
     assert percentile([], 0.5) != percentile([], 0.5)  # NaN
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_serve_runs_on_each_loop(loop: str) -> None:
+    """`brace-demo serve --loop L` listens on that loop (uvloop is what uvicorn[standard]
+    runs by default), answers its health check and its API, and stops on SIGTERM."""
+    import re
+    import signal
+    import subprocess
+
+    command = [sys.executable, "-m", "brace.demo", "serve", "--port", "0", "--loop", loop]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as server:
+        try:
+            assert server.stdout is not None
+            line = server.stdout.readline().decode()
+            found = re.search(r"listening on (http://[0-9.]+:\d+) \((\w+)\)", line)
+            assert found is not None, line
+            assert found[2] == loop
+            with httpx.Client(base_url=found[1], timeout=10) as http:
+                assert http.get("/health").status_code == 200
+                answer = http.get("/api/items")
+                assert answer.status_code == 200
+                assert "ratelimit" in answer.headers
+            server.send_signal(signal.SIGTERM)
+            assert server.wait(20) is not None
+        finally:
+            if server.poll() is None:
+                server.kill()

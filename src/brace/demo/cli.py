@@ -21,8 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from .loadgen import DEFAULT_MIX, CapacityStep, LoadGenerator, Recorder, percentile
 from .report import (
@@ -98,12 +99,14 @@ def _parser() -> argparse.ArgumentParser:
         help="the AI upstream's base URL (default: start the fake one on a free port)",
     )
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--loop", **_LOOP_OPTION)
 
     upstream = commands.add_parser("upstream", help="run the fake AI upstream")
     upstream.add_argument("--host", default="127.0.0.1")
     upstream.add_argument("--port", type=_bounded(0, 65535, int), default=0)
     upstream.add_argument("--latency", type=_bounded(0, 60), default=0.5)
     upstream.add_argument("--failure-rate", type=_bounded(0, 1), default=0.0)
+    upstream.add_argument("--loop", **_LOOP_OPTION)
 
     overload = commands.add_parser(
         "overload", help="push the protected server and its twin past capacity, then report"
@@ -121,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     overload.add_argument("--users", type=_bounded(1, 10**6, int), default=20_000)
     overload.add_argument("--ramp-step", type=_bounded(0.2, 10), default=1.0)
     overload.add_argument("--ramp-max-clients", type=_bounded(1, 4096, int), default=256)
+    overload.add_argument("--loop", **_LOOP_OPTION)
     return parser
 
 
@@ -137,9 +141,29 @@ def _quiet_collector() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-def _run_uvicorn(app: object, host: str, port: int, log_level: str) -> None:
-    """Run ``app`` under uvicorn and print ``listening on http://host:port`` once it
-    listens (port 0 picks a free port)."""
+_LOOP_OPTION: dict[str, Any] = {
+    "choices": ("auto", "asyncio", "uvloop"),
+    "default": "auto",
+    "help": "the servers' event loop (auto: uvloop when installed, as uvicorn[standard] runs)",
+}
+
+
+def _loop_runner(loop: str) -> Callable[[Coroutine[Any, Any, None]], None]:
+    """``asyncio.run``, or ``uvloop.run`` for ``uvloop`` (and for ``auto`` when installed)."""
+    if loop == "asyncio":
+        return asyncio.run
+    try:
+        import uvloop
+    except ImportError:
+        if loop == "uvloop":
+            raise SystemExit("--loop uvloop needs uvloop: pip install uvloop") from None
+        return asyncio.run
+    return uvloop.run
+
+
+def _run_uvicorn(app: object, host: str, port: int, log_level: str, loop: str = "auto") -> None:
+    """Run ``app`` under uvicorn on ``loop`` and print ``listening on http://host:port
+    (loop)`` once it listens (port 0 picks a free port)."""
     import uvicorn
 
     config = uvicorn.Config(
@@ -160,17 +184,19 @@ def _run_uvicorn(app: object, host: str, port: int, log_level: str) -> None:
             await asyncio.sleep(0.01)
         if server.started:
             bound = server.servers[0].sockets[0].getsockname()
-            print(f"listening on http://{bound[0]}:{bound[1]}", flush=True)
+            running = type(asyncio.get_running_loop()).__module__.split(".")[0]
+            name = "uvloop" if running == "uvloop" else "asyncio"
+            print(f"listening on http://{bound[0]}:{bound[1]} ({name})", flush=True)
         await task
 
-    asyncio.run(run())
+    _loop_runner(loop)(run())
 
 
 def _upstream(args: argparse.Namespace) -> int:
     from .upstream import UpstreamApp
 
     app = UpstreamApp(latency=args.latency, failure_rate=args.failure_rate)
-    _run_uvicorn(app, args.host, args.port, "warning")
+    _run_uvicorn(app, args.host, args.port, "warning", args.loop)
     return 0
 
 
@@ -179,7 +205,7 @@ def _serve(args: argparse.Namespace) -> int:
     url = args.upstream_url
     if url is None:
         upstream = subprocess.Popen(
-            [sys.executable, "-m", "brace.demo", "upstream", "--port", "0"],
+            [sys.executable, "-m", "brace.demo", "upstream", "--port", "0", "--loop", args.loop],
             stdout=subprocess.PIPE,
         )
         assert upstream.stdout is not None
@@ -194,11 +220,11 @@ def _serve(args: argparse.Namespace) -> int:
         if args.app == "twin":
             from .twin import create_twin
 
-            _run_uvicorn(create_twin(settings), args.host, args.port, args.log_level)
+            _run_uvicorn(create_twin(settings), args.host, args.port, args.log_level, args.loop)
         else:
             from .app import create_app
 
-            _run_uvicorn(create_app(settings), args.host, args.port, args.log_level)
+            _run_uvicorn(create_app(settings), args.host, args.port, args.log_level, args.loop)
     finally:
         if upstream is not None:
             upstream.terminate()
@@ -422,7 +448,9 @@ async def _overload(args: argparse.Namespace) -> int:
         f"client timeout {args.timeout:g} s, at most {args.max_connections} connections",
         flush=True,
     )
-    upstream = await _Process.start(["upstream", "--port", "0"], workdir / "upstream.log")
+    upstream = await _Process.start(
+        ["upstream", "--port", "0", "--loop", args.loop], workdir / "upstream.log"
+    )
     runs: list[ServerRun] = []
     try:
         servers = [
@@ -442,6 +470,8 @@ async def _overload(args: argparse.Namespace) -> int:
                 upstream.url,
                 "--log-level",
                 "warning",
+                "--loop",
+                args.loop,
             ]
             runs.append(await _measure(label, arguments, args, workdir))
     finally:
