@@ -284,3 +284,18 @@ async def test_refusals_are_counted_by_name(kind: str) -> None:
     assert refused.status_code == 503
     assert refused.json()["error"] == kind
     assert getattr(app.statistics(), kind) == 1
+
+
+@pytest.mark.parametrize("shared", [True, False])
+async def test_a_guard_shared_with_the_executor_is_asked_once(shared: bool) -> None:
+    """When the executor was given the middleware's memory guard, a request passes that
+    guard once (the executor asks it), not twice; a guard of its own is still asked."""
+    guard = brace.MemoryGuard(100 * 2**20, probe=lambda: 10 * 2**20, clock=anyio.current_time)
+    executor = brace.PriorityExecutor(
+        concurrency=2, max_queue=10, guard=guard if shared else None, clock=anyio.current_time
+    )
+    app = app_with(memory=guard, executor=executor)
+    async with client(app) as http:
+        for _ in range(3):
+            assert (await http.get("/api")).status_code == 200
+    assert guard.statistics().admitted == 3

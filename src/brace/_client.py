@@ -49,7 +49,7 @@ from typing_extensions import TypedDict
 from ._breaker import CircuitBreaker
 from ._bucket import TokenBucket
 from ._compose import CallPolicy, Policy, compose
-from ._core.breaker import CircuitState, _CountWindow, _TimeWindow
+from ._core.breaker import CircuitState
 from ._exceptions import CircuitOpen, Rejected
 from ._limiter import RateLimiter
 from ._retry import Backoff, Retry
@@ -417,35 +417,7 @@ def _acquirer(
 
 def replica(template: CircuitBreaker, name: str | None) -> CircuitBreaker:
     """A new, closed breaker made with the arguments of ``template``, named ``name``."""
-    core = template._core
-    window: dict[str, Any] = {}
-    if isinstance(core.window, _CountWindow):
-        window["window_calls"] = core.window.size
-    elif isinstance(core.window, _TimeWindow):
-        window["window"] = core.window.width * core.window.buckets
-        window["window_buckets"] = core.window.buckets
-    return CircuitBreaker(
-        failure_threshold=core.failure_threshold,
-        recovery_time=core.recovery_time,
-        half_open_max_calls=core.half_open_max_calls,
-        failure_rate=core.failure_rate,
-        minimum_calls=core.minimum_calls,
-        slow_call_duration=core.slow_call_duration,
-        exceptions=template._exceptions,
-        exclude=template._exclude,
-        slow_call_rate=core.slow_call_rate,
-        success_threshold=core.success_threshold,
-        recovery_backoff=core.recovery_backoff,
-        max_recovery_time=core.max_recovery_time,
-        recovery_jitter=core.recovery_jitter,
-        is_failure=template._is_failure,
-        failure_result=template._failure_result,
-        on_state_change=template._hooks,
-        clock=template._clock,
-        random=core.random,
-        name=name,
-        **window,
-    )
+    return template.replica(name=name)
 
 
 class _BreakerTable:

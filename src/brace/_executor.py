@@ -236,6 +236,11 @@ class PriorityExecutor:
         return self._core.max_queue
 
     @property
+    def guard(self) -> MemoryGuard | None:
+        """The `brace.MemoryGuard` every admission passes first (``guard=``), or None."""
+        return self._guard
+
+    @property
     def draining(self) -> bool:
         """True once :meth:`drain` started: nothing new is admitted."""
         return self._core.closed

@@ -420,9 +420,10 @@ class Pipeline:
                     "the server is overloaded", retry_after=load.retry_after
                 )
             memory = self.memory
-            if memory is not None:
-                await memory.wait_admitted(priority)
             executor = self.executor
+            # an executor given the same guard asks it itself (and counts what it holds)
+            if memory is not None and (executor is None or executor.guard is not memory):
+                await memory.wait_admitted(priority)
             if executor is None:
                 await self._guarded(exchange, call)
             else:
