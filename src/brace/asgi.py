@@ -57,40 +57,44 @@ class BraceMiddleware:
 
     Args:
         app: the ASGI application.
-        rules: `Rule` objects tried in order (``brace.demo.rules.DEMO_RULES`` is the demo's
-            table).
-        default: the rule for requests no rule matches (default: no limits, no timeout).
-        executor: a `brace.PriorityExecutor` every request takes a slot of (none: no queue).
-        memory: a `brace.MemoryGuard` consulted before queueing (HIGH: low-priority work
-            waits or is shed; CRITICAL: 503).
-        load: a `brace.LoadMonitor`; requests less urgent than HIGH are shed with its
-            probability (503).
-        shutdown: a `brace.GracefulShutdown`: once it starts, new requests get 503 with
-            ``Connection: close``; the lifespan starts its ``wait`` (use ``chain=True``
-            under a server that handles signals) and waits for its drain on shutdown.
-        user: ``(scope) -> str | None`` (sync or async): the authenticated user, for the
-            limits counted per user; ``None`` (or no callable) counts per client address.
-            `by_bearer_subject`, `by_api_key`, `by_header` and `by_cookie` make the usual ones.
-        trusted_proxies: CIDRs whose forwarding header is believed (none by default);
-            ``"unix"`` among them trusts the peer of a Unix socket (``client`` is ``None``).
-            Only the last 8 KB and 32 entries of that header are read.
-        forwarded_header: which header those proxies set, ``"x-forwarded-for"`` or
-            ``"forwarded"``.
-        ipv6_prefix: IPv6 clients are counted per network of this prefix length.
-        store: where every limit keeps its per-key state (default: one `brace.MemoryStore`
-            per limit, of ``max_keys`` keys). The lifespan startup calls its ``check()``
-            (when it has one), so a store that cannot serve fails the startup.
-        rate_limit_headers: ``"ietf"`` (``RateLimit`` / ``RateLimit-Policy``), ``"legacy"``
-            (``X-RateLimit-Limit`` / ``-Remaining`` / ``-Reset``), ``"both"`` or ``"none"``.
-        headers_on_success: also send the rate-limit fields on admitted requests.
-        count_preflight: count CORS preflights (``OPTIONS`` with ``Origin`` and
-            ``Access-Control-Request-Method``) like other requests; by default they go
-            straight to the application.
-        slow_request: seconds after which a request is logged (``brace.asgi`` logger,
-            WARNING) and counted as slow; ``None`` disables.
-        default_retry_after: ``Retry-After`` seconds of a 503 whose cause gives no estimate.
-        drain_timeout: seconds the lifespan shutdown gives the executor to drain.
-        clock: zero-argument callable returning monotonic seconds.
+        **options: the keyword-only options below (``PipelineOptions``).
+
+    The options:
+
+    - ``rules``: `Rule` objects tried in order (``brace.demo.rules.DEMO_RULES`` is the demo's
+      table).
+    - ``default``: the rule for requests no rule matches (default: no limits, no timeout).
+    - ``executor``: a `brace.PriorityExecutor` every request takes a slot of (none: no queue).
+    - ``memory``: a `brace.MemoryGuard` consulted before queueing (HIGH: low-priority work
+      waits or is shed; CRITICAL: 503).
+    - ``load``: a `brace.LoadMonitor`; requests less urgent than HIGH are shed with its
+      probability (503).
+    - ``shutdown``: a `brace.GracefulShutdown`: once it starts, new requests get 503 with
+      ``Connection: close``; the lifespan starts its ``wait`` (use ``chain=True``
+      under a server that handles signals) and waits for its drain on shutdown.
+    - ``user``: ``(scope) -> str | None`` (sync or async): the authenticated user, for the
+      limits counted per user; ``None`` (or no callable) counts per client address.
+      `by_bearer_subject`, `by_api_key`, `by_header` and `by_cookie` make the usual ones.
+    - ``trusted_proxies``: CIDRs whose forwarding header is believed (none by default);
+      ``"unix"`` among them trusts the peer of a Unix socket (``client`` is ``None``).
+      Only the last 8 KB and 32 entries of that header are read.
+    - ``forwarded_header``: which header those proxies set, ``"x-forwarded-for"`` or
+      ``"forwarded"``.
+    - ``ipv6_prefix``: IPv6 clients are counted per network of this prefix length.
+    - ``store``: where every limit keeps its per-key state (default: one `brace.MemoryStore`
+      per limit, of ``max_keys`` keys). The lifespan startup calls its ``check()``
+      (when it has one), so a store that cannot serve fails the startup.
+    - ``rate_limit_headers``: ``"ietf"`` (``RateLimit`` / ``RateLimit-Policy``), ``"legacy"``
+      (``X-RateLimit-Limit`` / ``-Remaining`` / ``-Reset``), ``"both"`` or ``"none"``.
+    - ``headers_on_success``: also send the rate-limit fields on admitted requests.
+    - ``count_preflight``: count CORS preflights (``OPTIONS`` with ``Origin`` and
+      ``Access-Control-Request-Method``) like other requests; by default they go
+      straight to the application.
+    - ``slow_request``: seconds after which a request is logged (``brace.asgi`` logger,
+      WARNING) and counted as slow; ``None`` disables.
+    - ``default_retry_after``: ``Retry-After`` seconds of a 503 whose cause gives no estimate.
+    - ``drain_timeout``: seconds the lifespan shutdown gives the executor to drain.
+    - ``clock``: zero-argument callable returning monotonic seconds.
     """
 
     __slots__ = ("_client", "_pipeline", "app")
