@@ -173,3 +173,31 @@ async def test_two_limits_merge_their_fields_on_every_response_type() -> None:
             assert len(response.headers.get_list("ratelimit")) == 1
         last = await http.get("/json")
         assert '"minute";r=1;' in last.headers["ratelimit"]
+
+
+async def test_a_refusal_by_the_second_limit_carries_the_first_limits_fields() -> None:
+    """When the second RateLimit of a route refuses, its 429 also carries the first one's
+    RateLimit and RateLimit-Policy members, once each, with or without RateLimitHeaders."""
+    from brace.fastapi import RateLimitHeaders
+
+    minute = RateLimit("50/minute", name="minute", clock=anyio.current_time)
+    hour = RateLimit("2/hour", name="hour", clock=anyio.current_time)
+    app = FastAPI()
+
+    @app.get("/report", dependencies=[Depends(minute), Depends(hour)])
+    async def report() -> dict[str, int]:
+        return {"rows": 3}
+
+    for served, peer in ((app, "203.0.113.7"), (RateLimitHeaders(app), "203.0.113.9")):
+        async with client(served, peer=peer) as http:
+            statuses = [(await http.get("/report")).status_code for _ in range(2)]
+            refused = await http.get("/report")
+        assert statuses == [200, 200]
+        assert refused.status_code == 429
+        assert refused.json()["detail"]["limit"] == "hour"
+        assert refused.headers["retry-after"]
+        for name in ("ratelimit-policy", "ratelimit"):
+            assert len(refused.headers.get_list(name)) == 1, name
+            assert _members(refused.headers[name]) == ['"minute"', '"hour"'], name
+        assert '"minute";r=47;' in refused.headers["ratelimit"]
+        assert '"hour";r=0;' in refused.headers["ratelimit"]

@@ -11,7 +11,8 @@ dependencies put the same protections on single routes, next to the code they pr
 
 A refusal raises FastAPI's ``HTTPException``: 429 with ``Retry-After`` and the IETF
 ``RateLimit`` fields, or 503 with ``Retry-After`` when the executor refuses. The fields of
-every ``RateLimit`` of a route are merged; add `RateLimitHeaders` to the app to put them on
+every ``RateLimit`` of a route are merged (a 429 carries those of the limits checked
+before the one refusing); add `RateLimitHeaders` to the app to put them on
 every response, including the ``JSONResponse`` or ``StreamingResponse`` a route returns
 itself (FastAPI drops a dependency's headers from those).
 """
@@ -45,6 +46,7 @@ ASGIApp = Callable[..., Awaitable[None]]
 
 # the scope key where RateLimitHeaders collects the fields of a request's limits
 _FIELDS = "brace.ratelimit"
+_FIELD_NAMES = ("ratelimit-policy", "ratelimit")
 
 
 class RateLimit:
@@ -91,7 +93,7 @@ class RateLimit:
         pipeline = self._pipeline
         answer = await pipeline.check_limits(exchange, request, lambda: self._client(request.scope))
         if answer is not None:
-            raise _exception(answer)
+            raise _exception(answer, _earlier(request, response))
         if not exchange.fields:
             return None  # skipped: no key
         if pipeline.headers_on_success:
@@ -111,6 +113,22 @@ def _merge(
     for name, value in fields:
         present = headers.get(name)
         headers[name] = value if not present else f"{present}, {value}"
+
+
+def _earlier(request: Request, response: Response) -> list[tuple[str, str]]:
+    # the fields of the route's earlier RateLimits, for a refusal to carry them too
+    merged: dict[str, str] = {}
+    collected = request.scope.get(_FIELDS)
+    if isinstance(collected, list):
+        for fields in collected:
+            _merge(merged, fields)
+        collected.clear()  # the refusal sends them: RateLimitHeaders must not add them again
+    else:
+        _merge(
+            merged,
+            [(name, response.headers[name]) for name in _FIELD_NAMES if name in response.headers],
+        )
+    return list(merged.items())
 
 
 class RateLimitHeaders:
@@ -180,7 +198,7 @@ def unavailable(refusal: Rejected, default_retry_after: float = 5.0) -> HTTPExce
     return _exception(_unavailable(refusal, default_retry_after))
 
 
-def _exception(answer: Answer) -> HTTPException:
-    return HTTPException(
-        status_code=answer.status, detail=answer.body, headers=dict(answer.headers)
-    )
+def _exception(answer: Answer, earlier: Iterable[tuple[str, str]] = ()) -> HTTPException:
+    headers: dict[str, str] = {}
+    _merge(headers, [*earlier, *answer.headers])  # earlier limits' members first
+    return HTTPException(status_code=answer.status, detail=answer.body, headers=headers)
