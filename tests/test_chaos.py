@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 
 import anyio
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import brace
@@ -193,3 +194,131 @@ def test_registry_sections_and_counters() -> None:
     assert any(kind == "counter" and "injected" in name for name, kind in kinds.items())
     assert any(kind == "counter" and "hedge_wins" in name for name, kind in kinds.items())
     assert len(kept) == 3
+
+
+# -- the on_inject hook and the brace.chaos log -------------------------------------------
+
+
+def _strategies(
+    rate: float, seed: int, hook: brace.chaos.ChaosHook
+) -> list[brace.chaos.ChaosStrategy]:
+    """One strategy of each kind, named after it, on the same seed and hook."""
+
+    async def nothing() -> None:
+        pass
+
+    return [
+        brace.chaos.latency(0.5, injection_rate=rate, seed=seed, on_inject=hook, name="latency"),
+        brace.chaos.exception(
+            lambda: ValueError("chaos"),
+            injection_rate=rate,
+            seed=seed,
+            on_inject=hook,
+            name="exception",
+        ),
+        brace.chaos.outcome(
+            "chaos", injection_rate=rate, seed=seed, on_inject=hook, name="outcome"
+        ),
+        brace.chaos.behavior(
+            nothing, injection_rate=rate, seed=seed, on_inject=hook, name="behavior"
+        ),
+    ]
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    rate=st.floats(min_value=0.0, max_value=1.0),
+    seed=st.integers(min_value=0, max_value=2**32),
+    calls=st.integers(min_value=0, max_value=40),
+)
+async def test_one_event_per_injection(rate: float, seed: int, calls: int) -> None:
+    """For every kind, the hook sees exactly the statistics' injections, each naming its
+    strategy, its kind and the fault that took effect."""
+    events: list[brace.chaos.ChaosDetails] = []
+    for strategy in _strategies(rate, seed, events.append):
+        seen = len(events)
+        raised: list[BaseException] = []
+        for _ in range(calls):
+            try:
+                result = await strategy.call(ok)
+            except ValueError as exc:
+                raised.append(exc)
+            else:
+                assert result in ("ok", "chaos")
+        mine = events[seen:]
+        assert len(mine) == strategy.statistics().injected
+        assert all(event.name == event.kind == strategy.name for event in mine)
+        if strategy.name == "latency":
+            assert all(event.injected == 0.5 for event in mine)
+        elif strategy.name == "exception":
+            assert [event.injected for event in mine] == raised  # the very instances raised
+        elif strategy.name == "outcome":
+            assert all(event.injected == "chaos" for event in mine)
+
+
+async def test_hook_runs_before_the_fault_takes_effect() -> None:
+    """The hook is called before the latency is slept, in async with too, and before the
+    behaviour runs."""
+    seen_at: list[float] = []
+    start = anyio.current_time()
+    slow = brace.chaos.latency(
+        3.0, injection_rate=1.0, on_inject=lambda _: seen_at.append(anyio.current_time())
+    )
+    await slow.call(ok)
+    async with slow:
+        pass
+    assert seen_at == pytest.approx([start, start + 3.0], abs=1e-5)
+    order: list[str] = []
+
+    async def behaviour() -> None:
+        order.append("behavior")
+
+    chaotic = brace.chaos.behavior(
+        behaviour, injection_rate=1.0, on_inject=lambda details: order.append(details.kind)
+    )
+    await chaotic.call(ok)
+    assert order == ["behavior", "behavior"]
+    assert chaotic.statistics().injected == 1
+
+
+async def test_a_raising_hook_reaches_the_caller_instead_of_the_fault() -> None:
+    """What the hook raises reaches the caller; the fault does not take effect and the
+    call is not made; the injection is still counted."""
+
+    def hook(details: brace.chaos.ChaosDetails) -> None:
+        raise RuntimeError(details.kind)
+
+    made: list[str] = []
+
+    async def call() -> str:
+        made.append("call")
+        return "ok"
+
+    start = anyio.current_time()
+    for strategy in _strategies(1.0, 1, hook):
+        with pytest.raises(RuntimeError) as caught:
+            await strategy.call(call)
+        assert caught.value.args == (strategy.name,)
+        assert strategy.statistics() == brace.chaos.ChaosStatistics(calls=1, injected=1)
+    assert made == []
+    assert anyio.current_time() == start
+
+
+async def test_injections_are_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    """Each injection is logged at DEBUG on brace.chaos, naming the strategy and its kind;
+    calls without a fault log nothing."""
+    broken = brace.chaos.outcome("x", injection_rate=0.5, seed=3, name="menu")
+    with caplog.at_level(logging.DEBUG, logger="brace.chaos"):
+        for _ in range(50):
+            await broken.call(ok)
+    records = [record for record in caplog.records if record.name == "brace.chaos"]
+    assert len(records) == broken.statistics().injected > 0
+    assert all(record.levelno == logging.DEBUG for record in records)
+    assert "'menu'" in records[0].getMessage()
+    assert "outcome" in records[0].getMessage()
+
+
+def test_on_inject_must_be_callable() -> None:
+    """A non-callable on_inject is refused at construction, naming the parameter."""
+    with pytest.raises(TypeError, match="on_inject"):
+        brace.chaos.latency(1.0, injection_rate=0.5, on_inject=3)  # type: ignore[arg-type]

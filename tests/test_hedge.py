@@ -3,6 +3,8 @@ budget, and nothing is left running."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 
 import anyio
@@ -235,3 +237,108 @@ def test_hedge_bench_runs(backend: str, capsys: pytest.CaptureFixture[str]) -> N
     printed = capsys.readouterr().out
     for text in ("hedged", "bare await", "brace.Fallback", "brace.Hedge"):
         assert text in printed
+
+
+# -- the on_hedge hook and the brace.hedge log -------------------------------------------
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    script=st.lists(
+        st.tuples(st.integers(min_value=1, max_value=20).map(float), st.booleans()),
+        min_size=1,
+        max_size=4,
+    ),
+    delay=st.integers(min_value=1, max_value=10).map(lambda d: d + 0.37),
+    max_extra=st.integers(min_value=1, max_value=3),
+    calls=st.integers(min_value=1, max_value=3),
+)
+async def test_one_event_per_extra_attempt(
+    script: list[tuple[float, bool]], delay: float, max_extra: int, calls: int
+) -> None:
+    """Over any calls, the hook sees exactly the statistics' hedges, numbered 1, 2, ... in
+    each call, each after at most ``delay``, with ``elapsed`` the sum of the waits."""
+    events: list[brace.HedgeDetails] = []
+    hedge = brace.Hedge(
+        delay, max_extra=max_extra, budget=_budget(), on_hedge=events.append, name="h"
+    )
+    for _ in range(calls):
+        before = hedge.statistics()
+        seen = len(events)
+        start = anyio.current_time()
+        with contextlib.suppress(ConnectionError):
+            await hedge.call(Upstream(script))
+        after = hedge.statistics()
+        mine = events[seen:]
+        assert len(mine) == after.hedges - before.hedges
+        assert [event.attempt for event in mine] == list(range(1, len(mine) + 1))
+        assert all(event.name == "h" for event in mine)
+        waited = 0.0
+        for event in mine:
+            assert 0.0 <= event.delay <= delay + 1e-5  # the loop clock's resolution
+            waited += event.delay
+            assert event.elapsed == pytest.approx(waited, abs=1e-5)
+            assert event.elapsed <= anyio.current_time() - start + 1e-5
+
+
+async def test_details_of_a_failed_over_and_a_delayed_hedge() -> None:
+    """An extra attempt starts as soon as every running attempt has failed (waiting less
+    than the delay), the next one after the full delay, and their details say so."""
+    events: list[brace.HedgeDetails] = []
+    upstream = Upstream([(1.0, False), (10.0, True), (1.0, True)])
+    hedge = brace.Hedge(2.0, max_extra=2, budget=_budget(), on_hedge=events.append)
+    assert await hedge.call(upstream) == 2
+    assert [(event.attempt, event.name) for event in events] == [(1, ""), (2, "")]
+    assert [event.delay for event in events] == pytest.approx([1.0, 2.0], abs=1e-5)
+    assert [event.elapsed for event in events] == pytest.approx([1.0, 3.0], abs=1e-5)
+
+
+async def test_no_event_when_the_budget_refuses() -> None:
+    """An extra attempt the budget refuses is counted as refused and announces nothing."""
+    events: list[brace.HedgeDetails] = []
+    hedge = brace.Hedge(1.0, budget=_budget(ratio=0.0, floor=0.0), on_hedge=events.append)
+    assert await hedge.call(Upstream([(5.0, True)])) == 0
+    assert hedge.statistics().refused == 1
+    assert events == []
+
+
+async def test_a_raising_hook_cancels_the_attempts_and_reaches_the_caller() -> None:
+    """The hook's exception reaches the caller unwrapped, the extra attempt is not
+    started, the primary is cancelled and awaited, and nothing is left running."""
+
+    def hook(details: brace.HedgeDetails) -> None:
+        raise RuntimeError(details.attempt)
+
+    upstream = Upstream([(10.0, True)])
+    hedge = brace.Hedge(2.0, budget=_budget(), on_hedge=hook)
+    tasks_before = len(anyio.get_running_tasks())
+    start = anyio.current_time()
+    with pytest.raises(RuntimeError) as caught:
+        await hedge.call(upstream)
+    assert caught.value.args == (1,)
+    assert anyio.current_time() - start == pytest.approx(2.0)
+    assert upstream.started == 1
+    assert upstream.cancelled == 1
+    assert upstream.running == 0
+    assert len(anyio.get_running_tasks()) == tasks_before
+    stats = hedge.statistics()
+    assert (stats.attempts, stats.hedges, stats.failures) == (1, 0, 0)
+
+
+async def test_extra_attempts_are_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    """Each extra attempt is logged at DEBUG on brace.hedge, naming the hedge, even
+    without a hook."""
+    hedge = brace.Hedge(2.0, max_extra=2, budget=_budget(), name="search")
+    with caplog.at_level(logging.DEBUG, logger="brace.hedge"):
+        await hedge.call(Upstream([(10.0, True)]))
+    records = [record for record in caplog.records if record.name == "brace.hedge"]
+    assert len(records) == hedge.statistics().hedges == 2
+    assert all(record.levelno == logging.DEBUG for record in records)
+    assert "'search'" in records[0].getMessage()
+    assert "attempt 1" in records[0].getMessage()
+
+
+def test_on_hedge_must_be_callable() -> None:
+    """A non-callable on_hedge is refused at construction, naming the parameter."""
+    with pytest.raises(TypeError, match="on_hedge"):
+        brace.Hedge(1.0, on_hedge=3)  # type: ignore[arg-type]

@@ -43,6 +43,8 @@ from ._health import Health as Health
 from ._health import HealthReport as HealthReport
 from ._health import HealthStatus as HealthStatus
 from ._hedge import Hedge as Hedge
+from ._hedge import HedgeDetails as HedgeDetails
+from ._hedge import HedgeHook as HedgeHook
 from ._hedge import HedgeStatistics as HedgeStatistics
 from ._hedge import LatencyQuantile as LatencyQuantile
 from ._limiter import RateLimiter as RateLimiter
@@ -114,6 +116,8 @@ __all__ = (
     "HealthReport",
     "HealthStatus",
     "Hedge",
+    "HedgeDetails",
+    "HedgeHook",
     "HedgeStatistics",
     "LatencyQuantile",
     "LimitChanged",

@@ -11,17 +11,23 @@ and the fault is injected when it is below ``injection_rate``. A seeded source
 reproducible; exactly one number is drawn per enabled call, so the sequence does not
 depend on the outcome of earlier calls. Latency sleeps with ``anyio.sleep``: under
 virtual time (trio's ``MockClock``, looptime) an injected second costs nothing.
+
+Each injection is announced just before the fault takes effect: to the ``on_inject``
+hook (sync, with a :class:`ChaosDetails`; what it raises reaches the caller instead of
+the fault, as with ``Fallback``'s ``on_fallback``) and at DEBUG on the ``brace.chaos``
+logger.
 """
 
 from __future__ import annotations
 
 import abc
 import functools
+import logging
 import random as _random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, TypeVar, cast
+from typing import Literal, Protocol, TypeVar, cast
 
 import anyio
 from typing_extensions import ParamSpec
@@ -30,13 +36,17 @@ from ._core._validate import check_finite
 
 __all__ = (
     "ChaosBehavior",
+    "ChaosDetails",
     "ChaosException",
+    "ChaosHook",
     "ChaosLatency",
     "ChaosOutcome",
     "ChaosStatistics",
     "ChaosStrategy",
     "should_inject",
 )
+
+logger = logging.getLogger("brace.chaos")
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -60,6 +70,31 @@ def should_inject(enabled: Enabled, rate: float, source: RandomSource) -> bool:
     return source.random() < rate
 
 
+ChaosKind = Literal["latency", "exception", "outcome", "behavior"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChaosDetails:
+    """What the ``on_inject`` hook learns as a fault is injected.
+
+    ``kind``: ``"latency"``, ``"exception"``, ``"outcome"`` or ``"behavior"``.
+    ``injected``: the fault itself: the seconds slept (latency), the exception about to be
+    raised (made by the factory when one was given), the substitute result about to be
+    returned (outcome), or the async callable about to run (behavior). ``name``: the
+    strategy's name.
+    """
+
+    name: str
+    kind: ChaosKind
+    injected: object
+
+
+class ChaosHook(Protocol):
+    """Called synchronously with the :class:`ChaosDetails` as each fault is injected."""
+
+    def __call__(self, details: ChaosDetails, /) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ChaosStatistics:
     """``calls``: calls and entries seen; ``injected``: how many got the fault."""
@@ -78,10 +113,24 @@ class ChaosStrategy(abc.ABC):
         enabled: ``True``/``False``, or a zero-argument predicate asked on each call.
         random: a ``random.Random`` (anything with ``random()``) to draw from.
         seed: a seed for a fresh ``random.Random`` (give ``random`` or ``seed``, not both).
-        name: a name for repr.
+        on_inject: called synchronously with the :class:`ChaosDetails` as each fault is
+            injected, just before it takes effect; what it raises reaches the caller
+            instead of the fault.
+        name: a name for hooks, logs and repr.
     """
 
-    __slots__ = ("__weakref__", "_calls", "_enabled", "_injected", "_name", "_random", "_rate")
+    __slots__ = (
+        "__weakref__",
+        "_calls",
+        "_enabled",
+        "_injected",
+        "_name",
+        "_on_inject",
+        "_random",
+        "_rate",
+    )
+
+    _kind: ChaosKind
 
     def __init__(
         self,
@@ -90,6 +139,7 @@ class ChaosStrategy(abc.ABC):
         enabled: Enabled = True,
         random: RandomSource | None = None,
         seed: int | None = None,
+        on_inject: ChaosHook | None = None,
         name: str = "",
     ) -> None:
         rate = check_finite(injection_rate, "injection_rate", "from 0.0 to 1.0")
@@ -106,8 +156,11 @@ class ChaosStrategy(abc.ABC):
             )
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+        if on_inject is not None and not callable(on_inject):
+            raise TypeError(f"on_inject must be a callable or None, got {on_inject!r}")
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, got {type(name).__name__}")
+        self._on_inject = on_inject
         self._rate = rate
         self._enabled = enabled
         self._random: RandomSource = random if random is not None else _random.Random(seed)
@@ -154,6 +207,13 @@ class ChaosStrategy(abc.ABC):
     def statistics(self) -> ChaosStatistics:
         return ChaosStatistics(calls=self._calls, injected=self._injected)
 
+    def _announce(self, injected: object) -> None:
+        """Log the fault about to take effect and hand it to the hook."""
+        logger.debug("chaos %r: injecting %s %r", self._name, self._kind, injected)
+        hook = self._on_inject
+        if hook is not None:
+            hook(ChaosDetails(self._name, self._kind, injected))
+
     def _options(self) -> str:
         return f"injection_rate={self._rate!r}, name={self._name!r}"
 
@@ -190,6 +250,7 @@ class ChaosLatency(_BeforeCall):
     """Sleep ``seconds`` (with anyio) before a share of the calls."""
 
     __slots__ = ("_seconds",)
+    _kind = "latency"
 
     def __init__(
         self,
@@ -199,10 +260,16 @@ class ChaosLatency(_BeforeCall):
         enabled: Enabled = True,
         random: RandomSource | None = None,
         seed: int | None = None,
+        on_inject: ChaosHook | None = None,
         name: str = "",
     ) -> None:
         super().__init__(
-            injection_rate=injection_rate, enabled=enabled, random=random, seed=seed, name=name
+            injection_rate=injection_rate,
+            enabled=enabled,
+            random=random,
+            seed=seed,
+            on_inject=on_inject,
+            name=name,
         )
         self._seconds = check_finite(seconds, "seconds", ">= 0")
         if self._seconds < 0:
@@ -213,6 +280,7 @@ class ChaosLatency(_BeforeCall):
         return self._seconds
 
     async def _inject(self) -> None:
+        self._announce(self._seconds)
         await anyio.sleep(self._seconds)
 
     def __repr__(self) -> str:
@@ -227,6 +295,7 @@ class ChaosException(_BeforeCall):
     """
 
     __slots__ = ("_exception",)
+    _kind = "exception"
 
     def __init__(
         self,
@@ -236,10 +305,16 @@ class ChaosException(_BeforeCall):
         enabled: Enabled = True,
         random: RandomSource | None = None,
         seed: int | None = None,
+        on_inject: ChaosHook | None = None,
         name: str = "",
     ) -> None:
         super().__init__(
-            injection_rate=injection_rate, enabled=enabled, random=random, seed=seed, name=name
+            injection_rate=injection_rate,
+            enabled=enabled,
+            random=random,
+            seed=seed,
+            on_inject=on_inject,
+            name=name,
         )
         if not isinstance(exception, BaseException) and not callable(exception):
             raise TypeError(
@@ -256,6 +331,7 @@ class ChaosException(_BeforeCall):
                 raise TypeError(
                     f"the exception factory must return an exception, got {exception!r}"
                 )
+        self._announce(exception)
         raise exception
 
     def __repr__(self) -> str:
@@ -267,6 +343,7 @@ class ChaosBehavior(_BeforeCall):
     connection, fill a queue or flip a feature flag; what it raises reaches the caller."""
 
     __slots__ = ("_behavior",)
+    _kind = "behavior"
 
     def __init__(
         self,
@@ -276,16 +353,23 @@ class ChaosBehavior(_BeforeCall):
         enabled: Enabled = True,
         random: RandomSource | None = None,
         seed: int | None = None,
+        on_inject: ChaosHook | None = None,
         name: str = "",
     ) -> None:
         super().__init__(
-            injection_rate=injection_rate, enabled=enabled, random=random, seed=seed, name=name
+            injection_rate=injection_rate,
+            enabled=enabled,
+            random=random,
+            seed=seed,
+            on_inject=on_inject,
+            name=name,
         )
         if not callable(behavior):
             raise TypeError(f"behavior must be an async callable, got {behavior!r}")
         self._behavior = behavior
 
     async def _inject(self) -> None:
+        self._announce(self._behavior)
         await self._behavior()
 
     def __repr__(self) -> str:
@@ -301,6 +385,7 @@ class ChaosOutcome(ChaosStrategy):
     """
 
     __slots__ = ("_factory", "_result")
+    _kind = "outcome"
 
     def __init__(
         self,
@@ -311,10 +396,16 @@ class ChaosOutcome(ChaosStrategy):
         enabled: Enabled = True,
         random: RandomSource | None = None,
         seed: int | None = None,
+        on_inject: ChaosHook | None = None,
         name: str = "",
     ) -> None:
         super().__init__(
-            injection_rate=injection_rate, enabled=enabled, random=random, seed=seed, name=name
+            injection_rate=injection_rate,
+            enabled=enabled,
+            random=random,
+            seed=seed,
+            on_inject=on_inject,
+            name=name,
         )
         if factory is not None and not callable(factory):
             raise TypeError(f"factory must be a zero-argument callable or None, got {factory!r}")
@@ -327,7 +418,9 @@ class ChaosOutcome(ChaosStrategy):
         """Await ``fn(*args, **kwargs)``, or return the substitute for a share of the calls."""
         if self.try_inject():
             factory = self._factory
-            return cast(T, self._result if factory is None else factory())
+            result = self._result if factory is None else factory()
+            self._announce(result)
+            return cast(T, result)
         return await fn(*args, **kwargs)
 
     def __repr__(self) -> str:

@@ -17,15 +17,21 @@ The delay may be a number or a zero-argument callable asked before each extra at
 :class:`LatencyQuantile` is such a callable, giving a quantile (e.g. the p95) of the
 durations of recent attempts, which the hedge records when the delay has a ``record``
 method.
+
+Each extra attempt is announced before it starts: to the ``on_hedge`` hook (sync, with a
+:class:`HedgeDetails`; what it raises cancels the call's attempts and reaches the caller,
+as with ``Retry``'s ``on_retry`` and ``Fallback``'s ``on_fallback``) and at DEBUG on the
+``brace.hedge`` logger.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import anyio
 from typing_extensions import ParamSpec
@@ -33,7 +39,16 @@ from typing_extensions import ParamSpec
 from ._core._validate import check_finite, check_int
 from ._retry import RetryBudget
 
-__all__ = ("Hedge", "HedgeStatistics", "LatencyQuantile", "quantile")
+__all__ = (
+    "Hedge",
+    "HedgeDetails",
+    "HedgeHook",
+    "HedgeStatistics",
+    "LatencyQuantile",
+    "quantile",
+)
+
+logger = logging.getLogger("brace.hedge")
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -128,6 +143,28 @@ class LatencyQuantile:
 
 
 @dataclass(frozen=True, slots=True)
+class HedgeDetails:
+    """What the ``on_hedge`` hook learns as an extra attempt starts.
+
+    ``attempt``: the number of the attempt starting (the primary is 0, the first extra
+    attempt 1). ``delay``: seconds waited since the previous attempt started (less than
+    the hedge's delay when every running attempt had failed). ``elapsed``: seconds since
+    the call started. Both are on the event loop's clock. ``name``: the hedge's name.
+    """
+
+    name: str
+    attempt: int
+    delay: float
+    elapsed: float
+
+
+class HedgeHook(Protocol):
+    """Called synchronously with the :class:`HedgeDetails` before each extra attempt."""
+
+    def __call__(self, details: HedgeDetails, /) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
 class HedgeStatistics:
     """Counters of one :class:`Hedge` since it was made.
 
@@ -184,7 +221,10 @@ class Hedge:
         clock: the clock of the default budget (default: ``time.monotonic``) and of the
             durations recorded into the delay (default: the event loop's,
             ``anyio.current_time``, which virtual-time tests drive).
-        name: a name for repr.
+        on_hedge: called synchronously with the :class:`HedgeDetails` before each extra
+            attempt starts; what it raises cancels the call's attempts (the extra one is
+            not started) and reaches the caller.
+        name: a name for hooks, logs and repr.
     """
 
     __slots__ = (
@@ -200,6 +240,7 @@ class Hedge:
         "_hedges",
         "_max_extra",
         "_name",
+        "_on_hedge",
         "_record",
         "_refused",
     )
@@ -212,6 +253,7 @@ class Hedge:
         alternatives: Sequence[Callable[..., Awaitable[Any]]] = (),
         budget: RetryBudget | None = None,
         clock: Callable[[], float] | None = None,
+        on_hedge: HedgeHook | None = None,
         name: str = "",
     ) -> None:
         if callable(delay):
@@ -243,6 +285,9 @@ class Hedge:
             raise TypeError(f"budget must be a brace.RetryBudget or None, got {budget!r}")
         self._budget = budget
         self._clock = clock if clock is not None else anyio.current_time
+        if on_hedge is not None and not callable(on_hedge):
+            raise TypeError(f"on_hedge must be a callable or None, got {on_hedge!r}")
+        self._on_hedge = on_hedge
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, got {type(name).__name__}")
         self._name = name
@@ -275,8 +320,9 @@ class Hedge:
         budget = self._budget
         launched = 1
         can_hedge = True
-        started_at = anyio.current_time()
+        started_at = call_started = anyio.current_time()
         next_at: float | None = None
+        hook_error: Exception | None = None
         async with anyio.create_task_group() as group:
             self._attempts += 1
             race.running = 1
@@ -301,6 +347,12 @@ class Hedge:
                     self._refused += 1
                     can_hedge = False
                     continue
+                now = anyio.current_time()
+                if self._on_hedge is not None or logger.isEnabledFor(logging.DEBUG):
+                    hook_error = self._announce(launched, now - started_at, now - call_started)
+                    if hook_error is not None:
+                        group.cancel_scope.cancel()
+                        break
                 target = (
                     fn if not alternatives else alternatives[min(launched, len(alternatives)) - 1]
                 )
@@ -311,8 +363,10 @@ class Hedge:
                     self._attempt, race, group.cancel_scope, launched, target, args, kwargs
                 )
                 launched += 1
-                started_at = anyio.current_time()
+                started_at = now
                 next_at = None
+        if hook_error is not None:
+            raise hook_error
         if race.has_winner:
             if race.winner_index:
                 self._hedge_wins += 1
@@ -320,6 +374,24 @@ class Hedge:
         self._failures += 1
         errors = race.errors
         raise errors[0] if 0 in errors else errors[max(errors)]
+
+    def _announce(self, attempt: int, delay: float, elapsed: float) -> Exception | None:
+        """Log and hand the details of the extra attempt about to start to the hook;
+        return what the hook raised (it goes to the caller once the attempts are over)."""
+        logger.debug(
+            "hedge %r: starting attempt %d after %.3f s (%.3f s into the call)",
+            self._name,
+            attempt,
+            delay,
+            elapsed,
+        )
+        hook = self._on_hedge
+        if hook is not None:
+            try:
+                hook(HedgeDetails(self._name, attempt, delay, elapsed))
+            except Exception as exc:
+                return exc
+        return None
 
     async def _attempt(
         self,

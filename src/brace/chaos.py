@@ -18,7 +18,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from ._chaos import ChaosBehavior as ChaosBehavior
+from ._chaos import ChaosDetails as ChaosDetails
 from ._chaos import ChaosException as ChaosException
+from ._chaos import ChaosHook as ChaosHook
 from ._chaos import ChaosLatency as ChaosLatency
 from ._chaos import ChaosOutcome as ChaosOutcome
 from ._chaos import ChaosStatistics as ChaosStatistics
@@ -28,7 +30,9 @@ from ._chaos import should_inject as should_inject
 
 __all__ = (
     "ChaosBehavior",
+    "ChaosDetails",
     "ChaosException",
+    "ChaosHook",
     "ChaosLatency",
     "ChaosOutcome",
     "ChaosStatistics",
@@ -48,11 +52,18 @@ def latency(
     enabled: Enabled = True,
     random: RandomSource | None = None,
     seed: int | None = None,
+    on_inject: ChaosHook | None = None,
     name: str = "",
 ) -> ChaosLatency:
     """Sleep ``seconds`` before a share of the calls: a :class:`ChaosLatency`."""
     return ChaosLatency(
-        seconds, injection_rate=injection_rate, enabled=enabled, random=random, seed=seed, name=name
+        seconds,
+        injection_rate=injection_rate,
+        enabled=enabled,
+        random=random,
+        seed=seed,
+        on_inject=on_inject,
+        name=name,
     )
 
 
@@ -63,6 +74,7 @@ def exception(
     enabled: Enabled = True,
     random: RandomSource | None = None,
     seed: int | None = None,
+    on_inject: ChaosHook | None = None,
     name: str = "",
 ) -> ChaosException:
     """Raise ``exception`` (an instance, or a factory called each time) instead of a share
@@ -73,6 +85,7 @@ def exception(
         enabled=enabled,
         random=random,
         seed=seed,
+        on_inject=on_inject,
         name=name,
     )
 
@@ -85,6 +98,7 @@ def outcome(
     enabled: Enabled = True,
     random: RandomSource | None = None,
     seed: int | None = None,
+    on_inject: ChaosHook | None = None,
     name: str = "",
 ) -> ChaosOutcome:
     """Return ``result`` (or ``factory()``) instead of making a share of the calls: a
@@ -96,6 +110,7 @@ def outcome(
         enabled=enabled,
         random=random,
         seed=seed,
+        on_inject=on_inject,
         name=name,
     )
 
@@ -107,6 +122,7 @@ def behavior(
     enabled: Enabled = True,
     random: RandomSource | None = None,
     seed: int | None = None,
+    on_inject: ChaosHook | None = None,
     name: str = "",
 ) -> ChaosBehavior:
     """Run ``behavior()`` (async) before a share of the calls: a :class:`ChaosBehavior`."""
@@ -116,5 +132,6 @@ def behavior(
         enabled=enabled,
         random=random,
         seed=seed,
+        on_inject=on_inject,
         name=name,
     )
