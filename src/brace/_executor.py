@@ -142,9 +142,7 @@ class PriorityExecutor:
         "_failed",
         "_fast_seen",
         "_guard",
-        "_holders",
         "_idle_event",
-        "_loop",
         "_passed_on",
         "_scopes",
         "_scopes_empty",
@@ -200,9 +198,6 @@ class PriorityExecutor:
         self._drain_cancelled = 0
         self._draining_cancel = False
         self._scopes: set[anyio.CancelScope] = set()
-        # slot() holders: asyncio task -> slots it holds; trio task -> its cancel scopes
-        self._holders: dict[Any, Any] = {}
-        self._loop: object = None  # the asyncio loop seen last (a key of _task_table)
         self._scopes_empty: anyio.Event | None = None
         self._idle_event: anyio.Event | None = None
         if guard is not None and not isinstance(guard, MemoryGuard):
@@ -251,9 +246,8 @@ class PriorityExecutor:
         """``async with executor.slot(priority=...)``: hold one slot for the block.
 
         Raises :class:`brace.QueueFull` (or :class:`Dropped`), :class:`brace.QueueTimeout`
-        or :class:`brace.ShuttingDown` when no slot is given. A block still running when a
-        :meth:`drain` times out is cancelled, and ``async with`` raises
-        :class:`brace.ShuttingDown`, as :meth:`run` does.
+        or :class:`brace.ShuttingDown` when no slot is given. Work in a ``slot()`` block is
+        not cancelled by :meth:`drain`; use :meth:`run` for that.
         """
         if priority is None:
             slot = self._default_slot
@@ -350,8 +344,7 @@ class PriorityExecutor:
 
         New calls get :class:`brace.ShuttingDown` from now on. When ``timeout`` seconds pass
         before the executor is idle, queued waiters get :class:`brace.ShuttingDown` and
-        running work (:meth:`run` calls and ``slot()`` blocks alike) is cancelled; the call
-        returns once that work has unwound.
+        running :meth:`run` work is cancelled; the call returns once that work has unwound.
         """
         timeout = check_positive(timeout, "timeout")
         core = self._core
@@ -371,15 +364,7 @@ class PriorityExecutor:
             self._draining_cancel = True
             for scope in list(self._scopes):
                 scope.cancel()
-            for task, held in list(self._holders.items()):
-                if isinstance(held, int):  # an asyncio task: no scope to cancel, the task
-                    if held > 0:  # negative: cancelled already
-                        task.cancel("the executor drained and its timeout passed")
-                        self._holders[task] = -held
-                else:
-                    for trio_scope in held:
-                        trio_scope.cancel()
-            while self._scopes or self._holders:
+            while self._scopes:
                 self._scopes_empty = anyio.Event()
                 await self._scopes_empty.wait()
             self._scopes_empty = None
@@ -482,7 +467,7 @@ class PriorityExecutor:
             raise
         finally:
             scopes.discard(scope)
-            if not scopes and not self._holders and self._scopes_empty is not None:
+            if not scopes and self._scopes_empty is not None:
                 self._scopes_empty.set()
             self._finish(started, outcome)
         if outcome is _COMPLETED:
@@ -618,11 +603,6 @@ class PriorityExecutor:
         elif self._idle_event is not None:
             self._check_idle()
 
-    def _check_unwound(self) -> None:
-        """Wake a drain waiting for cancelled work to unwind, once none is left."""
-        if not self._scopes and not self._holders and self._scopes_empty is not None:
-            self._scopes_empty.set()
-
     def _check_idle(self) -> None:
         core = self._core
         if self._idle_event is not None and not core.running and not core.pending:
@@ -640,94 +620,6 @@ class PriorityExecutor:
                 else:
                     waiter.set()  # type: ignore[attr-defined]
         self._check_idle()
-
-
-# The running asyncio task, cheaply. asyncio.current_task() is Python code before 3.12
-# and costs a third of a slot; the slot looks the task up in asyncio's table of current
-# tasks by the loop it saw last (one dict lookup), and asks asyncio only when that fails.
-_running_loop = asyncio.events._get_running_loop
-_task_table: dict[Any, Any] = getattr(asyncio.tasks, "_current_tasks", {})
-_task_in = _task_table.get
-_UNKNOWN: Final = object()
-
-
-def _current_task(executor: PriorityExecutor | None = None) -> Any:
-    """The running asyncio task, or ``None`` (on trio); remembers the loop in ``executor``."""
-    loop = _running_loop()
-    if loop is None:
-        return None
-    if executor is not None:
-        executor._loop = loop
-    return asyncio.current_task(loop)
-
-
-def _enter_holder(executor: PriorityExecutor) -> None:
-    """Record the task now holding a slot, so a drain that times out can cancel it.
-
-    On asyncio the task itself is recorded (a cancel scope per block would cost several
-    times the slot); on trio, where a task can only be cancelled through a scope, the block
-    runs in a ``trio.CancelScope``.
-    """
-    holders = executor._holders
-    task = _current_task()  # None: trio
-    if task is not None:
-        holders[task] = holders.get(task, 0) + 1
-        return
-    import trio
-
-    scope = trio.CancelScope()
-    scope.__enter__()
-    holders.setdefault(trio.lowlevel.current_task(), []).append(scope)
-
-
-def _exit_holder(
-    executor: PriorityExecutor,
-    exc_type: type[BaseException] | None,
-    exc: BaseException | None,
-    tb: TracebackType | None,
-    task: Any = _UNKNOWN,
-    held: int = 0,
-) -> bool:
-    """Forget the holder; True if the drain cancelled its block (the cancellation is
-    then swallowed here, and the caller raises ShuttingDown instead).
-
-    ``task``: the asyncio task when the caller knows it (``None`` on trio); ``held``:
-    what the caller already popped from ``_holders`` for it."""
-    holders = executor._holders
-    if task is _UNKNOWN:
-        task = _current_task()
-        if task is not None:
-            held = holders.pop(task, 0)
-    if task is not None:
-        if held >= 0:  # the common case: not cancelled by a drain
-            if held > 1:
-                holders[task] = held - 1
-            drained = False
-        else:  # the drain cancelled this task (once, however many slots it holds)
-            if held == -1:
-                task.uncancel()  # the outermost block: the drain's cancel is spent
-            else:
-                holders[task] = held + 1
-            drained = exc_type is not None and (
-                issubclass(exc_type, (asyncio.CancelledError, ShuttingDown))
-            )
-    else:
-        import trio
-
-        current = trio.lowlevel.current_task()
-        scopes = holders.get(current)
-        drained = False
-        if scopes:
-            scope = scopes.pop()
-            if not scopes:
-                del holders[current]
-            swallowed = scope.__exit__(exc_type, exc, tb)  # True also when exc is None
-            drained = exc_type is not None and (
-                bool(swallowed) or (scope.cancel_called and issubclass(exc_type, ShuttingDown))
-            )
-    if executor._scopes_empty is not None:
-        executor._check_unwound()
-    return drained
 
 
 async def _park(ticket: Ticket) -> None:
@@ -793,14 +685,6 @@ class _Slot:
             self.admitted += 1
         else:
             await executor._wait(self, now)
-        # _enter_holder inlined for asyncio (the drain cancels the task at its deadline)
-        task = _task_in(executor._loop) or _current_task(executor)
-        if task is None:  # trio
-            _enter_holder(executor)
-        else:
-            holders = executor._holders
-            held = holders.get(task)
-            holders[task] = 1 if held is None else held + 1
 
     async def __aexit__(
         self,
@@ -809,15 +693,6 @@ class _Slot:
         tb: TracebackType | None,
     ) -> None:
         executor = self._executor
-        # _exit_holder inlined for asyncio's common case (one slot, no drain cancel)
-        task = _task_in(executor._loop) or _current_task(executor)
-        held = None if task is None else executor._holders.pop(task, 0)
-        if held == 1:
-            if executor._scopes_empty is not None:
-                executor._check_unwound()
-        elif _exit_holder(executor, exc_type, exc, tb, task, held or 0):
-            executor._finish(None, _DRAINED)
-            raise ShuttingDown("cancelled: the executor drained and its timeout passed")
         if exc_type is None:
             # PriorityExecutor._finish for a completion, with AdmissionCore.release inlined
             # while nobody waits (keep the two in step)
@@ -858,7 +733,6 @@ class _TimedSlot:
 
     async def __aenter__(self) -> None:
         self._started = await self._executor._acquire(self._slot)
-        _enter_holder(self._executor)
 
     async def __aexit__(
         self,
@@ -866,9 +740,6 @@ class _TimedSlot:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if _exit_holder(self._executor, exc_type, exc, tb):
-            self._executor._finish(self._started, _DRAINED)
-            raise ShuttingDown("cancelled: the executor drained and its timeout passed")
         if exc_type is None:
             outcome = _COMPLETED
         elif issubclass(exc_type, anyio.get_cancelled_exc_class()):
