@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import brace
-from brace._client import _MIN_SLOTS, _BreakerTable
+from brace._client import _MIN_SLOTS, _BreakerTable, replica
 from brace.testing import FakeClock
 
 
@@ -59,7 +59,7 @@ def test_bounded_table_decides_as_unbounded_breakers(
     reference: dict[str, brace.CircuitBreaker] = {}
     for key, failed, pause in steps:
         clock.advance(pause)
-        own = reference.setdefault(key, template.replica(name=key))
+        own = reference.setdefault(key, replica(template, key))
         assert admitted(table.get(key), failed) == admitted(own, failed)
         assert len(table.held) <= max_keys
 
@@ -142,7 +142,7 @@ def test_replica_copies_every_argument() -> None:
         name="api",
     )
     template.force_open()
-    copy = template.replica(name="api a:80")
+    copy = replica(template, "api a:80")
     assert copy.state is brace.CircuitState.CLOSED
     assert copy.name == "api a:80"
     core, original = copy._core, template._core
@@ -164,5 +164,5 @@ def test_replica_copies_every_argument() -> None:
     for name in ("_exceptions", "_exclude", "_is_failure", "_failure_result", "_hooks", "_clock"):
         assert getattr(copy, name) == getattr(template, name), name
     assert isinstance(core.window, type(original.window))
-    counted = brace.CircuitBreaker(failure_rate=0.5, window_calls=20).replica()
+    counted = replica(brace.CircuitBreaker(failure_rate=0.5, window_calls=20), None)
     assert counted._core.window.size == 20  # type: ignore[union-attr]

@@ -415,6 +415,11 @@ def _acquirer(
     return acquire_shared
 
 
+def replica(template: CircuitBreaker, name: str | None) -> CircuitBreaker:
+    """A new, closed breaker made with the arguments of ``template``, named ``name``."""
+    return template.replica(name=name)
+
+
 class _BreakerTable:
     """The breakers of the keys seen: at most ``max_keys``, the least recently used out
     first, spilled into a sketch unless at rest (see the module's theory of operation)."""
@@ -440,7 +445,7 @@ class _BreakerTable:
         if len(held) >= self.max_keys:
             self._evict(*held.popitem(last=False))
         name = self.template.name
-        breaker = self.template.replica(name=key if name is None else f"{name} {key}")
+        breaker = replica(self.template, key if name is None else f"{name} {key}")
         if self._until is not None:
             self._restore(key, breaker)
         held[key] = breaker
