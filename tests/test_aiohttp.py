@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 import brace
 from brace.aiohttp import BraceMiddleware, ResilientMiddleware
 from brace.asgi import Rule
-from brace.demo.rules import DEMO_RULES
+from brace_demo.rules import DEMO_RULES
 
 
 @pytest.fixture

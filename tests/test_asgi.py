@@ -25,7 +25,7 @@ from brace.asgi import (
     default_priority,
     health_app,
 )
-from brace.demo.rules import DEMO_DEFAULT, DEMO_RULES
+from brace_demo.rules import DEMO_DEFAULT, DEMO_RULES
 
 Scope = dict[str, Any]
 

@@ -16,7 +16,7 @@ from starlette.routing import Mount, Route
 
 import brace
 from brace.asgi import BraceMiddleware, Rule, health_app
-from brace.demo.rules import DEMO_RULES
+from brace_demo.rules import DEMO_RULES
 
 
 async def hello(request: Request) -> PlainTextResponse:

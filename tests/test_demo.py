@@ -1,4 +1,4 @@
-"""The reference server (`brace.demo`): its routes, its protections, the report, and a
+"""The reference server (`brace_demo`): its routes, its protections, the report, and a
 very short real overload run (two uvicorn subprocesses on 127.0.0.1, about 25 s)."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import httpx
 import pytest
 
 import brace
-from brace.demo.app import create_app
-from brace.demo.cli import main
-from brace.demo.loadgen import ERROR, NOT_SENT, TIMEOUT, CapacityResult, CapacityStep, Recorder
-from brace.demo.report import PlotUnavailable, ServerRun, format_report, plot, summarize
-from brace.demo.service import DemoSettings
-from brace.demo.twin import create_twin
+from brace_demo.app import create_app
+from brace_demo.cli import main
+from brace_demo.loadgen import ERROR, NOT_SENT, TIMEOUT, CapacityResult, CapacityStep, Recorder
+from brace_demo.report import PlotUnavailable, ServerRun, format_report, plot, summarize
+from brace_demo.service import DemoSettings
+from brace_demo.twin import create_twin
 
 MB = 2**20
 
@@ -232,7 +232,7 @@ def test_overload_arguments_are_bounded(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_percentile_is_nearest_rank() -> None:
     """p50 / p99 are the nearest-rank quantiles; no values give NaN."""
-    from brace.demo.loadgen import percentile
+    from brace_demo.loadgen import percentile
 
     values = [float(number) for number in range(1, 101)]
     assert percentile(values, 0.5) == 50.0
@@ -249,7 +249,7 @@ def test_serve_runs_on_each_loop(loop: str) -> None:
     import signal
     import subprocess
 
-    command = [sys.executable, "-m", "brace.demo", "serve", "--port", "0", "--loop", loop]
+    command = [sys.executable, "-m", "brace_demo", "serve", "--port", "0", "--loop", loop]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as server:
         try:
             assert server.stdout is not None

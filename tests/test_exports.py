@@ -139,8 +139,7 @@ def test_every_public_module_is_checked() -> None:
         if not path.name.startswith("_")
         and (path.suffix == ".py" or (path / "__init__.py").is_file())
     }
-    # brace.demo is the demo application (extra "demo"), not a library API.
-    known = {"brace.testing", "brace.demo", *OPTIONAL_MODULES}
+    known = {"brace.testing", *OPTIONAL_MODULES}
     assert public <= known, f"add to OPTIONAL_MODULES: {sorted(public - known)}"
 
 
@@ -170,3 +169,39 @@ def test_no_unguarded_import_of_undeclared_packages() -> None:
             if any(name.split(".")[0] == "sniffio" for name in names) and id(node) not in guarded:
                 unguarded.append(f"{path.name}:{node.lineno}")
     assert unguarded == []
+
+
+def test_the_library_wheel_holds_the_library_alone(tmp_path: Path) -> None:
+    """The demo is its own distribution (``demo/``): brace's wheel ships no demo modules
+    and no ``brace-demo`` command."""
+    import zipfile
+
+    root = Path(__file__).resolve().parents[1]
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(root),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert build.returncode == 0, build.stderr
+    (wheel,) = tmp_path.glob("brace-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        entry_points = [n for n in names if n.endswith("entry_points.txt")]
+        scripts = "".join(archive.read(n).decode() for n in entry_points)
+    assert names, "empty wheel"
+    assert all(n.startswith(("brace/", "brace-")) for n in names), sorted(names)
+    assert not any("demo" in n for n in names), [n for n in names if "demo" in n]
+    assert "brace-demo" not in scripts

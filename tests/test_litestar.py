@@ -10,7 +10,7 @@ from litestar import Litestar, get, post
 
 import brace
 from brace.asgi import BraceMiddleware, Rule
-from brace.demo.rules import DEMO_RULES
+from brace_demo.rules import DEMO_RULES
 
 
 @get("/api/items")

@@ -13,7 +13,7 @@ from quart import Quart
 
 from asgi_scopes import http_scope
 from brace.asgi import BraceMiddleware, Rule
-from brace.demo.rules import DEMO_RULES
+from brace_demo.rules import DEMO_RULES
 
 
 @pytest.fixture

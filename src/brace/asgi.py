@@ -61,7 +61,7 @@ class BraceMiddleware:
 
     The options:
 
-    - ``rules``: `Rule` objects tried in order (``brace.demo.rules.DEMO_RULES`` is the demo's
+    - ``rules``: `Rule` objects tried in order (``brace_demo.rules.DEMO_RULES`` is the demo's
       table).
     - ``default``: the rule for requests no rule matches (default: no limits, no timeout).
     - ``executor``: a `brace.PriorityExecutor` every request takes a slot of (none: no queue).

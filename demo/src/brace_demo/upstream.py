@@ -3,7 +3,7 @@
 A bare ASGI application (no framework): ``POST /v1/complete`` answers after ``latency``
 seconds with a made-up completion; ``failure_rate`` of the answers are 503s, so the
 circuit breaker and the retries in front of it have something to do. ``GET /health``
-answers at once. Run it with ``python -m brace.demo upstream --port 9000``.
+answers at once. Run it with ``python -m brace_demo upstream --port 9000``.
 """
 
 from __future__ import annotations

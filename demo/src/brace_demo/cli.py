@@ -5,7 +5,7 @@ beside it). ``brace-demo overload --factor 5 --seconds 30`` starts the protected
 and the unprotected twin one after the other, each in its own uvicorn process on a free
 loopback port, measures each one's capacity with a closed-loop ramp, drives it at
 ``factor`` x that capacity with an open-loop load for ``seconds`` (one progress line a
-second), and prints the report (`brace.demo.report`).
+second), and prints the report (`brace_demo.report`).
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ def _serve(args: argparse.Namespace) -> int:
     url = args.upstream_url
     if url is None:
         upstream = subprocess.Popen(
-            [sys.executable, "-m", "brace.demo", "upstream", "--port", "0", "--loop", args.loop],
+            [sys.executable, "-m", "brace_demo", "upstream", "--port", "0", "--loop", args.loop],
             stdout=subprocess.PIPE,
         )
         assert upstream.stdout is not None
@@ -251,7 +251,7 @@ class _Process:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "brace.demo",
+                "brace_demo",
                 *arguments,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=stderr,

@@ -1,4 +1,4 @@
-"""``python -m brace.demo``: the ``brace-demo`` command."""
+"""``python -m brace_demo``: the ``brace-demo`` command."""
 
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
 `FakeDatabase` stands in for a real one: ``connections`` connections, each query holding
 one for its latency; when every connection is busy a query waits its turn (FIFO, without
-bound, as a driver's pool does). The protected app (`brace.demo.app`) and its unprotected
-twin (`brace.demo.twin`) share these handlers, so the only difference between them is
+bound, as a driver's pool does). The protected app (`brace_demo.app`) and its unprotected
+twin (`brace_demo.twin`) share these handlers, so the only difference between them is
 brace.
 """
 

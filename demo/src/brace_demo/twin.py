@@ -26,7 +26,7 @@ __all__ = ("create_twin",)
 
 
 def create_twin(settings: DemoSettings | None = None) -> Starlette:
-    """The unprotected demo server (``uvicorn --factory brace.demo.twin:create_twin``)."""
+    """The unprotected demo server (``uvicorn --factory brace_demo.twin:create_twin``)."""
     settings = DemoSettings() if settings is None else settings
     if settings.upstream_url is None:
         ai = httpx.AsyncClient(

@@ -1,6 +1,6 @@
 """The demo server protected by brace: SEED.md's server, every protection at its defaults.
 
-`create_app` wraps the service (`brace.demo.service`) in `brace.asgi.BraceMiddleware`:
+`create_app` wraps the service (`brace_demo.service`) in `brace.asgi.BraceMiddleware`:
 
 - rate limits (sliding windows) per user (``X-User``) or, for anonymous requests, per
   client address: ``/api/ai`` 10 per minute, ``/api/auth`` 20 per 15 minutes,
@@ -44,7 +44,7 @@ __all__ = ("create_app",)
 
 
 def create_app(settings: DemoSettings | None = None) -> BraceMiddleware:
-    """The protected demo server, an ASGI app (``uvicorn --factory brace.demo.app:create_app``).
+    """The protected demo server, an ASGI app (``uvicorn --factory brace_demo.app:create_app``).
 
     The Starlette app inside is ``middleware.app``; its ``state`` holds the ``registry``,
     the ``database`` and the AI ``breaker``.
