@@ -173,6 +173,7 @@ def test_statistics_is_a_frozen_slotted_snapshot() -> None:
         rejected=1,
         waited=0,
         cancelled=0,
+        refusals={"rate_limited": 1},
     )
     assert not hasattr(stats, "__dict__")
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -370,7 +370,9 @@ def test_statistics_is_frozen_and_slotted() -> None:
     limiter = brace.RateLimiter("1/s", clock=FakeClock())
     limiter.try_hit("k")
     statistics = limiter.statistics()
-    assert statistics == brace.RateLimiterStatistics(1, 1, 1, 0, 0, 0, 0, 0)
+    assert statistics == brace.RateLimiterStatistics(
+        1, 1, 1, 0, 0, 0, 0, 0, refusals={"rate_limited": 0}
+    )
     assert not hasattr(statistics, "__dict__")
     with pytest.raises(AttributeError):
         statistics.hits = 3  # type: ignore[misc]

@@ -25,7 +25,9 @@ async def test_overrun_raises_timeout_exceeded_at_the_deadline() -> None:
     assert isinstance(caught.value, brace.BraceError)
     assert caught.value.timeout == 2.0
     assert anyio.current_time() - start == pytest.approx(2.0)
-    assert timeout.statistics() == brace.TimeoutStatistics(calls=1, timed_out=1)
+    assert timeout.statistics() == brace.TimeoutStatistics(
+        calls=1, timed_out=1, refusals={"timeout": 1}
+    )
 
 
 async def test_fast_body_returns_its_value() -> None:
@@ -39,7 +41,9 @@ async def test_fast_body_returns_its_value() -> None:
     assert await timeout.call(answer, 1, y=2) == 3
     async with timeout:
         await anyio.sleep(1.5)
-    assert timeout.statistics() == brace.TimeoutStatistics(calls=2, timed_out=0)
+    assert timeout.statistics() == brace.TimeoutStatistics(
+        calls=2, timed_out=0, refusals={"timeout": 0}
+    )
 
 
 async def test_async_with_overrun() -> None:
@@ -150,7 +154,9 @@ async def test_concurrent_tasks_share_one_timeout() -> None:
         for index in range(40):
             tg.start_soon(worker, index)
     assert outcomes == {i: "done" if i % 10 < 5 else "timeout" for i in range(40)}
-    assert timeout.statistics() == brace.TimeoutStatistics(calls=40, timed_out=20)
+    assert timeout.statistics() == brace.TimeoutStatistics(
+        calls=40, timed_out=20, refusals={"timeout": 20}
+    )
 
 
 async def test_nested_entries_of_one_instance_in_one_task() -> None:
@@ -242,5 +248,7 @@ async def test_random_cancellation_leaves_no_open_entry() -> None:
             except TimeoutExceeded:
                 expired += 1
         assert timeout._scopes.get() is None
-    assert timeout.statistics() == brace.TimeoutStatistics(calls=200, timed_out=expired)
+    assert timeout.statistics() == brace.TimeoutStatistics(
+        calls=200, timed_out=expired, refusals={"timeout": expired}
+    )
     assert 0 < expired < 200

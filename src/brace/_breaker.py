@@ -25,6 +25,7 @@ from ._core.breaker import (
     CircuitState,
     CircuitStateChange,
 )
+from ._events import EventHook, Refused, event_hook, hooks_of
 from ._exceptions import CircuitOpen
 
 __all__ = ("CircuitBreaker", "CircuitTicket", "StateChangeHook")
@@ -126,6 +127,11 @@ class CircuitBreaker:
         failure_result: Predicate on a result returned through :meth:`call` or the
             decorator: ``True`` makes it a failure (say, an HTTP 503 response).
         on_state_change: A hook, or hooks, called with a :class:`CircuitStateChange`.
+        on_event: A hook, or hooks, called with every event: each
+            :class:`CircuitStateChange` and a `brace.events.Refused` (reason
+            ``"circuit_open"``) for each refused call. What a hook raises is logged on
+            ``brace.breaker`` and swallowed. State changes are logged there too (WARNING
+            when the circuit opens, INFO otherwise), refusals at DEBUG.
         clock: Zero-argument callable returning monotonic seconds.
         random: Zero-argument callable returning floats in [0, 1), for the jitter.
         name: Name carried by statistics, state changes and :class:`~brace.CircuitOpen`.
@@ -153,6 +159,7 @@ class CircuitBreaker:
         "_needs_duration",
         "_needs_end_time",
         "_no_outcome",
+        "_on_event",
         "_tickets",
     )
 
@@ -183,6 +190,7 @@ class CircuitBreaker:
         clock: Callable[[], float] | None = None,
         random: Callable[[], float] | None = None,
         name: str | None = None,
+        on_event: EventHook | Iterable[EventHook] | None = None,
     ) -> None:
         self._exceptions = _exception_types(exceptions, "exceptions")
         self._exclude = _exception_types(exclude, "exclude")
@@ -201,6 +209,7 @@ class CircuitBreaker:
             for hook in hooks:
                 _optional_callable(hook, "on_state_change")
         self._hooks = hooks
+        self._on_event = event_hook(on_event)
         # What replica() passes to a new breaker: every parameter of __init__ (a test
         # compares these keys with the signature), the types and hooks as normalized.
         self._arguments: dict[str, Any] = {
@@ -228,6 +237,7 @@ class CircuitBreaker:
             "clock": clock,
             "random": random,
             "name": name,
+            "on_event": hooks_of(self._on_event),
         }
         self._core = CircuitBreakerCore(
             failure_threshold=failure_threshold,
@@ -329,6 +339,9 @@ class CircuitBreaker:
             message = f"{what} is forced open"
         else:
             message = f"{what} is open; retry after {retry_after:.2f} s"
+        logger.debug("%s", message)
+        if self._on_event is not None:
+            self._on_event(Refused(name, now, "circuit_open", "circuit_breaker", retry_after))
         return CircuitOpen(message, retry_after=retry_after, name=name, state=state)
 
     def _succeeded(self, ticket: int, start: float) -> None:
@@ -377,8 +390,18 @@ class CircuitBreaker:
 
     def _changed(self, change: CircuitStateChange) -> None:
         self._settle()
+        logger.log(
+            logging.WARNING if change.new is CircuitState.OPEN else logging.INFO,
+            "circuit breaker %r: %s -> %s (%s)",
+            change.name,
+            change.old,
+            change.new,
+            change.reason,
+        )
         for hook in self._hooks:
             _call_hook(hook, change)
+        if self._on_event is not None:
+            self._on_event(change)
 
     def _settle(self) -> None:
         """Take the class that fits the state (see :class:`_ClosedCircuitBreaker`)."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 from typing_extensions import Self
 
 from ._core.gcra import GCRA, TokenBucketCore
+from ._events import EventHook, refusals
 from ._waiters import LimiterShell
 
 __all__ = ("TokenBucket", "TokenBucketStatistics")
@@ -27,6 +30,7 @@ class TokenBucketStatistics:
         acquired: tokens taken since creation (by all calls together).
         rejected: ``try_acquire`` calls refused since creation.
         waited: ``acquire`` calls that had to wait, since creation.
+        refusals: refusals by reason since creation: ``{"rate_limited": rejected}``.
         cancelled: waiting calls that left without their tokens (cancelled), since creation.
     """
 
@@ -40,6 +44,7 @@ class TokenBucketStatistics:
     rejected: int
     waited: int
     cancelled: int
+    refusals: Mapping[str, int]
 
 
 class TokenBucket(LimiterShell[TokenBucketCore]):
@@ -73,6 +78,9 @@ class TokenBucket(LimiterShell[TokenBucketCore]):
         burst: the capacity, an int >= 1 (default: ``rate`` rounded down, at least 1).
         clock: a zero-argument callable returning monotonic seconds (default
             ``time.monotonic``; pass ``anyio.current_time`` on a virtual-time loop).
+        name: a name for events and log records (default ``None``).
+        on_event: a hook, or hooks, called with a `brace.events.Refused` (reason
+            ``"rate_limited"``) for each refusal of ``try_acquire``; see ``docs/events.md``.
 
     Raises:
         TypeError: an argument has the wrong type.
@@ -81,6 +89,9 @@ class TokenBucket(LimiterShell[TokenBucketCore]):
 
     __slots__ = ()
 
+    _source: ClassVar[str] = "token_bucket"
+    _logger: ClassVar[logging.Logger] = logging.getLogger("brace.bucket")
+
     def __init__(
         self,
         rate: float,
@@ -88,8 +99,10 @@ class TokenBucket(LimiterShell[TokenBucketCore]):
         *,
         burst: int | None = None,
         clock: Callable[[], float] | None = None,
+        name: str | None = None,
+        on_event: EventHook | Iterable[EventHook] | None = None,
     ) -> None:
-        super().__init__(TokenBucketCore(GCRA(rate, per, burst)), clock)
+        super().__init__(TokenBucketCore(GCRA(rate, per, burst)), clock, name, on_event)
 
     async def __aenter__(self) -> None:
         """``acquire(1)``, building no decision (the fastest way to take a token)."""
@@ -164,6 +177,7 @@ class TokenBucket(LimiterShell[TokenBucketCore]):
             rejected=self._rejected,
             waited=queue.waited,
             cancelled=queue.cancelled,
+            refusals=refusals(rate_limited=self._rejected),
         )
 
     def __repr__(self) -> str:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import functools
+import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
@@ -15,7 +17,15 @@ from typing_extensions import ParamSpec
 
 from ._core._validate import check_positive
 from ._core.admission import AdmissionCore, Discipline, FullPolicy, Reservoir, Ticket, TicketState
-from ._exceptions import QueueFull, QueueTimeout, ShuttingDown, TimeoutExceeded
+from ._events import EventHook, Reason, RefusalCounter, Refused, event_hook
+from ._exceptions import (
+    MemoryPressure,
+    QueueFull,
+    QueueTimeout,
+    Rejected,
+    ShuttingDown,
+    TimeoutExceeded,
+)
 from ._memory import MemoryAdmission, MemoryGuard
 from ._priority import Priority, check_priority
 
@@ -31,6 +41,17 @@ __all__ = (
 
 P = ParamSpec("P")
 T = TypeVar("T")
+R = TypeVar("R", bound=BaseException)
+
+logger = logging.getLogger("brace.executor")
+
+_REASONS: tuple[Reason, ...] = (
+    "queue_full",
+    "dropped",
+    "queue_timeout",
+    "memory",
+    "shutting_down",
+)
 
 _QUEUED = TicketState.QUEUED
 _GRANTED = TicketState.GRANTED
@@ -61,7 +82,9 @@ class ExecutorStatistics:
     arrived while draining. Wait and processing times are in seconds; the wait-time
     percentiles are over the most recent ``reservoir_size`` admissions. ``held``: work
     its memory guard holds at the door right now (memory HIGH); it counts against
-    ``max_queue`` beside ``pending``.
+    ``max_queue`` beside ``pending``. ``refusals``: every refusal by reason
+    (``queue_full``, ``dropped``, ``queue_timeout``, ``memory``, ``shutting_down``), each
+    counted once, as its ``on_event`` hooks saw it.
     """
 
     concurrency: int
@@ -89,6 +112,7 @@ class ExecutorStatistics:
     pending_by_priority: dict[int, int]
     draining: bool
     held: int = 0
+    refusals: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +151,12 @@ class PriorityExecutor:
     ``"codel"``, ``"adaptive_lifo"``), ``queue_timeout`` (most seconds in the queue),
     ``timeout`` (default per-call limit on running time, counted from when work starts) and
     an optional :class:`brace.AdaptiveLimit` that moves ``concurrency`` with latency.
+
+    ``on_event``: a hook, or hooks, called with a `brace.events.Refused` for every
+    refusal (``queue_full``, ``dropped``, ``queue_timeout``, ``memory``,
+    ``shutting_down``; ``priority`` set) just before the caller gets the exception; each
+    is logged at DEBUG on ``brace.executor`` and counted in ``statistics().refusals``.
+    ``name`` names the executor in events and log records.
     """
 
     __slots__ = (
@@ -143,7 +173,10 @@ class PriorityExecutor:
         "_fast_seen",
         "_guard",
         "_idle_event",
+        "_name",
+        "_on_event",
         "_passed_on",
+        "_refusals",
         "_scopes",
         "_scopes_empty",
         "_slots",
@@ -170,7 +203,14 @@ class PriorityExecutor:
         limit: AdaptiveLimit | None = None,
         guard: MemoryGuard | None = None,
         clock: Callable[[], float] | None = None,
+        name: str | None = None,
+        on_event: EventHook | Iterable[EventHook] | None = None,
     ) -> None:
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, got {name!r}")
+        self._name = name
+        self._on_event = event_hook(on_event)
+        self._refusals = RefusalCounter(_REASONS)
         self._core = AdmissionCore(
             concurrency,
             max_queue,
@@ -423,6 +463,7 @@ class PriorityExecutor:
             pending_by_priority=core.pending_by_priority(),
             draining=core.closed,
             held=0 if self._guard is None else self._guard._waiting,
+            refusals=self._refusals.snapshot(),
         )
 
     def __repr__(self) -> str:
@@ -473,7 +514,11 @@ class PriorityExecutor:
         if outcome is _COMPLETED:
             return result
         if outcome is _DRAINED:
-            raise ShuttingDown("cancelled: the executor drained and its timeout passed")
+            raise self._refuse(
+                "shutting_down",
+                ShuttingDown("cancelled: the executor drained and its timeout passed"),
+                slot.priority,
+            )
         raise TimeoutExceeded(timeout=limit)
 
     def _finished(self) -> int:
@@ -497,9 +542,18 @@ class PriorityExecutor:
         guard = self._guard
         assert guard is not None
         if self._core.closed:
-            raise ShuttingDown("the executor is draining and admits no new work")
-        if guard.check(priority) is MemoryAdmission.QUEUE:
-            await guard._hold()  # bounded by this executor's queue: see MemoryGuard._hold
+            raise self._refuse(
+                "shutting_down",
+                ShuttingDown("the executor is draining and admits no new work"),
+                priority,
+            )
+        try:
+            if guard.check(priority) is MemoryAdmission.QUEUE:
+                await guard._hold()  # bounded by this executor's queue: see MemoryGuard._hold
+        except MemoryPressure as error:
+            raise self._refuse("memory", error, priority) from None
+        except QueueFull as error:
+            raise self._refuse("queue_full", error, priority) from None
 
     async def _acquire(self, slot: _Slot) -> float:
         """Take a slot (waiting if need be) and return the time the work starts."""
@@ -518,9 +572,18 @@ class PriorityExecutor:
             self._wake(changed)
         if ticket is None:
             if core.closed:
-                raise ShuttingDown("the executor is draining", retry_after=None)
-            raise QueueFull(
-                f"the queue is full ({core.max_queue} waiting)", retry_after=core.retry_after()
+                raise self._refuse(
+                    "shutting_down",
+                    ShuttingDown("the executor is draining", retry_after=None),
+                    slot.priority,
+                )
+            raise self._refuse(
+                "queue_full",
+                QueueFull(
+                    f"the queue is full ({core.max_queue} waiting)",
+                    retry_after=core.retry_after(),
+                ),
+                slot.priority,
             )
         if ticket.state is not _QUEUED:
             return self._granted(slot, ticket, now)
@@ -552,12 +615,50 @@ class PriorityExecutor:
             return now
         core = self._core
         if state is TicketState.DROPPED:
-            raise Dropped("dropped from the queue", retry_after=core.retry_after())
-        if state is TicketState.TIMED_OUT:
-            raise QueueTimeout(
-                f"waited {core.queue_timeout} s in the queue", retry_after=core.retry_after()
+            raise self._refuse(
+                "dropped",
+                Dropped("dropped from the queue", retry_after=core.retry_after()),
+                slot.priority,
             )
-        raise ShuttingDown("the executor drained and its timeout passed", retry_after=None)
+        if state is TicketState.TIMED_OUT:
+            raise self._refuse(
+                "queue_timeout",
+                QueueTimeout(
+                    f"waited {core.queue_timeout} s in the queue",
+                    retry_after=core.retry_after(),
+                ),
+                slot.priority,
+            )
+        raise self._refuse(
+            "shutting_down",
+            ShuttingDown("the executor drained and its timeout passed", retry_after=None),
+            slot.priority,
+        )
+
+    def _refuse(self, reason: Reason, error: R, priority: int) -> R:
+        """Count and report one refusal (never on the success path); the error to raise."""
+        self._refusals.add(reason)
+        logger.debug(
+            "executor %r refused priority %s: %s (%s)", self._name, priority, reason, error
+        )
+        if self._on_event is not None:
+            retry_after = error.retry_after if isinstance(error, Rejected) else None
+            self._on_event(
+                Refused(
+                    self._name,
+                    self._clock(),
+                    reason,
+                    "executor",
+                    retry_after=retry_after,
+                    priority=priority,
+                )
+            )
+        return error
+
+    @property
+    def name(self) -> str | None:
+        """The name given at construction (carried by events and log records)."""
+        return self._name
 
     def _abandon(self, ticket: Ticket) -> None:
         """The waiter was cancelled: leave the queue, or pass on a slot granted meanwhile."""

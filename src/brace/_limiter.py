@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -16,6 +17,7 @@ from ._core._validate import shown
 from ._core.gcra import GCRA
 from ._core.window import SlidingLog, SlidingWindowCounter
 from ._decision import Decision
+from ._events import EventHook, Refused, event_hook, refusals
 from ._exceptions import RateLimited
 from ._rate import Rate, parse_rate
 from ._store import MemoryStore, Policy, RateLimitStore, _AnyTable, check_key
@@ -24,6 +26,8 @@ __all__ = ("RateLimiter", "RateLimiterStatistics")
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+logger = logging.getLogger("brace.limiter")
 
 _DEFAULT_MAX_KEYS = 100_000
 # Sleep at least this long before asking again, should rounding make a refusal say "0 s".
@@ -64,7 +68,8 @@ class RateLimiterStatistics:
     ``hits`` = ``allowed`` + ``rejected``: decisions made by ``hit`` / ``try_hit`` /
     ``limit`` / ``acquire``; ``evictions``: live keys spilled to the memory store's
     sketch; ``drops``: at-rest keys forgotten without loss; ``waiters``: tasks waiting in
-    `RateLimiter.acquire`; ``waiting_keys``: keys those tasks wait on.
+    `RateLimiter.acquire`; ``waiting_keys``: keys those tasks wait on; ``refusals``:
+    refusals by reason, ``{"rate_limited": rejected}``.
     """
 
     keys: int | None
@@ -75,6 +80,7 @@ class RateLimiterStatistics:
     drops: int
     waiters: int
     waiting_keys: int
+    refusals: Mapping[str, int]
 
 
 class _Waiter:
@@ -111,6 +117,13 @@ class RateLimiter:
         max_keys: the bound of the default memory store (an int from 1 to 10**8).
         clock: zero-argument callable returning monotonic seconds; default
             `time.monotonic` (pass `anyio.current_time` under a virtual-time loop).
+        name: a name for events and log records.
+        on_event: a hook, or hooks, called with a `brace.events.Refused` (reason
+            ``"rate_limited"``, ``key``) for each refused decision of ``hit``,
+            ``try_hit``, ``limit`` and ``acquire``'s first try; see ``docs/events.md``.
+            Refusals are logged at DEBUG on ``brace.limiter`` by a limiter built with a
+            hook, or while that logger was enabled for DEBUG when it was built (a limiter
+            without either pays nothing on its hot path), and always with a remote store.
     """
 
     __slots__ = (
@@ -118,6 +131,8 @@ class RateLimiter:
         "_allowed",
         "_clock",
         "_hit_now",
+        "_name",
+        "_on_event",
         "_policy",
         "_rejected",
         "_store",
@@ -132,8 +147,14 @@ class RateLimiter:
         store: RateLimitStore | None = None,
         max_keys: int = 100_000,  # keep equal to _DEFAULT_MAX_KEYS
         clock: Callable[[], float] | None = None,
+        name: str | None = None,
+        on_event: EventHook | Iterable[EventHook] | None = None,
     ) -> None:
         self._policy: Policy = _as_policy(policy)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, got {name!r}")
+        self._name = name
+        self._on_event = event_hook(on_event)
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
         self._clock: Callable[[], float] = time.monotonic if clock is None else clock
@@ -155,6 +176,8 @@ class RateLimiter:
             table = store._table(self._policy)
             self._table = table
             self._hit_now: Callable[[str, int, float], Decision] | None = table.hit_now
+            if self._on_event is not None or logger.isEnabledFor(logging.DEBUG):
+                self._hit_now = self._observed_hit
         else:
             self._table = None
             self._hit_now = None
@@ -187,7 +210,40 @@ class RateLimiter:
             self._allowed += 1
         else:
             self._rejected += 1
+            self._refused(key, decision, self._clock())
         return decision
+
+    def _observed_hit(self, key: str, cost: int, now: float) -> Decision:
+        """The memory table's ``hit_now``, reporting refusals (used only with a hook)."""
+        assert self._table is not None
+        decision = self._table.hit_now(key, cost, now)
+        if not decision.allowed:
+            self._refused(key, decision, now)
+        return decision
+
+    def _refused(self, key: str, decision: Decision, now: float) -> None:
+        logger.debug(
+            "rate limiter %r refused key %s: retry after %.3f s",
+            self._name,
+            shown(key),
+            decision.retry_after,
+        )
+        if self._on_event is not None:
+            self._on_event(
+                Refused(
+                    self._name,
+                    now,
+                    "rate_limited",
+                    "rate_limiter",
+                    retry_after=decision.retry_after,
+                    key=key,
+                )
+            )
+
+    @property
+    def name(self) -> str | None:
+        """The name given at construction (carried by events and log records)."""
+        return self._name
 
     def try_hit(self, key: str, cost: int = 1) -> Decision:
         """`hit`, synchronously; a ``TypeError`` with a remote store (``await hit`` it)."""
@@ -311,6 +367,7 @@ class RateLimiter:
                 drops=table.drops,
                 waiters=waiters,
                 waiting_keys=len(self._waiters),
+                refusals=refusals(rate_limited=rejected),
             )
         return RateLimiterStatistics(
             keys=None,
@@ -321,6 +378,7 @@ class RateLimiter:
             drops=0,
             waiters=waiters,
             waiting_keys=len(self._waiters),
+            refusals=refusals(rate_limited=self._rejected),
         )
 
     def __repr__(self) -> str:

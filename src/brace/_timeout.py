@@ -14,7 +14,8 @@ context) finds its own scope on exit.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
@@ -24,9 +25,12 @@ import anyio
 from typing_extensions import ParamSpec
 
 from ._core._validate import check_positive
+from ._events import EventHook, Refused, event_hook, refusals
 from ._exceptions import TimeoutExceeded
 
 __all__ = ("Timeout", "TimeoutStatistics")
+
+logger = logging.getLogger("brace.timeout")
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -38,10 +42,12 @@ _Stack = tuple["anyio.CancelScope | None", "_Stack | None"]
 
 @dataclass(frozen=True, slots=True)
 class TimeoutStatistics:
-    """``calls``: entries and calls started; ``timed_out``: how many ran out of time."""
+    """``calls``: entries and calls started; ``timed_out``: how many ran out of time;
+    ``refusals``: ``{"timeout": timed_out}``."""
 
     calls: int
     timed_out: int
+    refusals: Mapping[str, int]
 
 
 class Timeout:
@@ -52,12 +58,35 @@ class Timeout:
     loop's clock (``anyio.current_time()``), which is what virtual-time tests drive, so
     there is no ``clock=`` argument: a timeout is enforced by the loop, not measured.
     An instance is reusable and may be entered by many tasks at once.
+
+    ``on_event``: a hook, or hooks, called with a `brace.events.Refused` (reason
+    ``"timeout"``, ``time`` on the loop's clock) each time the body runs out of time,
+    just before ``TimeoutExceeded`` is raised; timeouts are logged at DEBUG on
+    ``brace.timeout``. ``name`` names the timeout in events and log records.
     """
 
-    __slots__ = ("__weakref__", "_calls", "_scopes", "_seconds", "_timed_out")
+    __slots__ = (
+        "__weakref__",
+        "_calls",
+        "_name",
+        "_on_event",
+        "_scopes",
+        "_seconds",
+        "_timed_out",
+    )
 
-    def __init__(self, seconds: float | None) -> None:
+    def __init__(
+        self,
+        seconds: float | None,
+        *,
+        name: str | None = None,
+        on_event: EventHook | Iterable[EventHook] | None = None,
+    ) -> None:
         self._seconds = None if seconds is None else check_positive(seconds, "seconds")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, got {name!r}")
+        self._name = name
+        self._on_event = event_hook(on_event)
         self._scopes: ContextVar[_Stack | None] = ContextVar("brace.Timeout", default=None)
         self._calls = 0
         self._timed_out = 0
@@ -76,8 +105,7 @@ class Timeout:
         with anyio.CancelScope(deadline=anyio.current_time() + seconds):
             return await fn(*args, **kwargs)
         # Reached only when our scope swallowed the cancellation its deadline caused.
-        self._timed_out += 1
-        raise TimeoutExceeded(timeout=seconds)
+        raise self._expired()
 
     async def __aenter__(self) -> None:
         self._calls += 1
@@ -105,8 +133,7 @@ class Timeout:
             return False
         swallowed = scope.__exit__(exc_type, exc, traceback)
         if scope.cancelled_caught:
-            self._timed_out += 1
-            raise TimeoutExceeded(timeout=self._seconds)
+            raise self._expired()
         return bool(swallowed)
 
     def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
@@ -121,8 +148,25 @@ class Timeout:
 
         return timed
 
+    def _expired(self) -> TimeoutExceeded:
+        """Count and report one timeout; the exception to raise."""
+        self._timed_out += 1
+        logger.debug("timeout %r: the body ran over %s s", self._name, self._seconds)
+        if self._on_event is not None:
+            self._on_event(Refused(self._name, anyio.current_time(), "timeout", "timeout"))
+        return TimeoutExceeded(timeout=self._seconds)
+
+    @property
+    def name(self) -> str | None:
+        """The name given at construction (carried by events and log records)."""
+        return self._name
+
     def statistics(self) -> TimeoutStatistics:
-        return TimeoutStatistics(calls=self._calls, timed_out=self._timed_out)
+        return TimeoutStatistics(
+            calls=self._calls,
+            timed_out=self._timed_out,
+            refusals=refusals(timeout=self._timed_out),
+        )
 
     def __repr__(self) -> str:
         return f"Timeout({self._seconds!r})"

@@ -27,16 +27,18 @@ A cost of 0 is a query: it is always allowed and never waits.
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import anyio
 from typing_extensions import ParamSpec
 
 from ._core._validate import check_cost
 from ._decision import Decision
+from ._events import EventHook, Refused, event_hook
 
 __all__ = ("LimiterCore", "LimiterShell", "WaiterQueue", "check_clock")
 
@@ -166,12 +168,28 @@ class LimiterShell(Generic[CoreT]):
         "_clock",
         "_core",
         "_limit",
+        "_name",
+        "_on_event",
         "_queue",
         "_rejected",
         "_waiters",
     )
 
-    def __init__(self, core: CoreT, clock: Callable[[], float] | None) -> None:
+    #: what a refusal's event and log record name as the refusing primitive
+    _source: ClassVar[str] = "limiter"
+    _logger: ClassVar[logging.Logger] = logging.getLogger("brace.limiter")
+
+    def __init__(
+        self,
+        core: CoreT,
+        clock: Callable[[], float] | None,
+        name: str | None = None,
+        on_event: EventHook | Iterable[EventHook] | None = None,
+    ) -> None:
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, got {name!r}")
+        self._name = name
+        self._on_event = event_hook(on_event)
         self._core = core
         self._limit = core.limit
         self._clock = check_clock(clock)
@@ -209,7 +227,29 @@ class LimiterShell(Generic[CoreT]):
             self._acquired += cost
         else:
             self._rejected += 1
+            self._refused(decision)
         return decision
+
+    def _refused(self, decision: Decision) -> None:
+        """Report a refusal of ``try_acquire``: DEBUG log, then the ``on_event`` hooks."""
+        self._logger.debug(
+            "%s %r refused: retry after %.3f s", self._source, self._name, decision.retry_after
+        )
+        if self._on_event is not None:
+            self._on_event(
+                Refused(
+                    self._name,
+                    self._clock(),
+                    "rate_limited",
+                    self._source,
+                    retry_after=decision.retry_after,
+                )
+            )
+
+    @property
+    def name(self) -> str | None:
+        """The name given at construction (carried by events and log records)."""
+        return self._name
 
     async def acquire(self, cost: int = 1) -> Decision:
         """Take ``cost``, waiting first come, first served until it is available.

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import ClassVar, TypeAlias
 
 from typing_extensions import Self
 
 from ._core.window import SlidingLog, SlidingLogCore, SlidingWindowCounter, SlidingWindowCounterCore
+from ._events import EventHook, refusals
 from ._waiters import LimiterShell
 
 __all__ = ("SlidingWindow", "SlidingWindowStatistics")
@@ -30,6 +32,7 @@ class SlidingWindowStatistics:
         acquired: cost admitted since creation (by all calls together).
         rejected: ``try_acquire`` calls refused since creation.
         waited: ``acquire`` calls that had to wait, since creation.
+        refusals: refusals by reason since creation: ``{"rate_limited": rejected}``.
         cancelled: waiting calls that left without being admitted (cancelled), since creation.
     """
 
@@ -43,6 +46,7 @@ class SlidingWindowStatistics:
     rejected: int
     waited: int
     cancelled: int
+    refusals: Mapping[str, int]
 
 
 class SlidingWindow(LimiterShell[_WindowCore]):
@@ -79,6 +83,9 @@ class SlidingWindow(LimiterShell[_WindowCore]):
         exact: use the exact sliding log (memory O(limit)) instead of the counter.
         clock: a zero-argument callable returning monotonic seconds (default
             ``time.monotonic``; pass ``anyio.current_time`` on a virtual-time loop).
+        name: a name for events and log records (default ``None``).
+        on_event: a hook, or hooks, called with a `brace.events.Refused` (reason
+            ``"rate_limited"``) for each refusal of ``try_acquire``; see ``docs/events.md``.
 
     Raises:
         TypeError: an argument has the wrong type.
@@ -87,6 +94,9 @@ class SlidingWindow(LimiterShell[_WindowCore]):
 
     __slots__ = ("_policy",)
 
+    _source: ClassVar[str] = "sliding_window"
+    _logger: ClassVar[logging.Logger] = logging.getLogger("brace.window")
+
     def __init__(
         self,
         limit: int,
@@ -94,6 +104,8 @@ class SlidingWindow(LimiterShell[_WindowCore]):
         *,
         exact: bool = False,
         clock: Callable[[], float] | None = None,
+        name: str | None = None,
+        on_event: EventHook | Iterable[EventHook] | None = None,
     ) -> None:
         if not isinstance(exact, bool):
             raise TypeError(f"exact must be a bool, got {type(exact).__name__}")
@@ -105,7 +117,7 @@ class SlidingWindow(LimiterShell[_WindowCore]):
         else:
             self._policy = counter = SlidingWindowCounter(limit, window)
             core = SlidingWindowCounterCore(counter)
-        super().__init__(core, clock)
+        super().__init__(core, clock, name, on_event)
 
     @classmethod
     def from_rate(
@@ -163,6 +175,7 @@ class SlidingWindow(LimiterShell[_WindowCore]):
             rejected=self._rejected,
             waited=queue.waited,
             cancelled=queue.cancelled,
+            refusals=refusals(rate_limited=self._rejected),
         )
 
     def __repr__(self) -> str:

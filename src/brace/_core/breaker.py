@@ -52,7 +52,9 @@ import random as _random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import ClassVar
 
+from .._events import Event
 from ._validate import check_int, check_positive
 
 __all__ = (
@@ -157,8 +159,11 @@ def state_diagram(
 
 
 @dataclass(frozen=True, slots=True)
-class CircuitStateChange:
-    """What a state-change hook receives."""
+class CircuitStateChange(Event):
+    """What a state-change hook receives; a `brace.events.Event` of kind ``"state_change"``
+    (``time`` is ``at``)."""
+
+    kind: ClassVar[str] = "state_change"
 
     name: str | None
     """The breaker's name."""
@@ -170,6 +175,11 @@ class CircuitStateChange:
     """Clock reading when the change was made (or observed, for a lazy open -> half-open)."""
     retry_after: float | None
     """For a change to open: seconds until half-open (``None`` when forced open)."""
+
+    @property
+    def time(self) -> float:
+        """The clock reading of the change (``at``), as every event has it."""
+        return self.at
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +213,8 @@ class CircuitBreakerStatistics:
     """Probes running now."""
     time_until_half_open: float | None
     """Seconds until open turns half-open; 0.0 unless open; ``None`` when forced open."""
+    refusals: Mapping[str, int]
+    """Refusals by reason: ``{"circuit_open": rejected}``."""
 
 
 class _CountWindow:
@@ -698,6 +710,7 @@ class CircuitBreakerCore:
             trips_in_a_row=self.trips_in_a_row,
             half_open_calls=self.half_open_calls,
             time_until_half_open=until,
+            refusals=MappingProxyType({"circuit_open": self.rejected}),
         )
 
     def __repr__(self) -> str:
