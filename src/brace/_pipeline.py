@@ -25,8 +25,9 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Literal, TypedDict
 
 import anyio
@@ -36,6 +37,7 @@ from ._asgi_rules import CompiledLimit, CompiledRule, Rule, RuleTable, default_p
 from ._client_ip import ClientAddress, ForwardedHeader, TrustedProxies
 from ._core._validate import check_positive
 from ._decision import Decision
+from ._events import REASONS, EventHook, Reason, Refused, SlowRequest, event_hook
 from ._exceptions import (
     CircuitOpen,
     MemoryPressure,
@@ -46,7 +48,7 @@ from ._exceptions import (
     Rejected,
     ShuttingDown,
 )
-from ._executor import PriorityExecutor
+from ._executor import Dropped, PriorityExecutor
 from ._headers import delay_seconds, ratelimit_item
 from ._load import LoadMonitor
 from ._memory import MemoryGuard
@@ -94,19 +96,33 @@ class BraceMiddlewareStatistics:
     timed_out: int
     slow: int
     errors: int
+    refusals: Mapping[str, int]
+    refusals_by_rule: Mapping[str, Mapping[str, int]]
+
+
+_COUNTS = BraceMiddlewareStatistics.__slots__[:-2]
 
 
 class Counters:
-    """The pipeline's counters, by name."""
+    """The pipeline's counters, by name, and its refusals by reason (overall and per
+    rule: the rules are the configured ones, so the map is bounded)."""
 
-    __slots__ = BraceMiddlewareStatistics.__slots__
+    __slots__ = (*_COUNTS, "reasons", "by_rule")
 
     def __init__(self) -> None:
-        for name in self.__slots__:
+        for name in _COUNTS:
             setattr(self, name, 0)
+        self.reasons: dict[str, int] = dict.fromkeys(REASONS, 0)
+        self.by_rule: dict[str, dict[str, int]] = {}
 
     def snapshot(self) -> BraceMiddlewareStatistics:
-        return BraceMiddlewareStatistics(*(getattr(self, name) for name in self.__slots__))
+        return BraceMiddlewareStatistics(
+            *(getattr(self, name) for name in _COUNTS),
+            refusals=MappingProxyType(dict(self.reasons)),
+            refusals_by_rule=MappingProxyType(
+                {rule: MappingProxyType(dict(counts)) for rule, counts in self.by_rule.items()}
+            ),
+        )
 
     requests: int
     active: int
@@ -141,14 +157,15 @@ class Answer:
         ]
 
 
-# each refusal: its name in the 503 body and its counter
-_REFUSALS: tuple[tuple[type[Rejected], str, str], ...] = (
-    (QueueFull, "queue_full", "queue_full"),
-    (QueueTimeout, "queue_timeout", "queue_full"),
-    (CircuitOpen, "circuit_open", "circuit_open"),
-    (MemoryPressure, "memory_pressure", "memory_pressure"),
-    (Overloaded, "overloaded", "overloaded"),
-    (ShuttingDown, "shutting_down", "shutting_down"),
+# each refusal: its name in the 503 body, its counter and its reason (events, refusals)
+_REFUSALS: tuple[tuple[type[Rejected], str, str, Reason], ...] = (
+    (Dropped, "dropped", "queue_full", "dropped"),
+    (QueueFull, "queue_full", "queue_full", "queue_full"),
+    (QueueTimeout, "queue_timeout", "queue_full", "queue_timeout"),
+    (CircuitOpen, "circuit_open", "circuit_open", "circuit_open"),
+    (MemoryPressure, "memory_pressure", "memory_pressure", "memory"),
+    (Overloaded, "overloaded", "overloaded", "load"),
+    (ShuttingDown, "shutting_down", "shutting_down", "shutting_down"),
 )
 
 
@@ -236,6 +253,7 @@ class PipelineOptions(TypedDict, total=False):
     default_retry_after: float
     drain_timeout: float
     clock: Callable[[], float] | None
+    on_event: EventHook | Iterable[EventHook] | None
 
 
 class Pipeline:
@@ -263,6 +281,7 @@ class Pipeline:
         default_retry_after: float = 5.0,
         drain_timeout: float = 30.0,
         clock: Callable[[], float] | None = None,
+        on_event: EventHook | Iterable[EventHook] | None = None,
         logger_name: str = "brace.asgi",
     ) -> None:
         #: the client's address from an ASGI-like ``{"client": ..., "headers": ...}``
@@ -305,6 +324,8 @@ class Pipeline:
         self.drain_timeout = check_positive(drain_timeout, "drain_timeout")
         self.counters = Counters()
         self.logger = logging.getLogger(logger_name)
+        #: the ``on_event`` hooks as one callable (``None``: none)
+        self.on_event = event_hook(on_event)
 
     # -- 1. the rule ---------------------------------------------------------------------
 
@@ -329,7 +350,7 @@ class Pipeline:
         gives the client's address, asked only when a limit needs it."""
         shutdown = self.shutdown
         if shutdown is not None and shutdown.shutting_down:
-            return self.refusal(ShuttingDown("the server is shutting down"))
+            return self.refusal(ShuttingDown("the server is shutting down"), exchange.rule)
         rule = exchange.rule
         if not rule.limits:
             return None
@@ -364,6 +385,7 @@ class Pipeline:
             exchange.decision = decision
             if not decision.allowed:
                 self.counters.rate_limited += 1
+                self.refused("rate_limited", rule, decision.retry_after, key=key)
                 fields.append((limit, 0, decision.retry_after))
                 return self.rate_limited(rule, limit, decision.retry_after, fields)
             fields.append((limit, decision.remaining, decision.reset_after))
@@ -432,9 +454,10 @@ class Pipeline:
         except Rejected as refusal:
             if exchange.started:
                 raise
-            return self.refusal(refusal)
+            return self.refusal(refusal, rule, priority)
         except TimedOut:
             counters.timed_out += 1
+            self.refused("timeout", rule, None, priority=priority)
             if exchange.started:
                 return None
             return Answer(
@@ -484,7 +507,8 @@ class Pipeline:
                 ticket.success()
 
     def _report_slow(self, exchange: Exchange, method: str, path: str, slow: float) -> None:
-        elapsed = self.clock() - exchange.begin
+        now = self.clock()
+        elapsed = now - exchange.begin
         if elapsed > slow:
             self.counters.slow += 1
             self.logger.warning(
@@ -495,6 +519,10 @@ class Pipeline:
                 exchange.status or "none",
                 exchange.rule.name,
             )
+            if self.on_event is not None:
+                self.on_event(
+                    SlowRequest(exchange.rule.name, now, method, path, elapsed, exchange.status)
+                )
 
     # -- 4. answers ----------------------------------------------------------------------
 
@@ -533,12 +561,51 @@ class Pipeline:
         headers = [("retry-after", str(seconds)), *self.rate_limit_headers(rule, fields)]
         return Answer(429, body, headers)
 
-    def refusal(self, refusal: Rejected) -> Answer:
+    def refused(
+        self,
+        reason: Reason,
+        rule: CompiledRule | None,
+        retry_after: float | None,
+        *,
+        key: str | None = None,
+        priority: int | None = None,
+    ) -> None:
+        """Count one refusal by reason (overall and for ``rule``), log it at DEBUG and
+        tell the ``on_event`` hooks: called once per refused request."""
+        counters = self.counters
+        counters.reasons[reason] += 1
+        name = None if rule is None else rule.name
+        if name is not None:
+            by_rule = counters.by_rule.get(name)
+            if by_rule is None:
+                by_rule = counters.by_rule[name] = dict.fromkeys(REASONS, 0)
+            by_rule[reason] += 1
+        self.logger.debug("refused (%s) by rule %s", reason, name)
+        if self.on_event is not None:
+            self.on_event(
+                Refused(
+                    name,
+                    self.clock(),
+                    reason,
+                    "pipeline",
+                    retry_after=retry_after,
+                    key=key,
+                    priority=priority,
+                    rule=name,
+                )
+            )
+
+    def refusal(
+        self, refusal: Rejected, rule: CompiledRule | None = None, priority: int | None = None
+    ) -> Answer:
         """The answer (and the count) for a brace refusal raised while serving: 429 for
         `brace.RateLimited`, 503 for the others, with ``Retry-After``."""
         counters = self.counters
         if isinstance(refusal, RateLimited):
             counters.rate_limited += 1
+            self.refused(
+                "rate_limited", rule, refusal.retry_after, key=refusal.key, priority=priority
+            )
             retry = refusal.retry_after if refusal.retry_after is not None else 1.0
             seconds = delay_seconds(retry, minimum=1)
             body = {
@@ -549,10 +616,11 @@ class Pipeline:
             }
             return Answer(429, body, [("retry-after", str(seconds))])
         error = "unavailable"
-        for kind, name, counter in _REFUSALS:
+        for kind, name, counter, reason in _REFUSALS:
             if isinstance(refusal, kind):
                 error = name
                 setattr(counters, counter, getattr(counters, counter) + 1)
+                self.refused(reason, rule, refusal.retry_after, priority=priority)
                 break
         return unavailable(refusal, self.default_retry_after, error)
 
@@ -626,7 +694,7 @@ def unavailable(refusal: Rejected, default_retry_after: float, error: str | None
     when it has none), and ``Connection: close`` while shutting down."""
     if error is None:
         error = next(
-            (name for kind, name, _ in _REFUSALS if isinstance(refusal, kind)), "unavailable"
+            (name for kind, name, _, _ in _REFUSALS if isinstance(refusal, kind)), "unavailable"
         )
     retry = refusal.retry_after
     seconds = delay_seconds(default_retry_after if retry is None else retry, minimum=1)
