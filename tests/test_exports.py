@@ -26,6 +26,7 @@ OPTIONAL_MODULES = {
     "brace.prometheus": "prometheus_client",
     "brace.otel": "opentelemetry",
     "brace.chaos": "anyio",
+    "brace.events": "anyio",
 }
 
 PUBLIC_MODULES = [brace, brace.testing] + [

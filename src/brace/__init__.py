@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import chaos as chaos
+from . import events as events
 from ._adaptive import AdaptiveLimit as AdaptiveLimit
 from ._adaptive import AdaptiveLimitStatistics as AdaptiveLimitStatistics
 from ._adaptive import LimitChanged as LimitChanged

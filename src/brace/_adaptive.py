@@ -1,19 +1,29 @@
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from ._core.adaptive import AIMDCore, Gradient2Core, LimitCore, VegasCore
+from ._events import Event, EventHook, event_hook
 
 if TYPE_CHECKING:
     from ._executor import PriorityExecutor
 
 __all__ = ("AdaptiveLimit", "AdaptiveLimitStatistics", "LimitChanged", "LimitHook")
 
+logger = logging.getLogger("brace.adaptive")
+
 
 @dataclass(frozen=True, slots=True)
-class LimitChanged:
-    """Details of one change of the executor's concurrency by an :class:`AdaptiveLimit`."""
+class LimitChanged(Event):
+    """Details of one change of the executor's concurrency by an :class:`AdaptiveLimit`.
+
+    A `brace.events.Event` of kind ``"limit_change"``; ``name`` is the executor's name.
+    """
+
+    kind: ClassVar[str] = "limit_change"
 
     algorithm: str
     previous: int
@@ -21,6 +31,7 @@ class LimitChanged:
     latency: float
     dropped: bool
     time: float
+    name: str | None = None
 
 
 class LimitHook(Protocol):
@@ -53,14 +64,29 @@ class AdaptiveLimit:
     ``[min_limit, max_limit]``, and the executor's slots follow it at once.
     """
 
-    __slots__ = ("_core", "_decreases", "_executor", "_increases", "_samples", "on_change")
+    __slots__ = (
+        "_core",
+        "_decreases",
+        "_executor",
+        "_increases",
+        "_on_event",
+        "_samples",
+        "on_change",
+    )
 
-    def __init__(self, core: LimitCore, *, on_change: LimitHook | None = None) -> None:
+    def __init__(
+        self,
+        core: LimitCore,
+        *,
+        on_change: LimitHook | None = None,
+        on_event: EventHook | Iterable[EventHook] | None = None,
+    ) -> None:
         if not isinstance(core, LimitCore):
             raise TypeError(f"core must be an AIMDCore, Gradient2Core or VegasCore, got {core!r}")
         self._core = core
         self._executor: PriorityExecutor | None = None
         self.on_change = on_change
+        self._on_event = event_hook(on_event)
         self._samples = 0
         self._increases = 0
         self._decreases = 0
@@ -79,6 +105,7 @@ class AdaptiveLimit:
         window: float = 0.1,
         min_samples: int = 10,
         on_change: LimitHook | None = None,
+        on_event: EventHook | Iterable[EventHook] | None = None,
     ) -> AdaptiveLimit:
         """Netflix's Gradient2: follow the ratio of long-term to recent latency."""
         return cls(
@@ -94,6 +121,7 @@ class AdaptiveLimit:
                 min_samples=min_samples,
             ),
             on_change=on_change,
+            on_event=on_event,
         )
 
     @classmethod
@@ -109,6 +137,7 @@ class AdaptiveLimit:
         window: float = 0.1,
         min_samples: int = 10,
         on_change: LimitHook | None = None,
+        on_event: EventHook | Iterable[EventHook] | None = None,
     ) -> AdaptiveLimit:
         """Additive increase, multiplicative decrease on drops or slow responses."""
         return cls(
@@ -123,6 +152,7 @@ class AdaptiveLimit:
                 min_samples=min_samples,
             ),
             on_change=on_change,
+            on_event=on_event,
         )
 
     @classmethod
@@ -138,6 +168,7 @@ class AdaptiveLimit:
         window: float = 0.1,
         min_samples: int = 10,
         on_change: LimitHook | None = None,
+        on_event: EventHook | Iterable[EventHook] | None = None,
     ) -> AdaptiveLimit:
         """TCP Vegas: estimate the service's internal queue from the latency floor."""
         return cls(
@@ -152,6 +183,7 @@ class AdaptiveLimit:
                 min_samples=min_samples,
             ),
             on_change=on_change,
+            on_event=on_event,
         )
 
     @property
@@ -182,9 +214,17 @@ class AdaptiveLimit:
             else:
                 self._decreases += 1
             executor.concurrency = limit
+            # DEBUG, not INFO: the limit may move every ``window`` seconds
+            logger.debug("adaptive limit (%s): %d -> %d slots", core.name, previous, limit)
             hook = self.on_change
-            if hook is not None:
-                hook(LimitChanged(core.name, previous, limit, latency, dropped, now))
+            if hook is not None or self._on_event is not None:
+                change = LimitChanged(
+                    core.name, previous, limit, latency, dropped, now, executor.name
+                )
+                if hook is not None:
+                    hook(change)
+                if self._on_event is not None:
+                    self._on_event(change)
 
     def statistics(self) -> AdaptiveLimitStatistics:
         """A snapshot of the limit and how often it moved."""

@@ -24,7 +24,7 @@ import abc
 import functools
 import logging
 import random as _random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Protocol, TypeVar, cast
@@ -33,6 +33,7 @@ import anyio
 from typing_extensions import ParamSpec
 
 from ._core._validate import check_finite
+from ._events import EventHook, FaultInjected, event_hook
 
 __all__ = (
     "ChaosBehavior",
@@ -125,6 +126,7 @@ class ChaosStrategy(abc.ABC):
         "_enabled",
         "_injected",
         "_name",
+        "_on_event",
         "_on_inject",
         "_random",
         "_rate",
@@ -140,6 +142,7 @@ class ChaosStrategy(abc.ABC):
         random: RandomSource | None = None,
         seed: int | None = None,
         on_inject: ChaosHook | None = None,
+        on_event: EventHook | Iterable[EventHook] | None = None,
         name: str = "",
     ) -> None:
         rate = check_finite(injection_rate, "injection_rate", "from 0.0 to 1.0")
@@ -161,6 +164,7 @@ class ChaosStrategy(abc.ABC):
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, got {type(name).__name__}")
         self._on_inject = on_inject
+        self._on_event = event_hook(on_event)
         self._rate = rate
         self._enabled = enabled
         self._random: RandomSource = random if random is not None else _random.Random(seed)
@@ -210,6 +214,8 @@ class ChaosStrategy(abc.ABC):
     def _announce(self, injected: object) -> None:
         """Log the fault about to take effect and hand it to the hook."""
         logger.debug("chaos %r: injecting %s %r", self._name, self._kind, injected)
+        if self._on_event is not None:
+            self._on_event(FaultInjected(self._name, anyio.current_time(), self._kind, injected))
         hook = self._on_inject
         if hook is not None:
             hook(ChaosDetails(self._name, self._kind, injected))
@@ -261,6 +267,7 @@ class ChaosLatency(_BeforeCall):
         random: RandomSource | None = None,
         seed: int | None = None,
         on_inject: ChaosHook | None = None,
+        on_event: EventHook | Iterable[EventHook] | None = None,
         name: str = "",
     ) -> None:
         super().__init__(
@@ -269,6 +276,7 @@ class ChaosLatency(_BeforeCall):
             random=random,
             seed=seed,
             on_inject=on_inject,
+            on_event=on_event,
             name=name,
         )
         self._seconds = check_finite(seconds, "seconds", ">= 0")
@@ -306,6 +314,7 @@ class ChaosException(_BeforeCall):
         random: RandomSource | None = None,
         seed: int | None = None,
         on_inject: ChaosHook | None = None,
+        on_event: EventHook | Iterable[EventHook] | None = None,
         name: str = "",
     ) -> None:
         super().__init__(
@@ -314,6 +323,7 @@ class ChaosException(_BeforeCall):
             random=random,
             seed=seed,
             on_inject=on_inject,
+            on_event=on_event,
             name=name,
         )
         if not isinstance(exception, BaseException) and not callable(exception):
@@ -354,6 +364,7 @@ class ChaosBehavior(_BeforeCall):
         random: RandomSource | None = None,
         seed: int | None = None,
         on_inject: ChaosHook | None = None,
+        on_event: EventHook | Iterable[EventHook] | None = None,
         name: str = "",
     ) -> None:
         super().__init__(
@@ -362,6 +373,7 @@ class ChaosBehavior(_BeforeCall):
             random=random,
             seed=seed,
             on_inject=on_inject,
+            on_event=on_event,
             name=name,
         )
         if not callable(behavior):
@@ -397,6 +409,7 @@ class ChaosOutcome(ChaosStrategy):
         random: RandomSource | None = None,
         seed: int | None = None,
         on_inject: ChaosHook | None = None,
+        on_event: EventHook | Iterable[EventHook] | None = None,
         name: str = "",
     ) -> None:
         super().__init__(
@@ -405,6 +418,7 @@ class ChaosOutcome(ChaosStrategy):
             random=random,
             seed=seed,
             on_inject=on_inject,
+            on_event=on_event,
             name=name,
         )
         if factory is not None and not callable(factory):

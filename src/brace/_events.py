@@ -179,7 +179,7 @@ def event_hook(value: object, name: str = "on_event") -> Callable[[Event], None]
         hooks: tuple[Callable[[Event], object], ...] = (value,)
     else:
         try:
-            hooks = tuple(value)  # type: ignore[call-overload]
+            hooks = tuple(value)  # type: ignore[arg-type]
         except TypeError:
             raise TypeError(
                 f"{name} must be a callable, an iterable of callables or None, got {value!r}"

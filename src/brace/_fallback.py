@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
+import math
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
+import anyio
 from typing_extensions import ParamSpec
 
 from ._core._validate import check_int
+from ._events import Event, EventHook, event_hook
 
 __all__ = (
     "Fallback",
@@ -30,6 +34,8 @@ __all__ = (
     "check_exception_filter",
     "triggers",
 )
+
+logger = logging.getLogger("brace.fallback")
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -49,20 +55,25 @@ _UNSET: Any = _Unset()
 
 
 @dataclass(frozen=True, slots=True)
-class FallbackDetails(Generic[T]):
+class FallbackDetails(Event, Generic[T]):
     """What a fallback factory and the ``on_fallback`` hook learn about a handled outcome.
 
     ``exception``: what the call raised, or ``None`` when its ``result`` was rejected by
     ``fallback_if_result``. ``result``: the rejected value (``None`` after an exception).
     ``last_good``: ``True`` when the substitute is the last good result kept for the call's
-    key (factories are never asked then). ``name``: the fallback's name.
+    key (factories are never asked then). ``name``: the fallback's name. ``time``: the
+    event loop's clock when the substitute was returned (``nan`` in what a factory
+    receives). A `brace.events.Event` of kind ``"fallback"``.
     """
+
+    kind: ClassVar[str] = "fallback"
 
     name: str
     exception: Exception | None
     result: object
     last_good: bool
     substitute: T | None = None
+    time: float = math.nan
 
 
 class FallbackHook(Protocol):
@@ -175,6 +186,7 @@ class Fallback:
         "_last_good",
         "_max_keys",
         "_name",
+        "_on_event",
         "_on_fallback",
         "_predicate",
         "_result_check",
@@ -194,6 +206,7 @@ class Fallback:
         key: Callable[..., Hashable] | None = None,
         max_keys: int = 1024,
         on_fallback: FallbackHook | None = None,
+        on_event: EventHook | Iterable[EventHook] | None = None,
         name: str = "",
     ) -> None:
         if factory is not None and not callable(factory):
@@ -227,6 +240,7 @@ class Fallback:
         self._key = key
         self._max_keys = check_int(max_keys, "max_keys", minimum=1)
         self._on_fallback = on_fallback
+        self._on_event = event_hook(on_event)
         self._name = name
         self._cache: OrderedDict[Hashable, Any] = OrderedDict()
         self._calls = 0
@@ -325,11 +339,19 @@ class Fallback:
 
     def _answer(self, details: FallbackDetails[Any], substitute: object) -> object:
         self._fallbacks += 1
+        logger.debug("fallback %r: substituting for %r", self._name, details.exception)
         hook = self._on_fallback
-        if hook is not None:
-            hook(
-                FallbackDetails(
-                    details.name, details.exception, details.result, details.last_good, substitute
-                )
+        if hook is not None or self._on_event is not None:
+            event = FallbackDetails(
+                details.name,
+                details.exception,
+                details.result,
+                details.last_good,
+                substitute,
+                anyio.current_time(),
             )
+            if hook is not None:
+                hook(event)
+            if self._on_event is not None:
+                self._on_event(event)
         return substitute

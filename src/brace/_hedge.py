@@ -29,14 +29,15 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 import anyio
 from typing_extensions import ParamSpec
 
 from ._core._validate import check_finite, check_int
+from ._events import Event, EventHook, event_hook
 from ._retry import RetryBudget
 
 __all__ = (
@@ -143,7 +144,7 @@ class LatencyQuantile:
 
 
 @dataclass(frozen=True, slots=True)
-class HedgeDetails:
+class HedgeDetails(Event):
     """What the ``on_hedge`` hook learns as an extra attempt starts.
 
     ``attempt``: the number of the attempt starting (the primary is 0, the first extra
@@ -152,10 +153,15 @@ class HedgeDetails:
     the call started. Both are on the event loop's clock. ``name``: the hedge's name.
     """
 
+    kind: ClassVar[str] = "hedge"
+
     name: str
     attempt: int
     delay: float
     elapsed: float
+    time: float = math.nan
+    """The event loop's clock as the attempt starts (a `brace.events.Event`, kind
+    ``"hedge"``)."""
 
 
 class HedgeHook(Protocol):
@@ -240,6 +246,7 @@ class Hedge:
         "_hedges",
         "_max_extra",
         "_name",
+        "_on_event",
         "_on_hedge",
         "_record",
         "_refused",
@@ -254,6 +261,7 @@ class Hedge:
         budget: RetryBudget | None = None,
         clock: Callable[[], float] | None = None,
         on_hedge: HedgeHook | None = None,
+        on_event: EventHook | Iterable[EventHook] | None = None,
         name: str = "",
     ) -> None:
         if callable(delay):
@@ -288,6 +296,7 @@ class Hedge:
         if on_hedge is not None and not callable(on_hedge):
             raise TypeError(f"on_hedge must be a callable or None, got {on_hedge!r}")
         self._on_hedge = on_hedge
+        self._on_event = event_hook(on_event)
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, got {type(name).__name__}")
         self._name = name
@@ -348,8 +357,12 @@ class Hedge:
                     can_hedge = False
                     continue
                 now = anyio.current_time()
-                if self._on_hedge is not None or logger.isEnabledFor(logging.DEBUG):
-                    hook_error = self._announce(launched, now - started_at, now - call_started)
+                if (
+                    self._on_hedge is not None
+                    or self._on_event is not None
+                    or logger.isEnabledFor(logging.DEBUG)
+                ):
+                    hook_error = self._announce(launched, now - started_at, now - call_started, now)
                     if hook_error is not None:
                         group.cancel_scope.cancel()
                         break
@@ -375,7 +388,7 @@ class Hedge:
         errors = race.errors
         raise errors[0] if 0 in errors else errors[max(errors)]
 
-    def _announce(self, attempt: int, delay: float, elapsed: float) -> Exception | None:
+    def _announce(self, attempt: int, delay: float, elapsed: float, now: float) -> Exception | None:
         """Log and hand the details of the extra attempt about to start to the hook;
         return what the hook raised (it goes to the caller once the attempts are over)."""
         logger.debug(
@@ -385,10 +398,13 @@ class Hedge:
             delay,
             elapsed,
         )
+        details = HedgeDetails(self._name, attempt, delay, elapsed, now)
+        if self._on_event is not None:
+            self._on_event(details)
         hook = self._on_hedge
         if hook is not None:
             try:
-                hook(HedgeDetails(self._name, attempt, delay, elapsed))
+                hook(details)
             except Exception as exc:
                 return exc
         return None

@@ -7,9 +7,10 @@ shell owns the sampling task, the clock and the random numbers.
 from __future__ import annotations
 
 import functools
+import logging
 import random as _random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TypeVar
@@ -20,7 +21,10 @@ from typing_extensions import ParamSpec
 
 from ._core._validate import check_positive
 from ._core.load import LoadCore
+from ._events import EventHook, Refused, event_hook
 from ._exceptions import Overloaded
+
+logger = logging.getLogger("brace.load")
 
 __all__ = ("LoadMonitor", "LoadMonitorStatistics")
 
@@ -61,6 +65,7 @@ class LoadMonitor:
         "_clock",
         "_core",
         "_interval",
+        "_on_event",
         "_random",
         "_shed",
         "retry_after",
@@ -75,8 +80,10 @@ class LoadMonitor:
         retry_after: float = 1.0,
         random: Callable[[], float] | None = None,
         clock: Callable[[], float] | None = None,
+        on_event: EventHook | Iterable[EventHook] | None = None,
     ) -> None:
         self._core = LoadCore(max_lag, smoothing=smoothing)
+        self._on_event = event_hook(on_event)
         self._interval = check_positive(interval, "interval")
         self.retry_after = check_positive(retry_after, "retry_after")
         if random is not None and not callable(random):
@@ -110,6 +117,11 @@ class LoadMonitor:
     def check(self) -> None:
         """Raise :class:`Overloaded` if this piece of work is to be shed."""
         if self.should_shed():
+            logger.debug("load monitor: shedding work (lag %.3f s)", self._core.lag)
+            if self._on_event is not None:
+                self._on_event(
+                    Refused(None, self._clock(), "load", "load_monitor", self.retry_after)
+                )
             raise Overloaded(
                 f"event loop lag {self._core.lag:.3f} s over {self._core.max_lag} s",
                 retry_after=self.retry_after,

@@ -17,13 +17,14 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar, overload
 
 import anyio
 from typing_extensions import ParamSpec
 
 from ._core._validate import check_positive
 from ._core.memory import MemoryLevel, MemoryLevelsCore
+from ._events import Event, EventHook, Reason, Refused, event_hook
 from ._exceptions import MemoryPressure, QueueFull
 from ._priority import Priority, check_priority
 from ._probes import MemoryProbe, MemorySample, ProcessMemoryProbe
@@ -66,15 +67,25 @@ _ADMIT = MemoryAdmission.ADMIT
 
 
 @dataclass(frozen=True, slots=True)
-class MemoryLevelChange:
+class MemoryLevelChange(Event):
     """The details passed to hooks when the level changes: from ``previous`` to ``level``
-    on a sample of ``usage`` bytes (of ``limit``), at clock time ``at``."""
+    on a sample of ``usage`` bytes (of ``limit``), at clock time ``at``; ``name``: the
+    guard's name. A `brace.events.Event` of kind ``"memory_level_change"`` (``time`` is
+    ``at``)."""
+
+    kind: ClassVar[str] = "memory_level_change"
 
     previous: MemoryLevel
     level: MemoryLevel
     usage: int
     limit: int | None
     at: float
+    name: str | None = None
+
+    @property
+    def time(self) -> float:
+        """The clock reading of the change (``at``), as every event has it."""
+        return self.at
 
 
 class MemoryHook(Protocol):
@@ -147,7 +158,9 @@ class MemoryGuard:
         "_last",
         "_lazy",
         "_level",
+        "_name",
         "_next_sample",
+        "_on_event",
         "_probe",
         "_probe_errors",
         "_queue_timeout",
@@ -179,7 +192,13 @@ class MemoryGuard:
         collect_interval: float | None = None,
         on_change: MemoryHook | Iterable[MemoryHook] = (),
         clock: Callable[[], float] | None = None,
+        name: str | None = None,
+        on_event: EventHook | Iterable[EventHook] | None = None,
     ) -> None:
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, got {name!r}")
+        self._name = name
+        self._on_event = event_hook(on_event)
         self._core = MemoryLevelsCore(
             high,
             critical=critical,
@@ -289,9 +308,19 @@ class MemoryGuard:
         level = core.update(sample.usage, sample.limit, now, pressure=sample.pressure)
         self._level = level
         if level is not previous:
-            change = MemoryLevelChange(previous, level, sample.usage, sample.limit, now)
+            change = MemoryLevelChange(previous, level, sample.usage, sample.limit, now, self._name)
+            logger.log(
+                logging.INFO if level is _NORMAL else logging.WARNING,
+                "memory guard %r: %s -> %s (%d bytes in use)",
+                self._name,
+                previous.name,
+                level.name,
+                sample.usage,
+            )
             for hook in self._hooks:
                 _call_hook(hook, change)
+            if self._on_event is not None:
+                self._on_event(change)
         if core.should_collect(previous, now):
             self._collections += 1
             gc.collect()
@@ -361,6 +390,7 @@ class MemoryGuard:
             room, timeout = self._limits()
             if room is not None and self._waiting >= room:
                 self._rejected += 1
+                self._refused("queue_full")
                 raise QueueFull(
                     "queue full: work held back by memory pressure fills it",
                     retry_after=self.retry_after,
@@ -460,7 +490,21 @@ class MemoryGuard:
     def __repr__(self) -> str:
         return f"MemoryGuard(level={self._level.name}, usage={self._last.usage})"
 
+    def _refused(self, reason: Reason) -> None:
+        """Report one refusal raised to a caller (DEBUG log, ``on_event`` hooks)."""
+        logger.debug("memory guard %r refused work (%s)", self._name, reason)
+        if self._on_event is not None:
+            self._on_event(
+                Refused(self._name, self._clock(), reason, "memory_guard", self.retry_after)
+            )
+
+    @property
+    def name(self) -> str | None:
+        """The name given at construction (carried by events and log records)."""
+        return self._name
+
     def _pressure_error(self) -> MemoryPressure:
+        self._refused("memory")
         last = self._last
         return MemoryPressure(
             f"memory {self._level.name}: {last.usage} bytes in use", retry_after=self.retry_after

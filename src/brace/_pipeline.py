@@ -117,9 +117,19 @@ class Counters:
 
     def snapshot(self) -> BraceMiddlewareStatistics:
         return BraceMiddlewareStatistics(
-            *(getattr(self, name) for name in _COUNTS),
-            refusals=MappingProxyType(dict(self.reasons)),
-            refusals_by_rule=MappingProxyType(
+            self.requests,
+            self.active,
+            self.rate_limited,
+            self.queue_full,
+            self.circuit_open,
+            self.memory_pressure,
+            self.overloaded,
+            self.shutting_down,
+            self.timed_out,
+            self.slow,
+            self.errors,
+            MappingProxyType(dict(self.reasons)),
+            MappingProxyType(
                 {rule: MappingProxyType(dict(counts)) for rule, counts in self.by_rule.items()}
             ),
         )

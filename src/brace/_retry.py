@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
+import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, ClassVar, Protocol, TypeVar, cast
 
 import anyio
 from typing_extensions import ParamSpec, Self
@@ -22,6 +24,7 @@ from typing_extensions import ParamSpec, Self
 from ._core._validate import check_int, check_positive
 from ._core.backoff import Backoff, RandomSource, as_backoff
 from ._core.budget import RetryBudgetCore
+from ._events import Event, EventHook, event_hook
 
 __all__ = (
     "Attempt",
@@ -76,8 +79,11 @@ def testing_mode() -> _TestingMode | None:
 # -- details, hooks, statistics ---------------------------------------------------------
 
 
+logger = logging.getLogger("brace.retry")
+
+
 @dataclass(frozen=True, slots=True)
-class RetryDetails:
+class RetryDetails(Event):
     """What a :class:`RetryHook` learns before each sleep.
 
     ``attempt``: the number of the attempt that just failed (1 for the first).
@@ -86,7 +92,12 @@ class RetryDetails:
     ``sleep``: seconds the retry is about to wait before attempt ``attempt + 1``.
     ``elapsed``: seconds since the first attempt started.
     ``name``: the retry's name (``""`` when it was not given one).
+    ``time``: the retry's clock reading (``nan`` when it had no reason to read it: no
+    ``deadline``, ``on_retry`` nor ``on_event``). A `brace.events.Event` of kind
+    ``"retry"``.
     """
+
+    kind: ClassVar[str] = "retry"
 
     name: str
     attempt: int
@@ -94,6 +105,7 @@ class RetryDetails:
     result: object
     sleep: float
     elapsed: float
+    time: float = float("nan")
 
 
 class RetryHook(Protocol):
@@ -246,6 +258,7 @@ class Retry:
         "_failures",
         "_name",
         "_needs_start",
+        "_on_event",
         "_on_retry",
         "_retried_attempts",
         "_retries",
@@ -269,6 +282,7 @@ class Retry:
         clock: Callable[[], float] | None = None,
         rng: RandomSource | None = None,
         name: str = "",
+        on_event: EventHook | Iterable[EventHook] | None = None,
     ) -> None:
         self._attempts = check_int(attempts, "attempts", minimum=1)
         self._backoff = _DEFAULT_BACKOFF if backoff is None else as_backoff(backoff, "backoff")
@@ -288,6 +302,7 @@ class Retry:
         if on_retry is not None and not callable(on_retry):
             raise TypeError(f"on_retry must be a callable or None, got {type(on_retry).__name__}")
         self._on_retry = on_retry
+        self._on_event = event_hook(on_event)
         self._clock = _check_clock(clock)
         if rng is not None and not callable(getattr(rng, "random", None)):
             raise TypeError(
@@ -299,7 +314,9 @@ class Retry:
             raise TypeError(f"name must be a str, got {type(name).__name__}")
         self._name = name
         # The first attempt's start time is needed only to measure elapsed time.
-        self._needs_start = deadline is not None or on_retry is not None
+        self._needs_start = (
+            deadline is not None or on_retry is not None or self._on_event is not None
+        )
         self._calls = 0
         self._retried_attempts = 0
         self._retries = 0
@@ -446,8 +463,10 @@ class Retry:
         if testing is not None:
             sleep = 0.0
         elapsed = 0.0
+        now = math.nan
         if self._needs_start:
-            elapsed = max(0.0, self._clock() - start)  # 0: the clock stepped back
+            now = self._clock()
+            elapsed = max(0.0, now - start)  # 0: the clock stepped back
             if self._deadline is not None and elapsed + sleep >= self._deadline:
                 self._deadline_exceeded += 1
                 return None
@@ -455,8 +474,19 @@ class Retry:
             self._budget_exhausted += 1
             return None
         self._retries += 1
-        if self._on_retry is not None:
-            self._on_retry(RetryDetails(self._name, number, failure, result, sleep, elapsed))
+        logger.debug(
+            "retry %r: attempt %d failed (%r); retrying in %.3f s",
+            self._name,
+            number,
+            failure if failure is not None else result,
+            sleep,
+        )
+        if self._on_retry is not None or self._on_event is not None:
+            details = RetryDetails(self._name, number, failure, result, sleep, elapsed, now)
+            if self._on_retry is not None:
+                self._on_retry(details)
+            if self._on_event is not None:
+                self._on_event(details)
         return sleep, delay
 
     def _retryable(self, failure: Exception) -> bool:

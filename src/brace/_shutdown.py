@@ -21,6 +21,7 @@ import anyio
 import anyio.abc
 
 from ._core._validate import check_finite, check_positive
+from ._events import EventHook, ShutdownStarted, event_hook
 
 __all__ = ("Drainable", "GracefulShutdown", "ShutdownReport", "ShutdownStatistics")
 
@@ -91,6 +92,7 @@ class GracefulShutdown:
         "_done",
         "_drain_scope",
         "_drainables",
+        "_on_event",
         "_previous",
         "_report",
         "_signal",
@@ -111,8 +113,10 @@ class GracefulShutdown:
         delay: float = 0.0,
         chain: bool = False,
         clock: Callable[[], float] | None = None,
+        on_event: EventHook | Iterable[EventHook] | None = None,
     ) -> None:
         self.timeout = check_positive(timeout, "timeout")
+        self._on_event = event_hook(on_event)
         delay = check_finite(delay, "delay", "of seconds >= 0")
         if delay < 0:
             raise ValueError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
@@ -250,6 +254,8 @@ class GracefulShutdown:
     async def _shutdown(self) -> ShutdownReport:
         started = self._started if self._started is not None else self._clock()
         logger.info("shutting down (signal %s): not ready", self._signal)
+        if self._on_event is not None:
+            self._on_event(ShutdownStarted(None, started, self._signal))
         if self.delay:
             await anyio.sleep(self.delay)
         if self.chain and self.delay:

@@ -15,7 +15,7 @@ which replaces a result) an async context manager. See the docs' chaos page.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from ._chaos import ChaosBehavior as ChaosBehavior
 from ._chaos import ChaosDetails as ChaosDetails
@@ -27,6 +27,7 @@ from ._chaos import ChaosStatistics as ChaosStatistics
 from ._chaos import ChaosStrategy as ChaosStrategy
 from ._chaos import Enabled, RandomSource
 from ._chaos import should_inject as should_inject
+from ._events import EventHook
 
 __all__ = (
     "ChaosBehavior",
@@ -53,6 +54,7 @@ def latency(
     random: RandomSource | None = None,
     seed: int | None = None,
     on_inject: ChaosHook | None = None,
+    on_event: EventHook | Iterable[EventHook] | None = None,
     name: str = "",
 ) -> ChaosLatency:
     """Sleep ``seconds`` before a share of the calls: a :class:`ChaosLatency`."""
@@ -63,6 +65,7 @@ def latency(
         random=random,
         seed=seed,
         on_inject=on_inject,
+        on_event=on_event,
         name=name,
     )
 
@@ -75,6 +78,7 @@ def exception(
     random: RandomSource | None = None,
     seed: int | None = None,
     on_inject: ChaosHook | None = None,
+    on_event: EventHook | Iterable[EventHook] | None = None,
     name: str = "",
 ) -> ChaosException:
     """Raise ``exception`` (an instance, or a factory called each time) instead of a share
@@ -86,6 +90,7 @@ def exception(
         random=random,
         seed=seed,
         on_inject=on_inject,
+        on_event=on_event,
         name=name,
     )
 
@@ -99,6 +104,7 @@ def outcome(
     random: RandomSource | None = None,
     seed: int | None = None,
     on_inject: ChaosHook | None = None,
+    on_event: EventHook | Iterable[EventHook] | None = None,
     name: str = "",
 ) -> ChaosOutcome:
     """Return ``result`` (or ``factory()``) instead of making a share of the calls: a
@@ -111,6 +117,7 @@ def outcome(
         random=random,
         seed=seed,
         on_inject=on_inject,
+        on_event=on_event,
         name=name,
     )
 
@@ -123,6 +130,7 @@ def behavior(
     random: RandomSource | None = None,
     seed: int | None = None,
     on_inject: ChaosHook | None = None,
+    on_event: EventHook | Iterable[EventHook] | None = None,
     name: str = "",
 ) -> ChaosBehavior:
     """Run ``behavior()`` (async) before a share of the calls: a :class:`ChaosBehavior`."""
@@ -133,5 +141,6 @@ def behavior(
         random=random,
         seed=seed,
         on_inject=on_inject,
+        on_event=on_event,
         name=name,
     )
