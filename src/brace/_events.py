@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
+from typing_extensions import TypeAliasType
+
 if TYPE_CHECKING:
     import logging
 
@@ -41,17 +43,20 @@ __all__ = (
     "SlowRequest",
 )
 
-Reason = Literal[
-    "rate_limited",
-    "queue_full",
-    "dropped",
-    "queue_timeout",
-    "memory",
-    "load",
-    "shutting_down",
-    "circuit_open",
-    "timeout",
-]
+Reason = TypeAliasType(
+    "Reason",
+    Literal[
+        "rate_limited",
+        "queue_full",
+        "dropped",
+        "queue_timeout",
+        "memory",
+        "load",
+        "shutting_down",
+        "circuit_open",
+        "timeout",
+    ],
+)
 """Why a call was refused (the ``reason`` of :class:`Refused`, a key of ``refusals``)."""
 
 REASONS: tuple[Reason, ...] = (
