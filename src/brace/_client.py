@@ -36,6 +36,7 @@ from __future__ import annotations
 import abc
 import email.utils
 import functools
+import logging
 import math
 import time
 from array import array
@@ -44,12 +45,14 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
+import anyio
 from typing_extensions import TypedDict
 
 from ._breaker import CircuitBreaker
 from ._bucket import TokenBucket
 from ._compose import CallPolicy, Policy, compose
 from ._core.breaker import CircuitState
+from ._events import EventHook, Refused, event_hook
 from ._exceptions import CircuitOpen, Rejected
 from ._limiter import RateLimiter
 from ._retry import Backoff, Retry
@@ -135,6 +138,10 @@ class ClientOptions(TypedDict, total=False):
     max_keys: int
     max_body: int
     chaos: Any
+    on_event: EventHook | Iterable[EventHook] | None
+
+
+logger = logging.getLogger("brace.client")
 
 
 class _RetryableStatus(Rejected, Generic[ResponseT]):
@@ -190,6 +197,11 @@ class ResilientClient(abc.ABC, Generic[RequestT, ResponseT]):
             rate limit and the breaker and under the retry, so an injected connection
             error, 5xx answer (``brace.chaos.outcome(factory=...)``) or latency goes
             through the same loop as a real one.
+        on_event: a hook, or hooks, called with a `brace.events.Refused` (reason
+            ``"circuit_open"``, ``source="client"``, ``key``: the request's key) each
+            time an open circuit stops a request before it is sent; logged at DEBUG on
+            ``brace.client``. (The breakers' and the retry's own ``on_event`` hooks see
+            their state changes and retries.)
     """
 
     #: The adapter's transport errors, retried by the default `brace.Retry`.
@@ -211,7 +223,9 @@ class ResilientClient(abc.ABC, Generic[RequestT, ResponseT]):
         max_keys: int = 10_000,
         max_body: int = 1 << 20,
         chaos: Any = None,
+        on_event: EventHook | Iterable[EventHook] | None = None,
     ) -> None:
+        self.on_event = event_hook(on_event)
         if retry is None:
             retry = Retry(
                 3,
@@ -322,6 +336,18 @@ class ResilientClient(abc.ABC, Generic[RequestT, ResponseT]):
             try:
                 ticket = breaker.try_enter()
             except CircuitOpen as refused:
+                logger.debug("client: circuit open for %s; not sent", key)
+                if self.on_event is not None:
+                    self.on_event(
+                        Refused(
+                            breaker.name,
+                            anyio.current_time(),
+                            "circuit_open",
+                            "client",
+                            refused.retry_after,
+                            key=key,
+                        )
+                    )
                 if retrying:
                     return _Stopped(refused)  # an open circuit is not retried
                 raise
