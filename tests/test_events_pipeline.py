@@ -150,14 +150,16 @@ async def serve(mix: Mix) -> tuple[Counter[str], dict[str, int], Counter[str], d
             seen[reason] += 1
 
     transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 1234))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-        async with anyio.create_task_group() as tasks:
-            for request in mix.requests:
-                await anyio.sleep(request.at)
-                if mix.shutdown_at is not None and now() - start >= mix.shutdown_at:
-                    if not shutdown.shutting_down:
-                        shutdown.trigger()
-                tasks.start_soon(one, http, request)
+    async with (
+        httpx.AsyncClient(transport=transport, base_url="http://test") as http,
+        anyio.create_task_group() as tasks,
+    ):
+        for request in mix.requests:
+            await anyio.sleep(request.at)
+            due = mix.shutdown_at is not None and now() - start >= mix.shutdown_at
+            if due and not shutdown.shutting_down:
+                shutdown.trigger()
+            tasks.start_soon(one, http, request)
     statistics = app.statistics()
     deltas = {reason: statistics.refusals[reason] - before[reason] for reason in REASONS}
     emitted = Counter(event.reason for event in events if isinstance(event, Refused))
