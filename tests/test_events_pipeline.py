@@ -161,8 +161,10 @@ async def serve(mix: Mix) -> tuple[Counter[str], dict[str, int], Counter[str], d
                 shutdown.trigger()
             tasks.start_soon(one, http, request)
     statistics = app.statistics()
-    deltas = {reason: statistics.refusals[reason] - before[reason] for reason in REASONS}
-    emitted = Counter(event.reason for event in events if isinstance(event, Refused))
+    deltas: dict[str, int] = {
+        reason: statistics.refusals[reason] - before[reason] for reason in REASONS
+    }
+    emitted: Counter[str] = Counter(event.reason for event in events if isinstance(event, Refused))
     by_rule = {rule: dict(counts) for rule, counts in statistics.refusals_by_rule.items()}
     return emitted, deltas, seen, by_rule
 
