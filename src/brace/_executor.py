@@ -9,7 +9,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 import anyio
@@ -112,7 +112,7 @@ class ExecutorStatistics:
     pending_by_priority: dict[int, int]
     draining: bool
     held: int = 0
-    refusals: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    refusals: Mapping[str, int] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)
