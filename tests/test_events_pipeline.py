@@ -46,7 +46,7 @@ class Request:
 
 _REQUESTS = st.builds(
     Request,
-    route=st.sampled_from(ROUTES),
+    route=st.sampled_from((*ROUTES, "/breaker", "/breaker")),
     at=st.sampled_from([0.0, 0.0, 0.1, 0.5, 1.0, 3.0]),
     sleep=st.sampled_from([0.0, 0.2, 1.0, 2.5, 6.0]),
     status=st.sampled_from([200, 500]),
@@ -184,7 +184,7 @@ def run_backend(backend: str, mix: Mix) -> Any:
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mix=_MIXES)
 def test_each_refusal_is_one_event_one_count_and_one_refused_answer(backend: str, mix: Mix) -> None:
     """For every reason: the Refused events = the refusals counter's delta = the refused
