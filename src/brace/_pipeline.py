@@ -46,10 +46,11 @@ from ._exceptions import (
     Rejected,
     ShuttingDown,
 )
-from ._executor import PriorityExecutor
+from ._executor import Dropped, PriorityExecutor
 from ._headers import delay_seconds, ratelimit_item
 from ._load import LoadMonitor
 from ._memory import MemoryGuard
+from ._metrics import CALL_BUCKETS, Histogram
 from ._priority import Priority
 from ._shutdown import GracefulShutdown
 from ._store import RateLimitStore
@@ -149,6 +150,26 @@ _REFUSALS: tuple[tuple[type[Rejected], str, str], ...] = (
     (MemoryPressure, "memory_pressure", "memory_pressure"),
     (Overloaded, "overloaded", "overloaded"),
     (ShuttingDown, "shutting_down", "shutting_down"),
+)
+
+
+def refusal_reason(refusal: Rejected) -> str:
+    """The reason label of a refusal (``brace._metrics.REFUSAL_REASONS``)."""
+    for kind, reason in _REASONS:
+        if isinstance(refusal, kind):
+            return reason
+    return "unavailable"  # a Rejected subclass brace does not know
+
+
+_REASONS: tuple[tuple[type[Rejected], str], ...] = (
+    (RateLimited, "rate_limited"),
+    (Dropped, "dropped"),
+    (QueueFull, "queue_full"),
+    (QueueTimeout, "queue_timeout"),
+    (CircuitOpen, "circuit_open"),
+    (MemoryPressure, "memory"),
+    (Overloaded, "load"),
+    (ShuttingDown, "shutting_down"),
 )
 
 
@@ -304,6 +325,10 @@ class Pipeline:
         self.default_retry_after = check_positive(default_retry_after, "default_retry_after")
         self.drain_timeout = check_positive(drain_timeout, "drain_timeout")
         self.counters = Counters()
+        # for the metric exporters (brace._metrics): request durations (timed while
+        # slow_request is set) and refusals by (rule name, reason): rules are a fixed set
+        self.durations = Histogram(CALL_BUCKETS)
+        self.rule_refusals: dict[tuple[str, str], int] = {}
         self.logger = logging.getLogger(logger_name)
 
     # -- 1. the rule ---------------------------------------------------------------------
@@ -329,6 +354,7 @@ class Pipeline:
         gives the client's address, asked only when a limit needs it."""
         shutdown = self.shutdown
         if shutdown is not None and shutdown.shutting_down:
+            self.refused_on(exchange.rule.name, "shutting_down")
             return self.refusal(ShuttingDown("the server is shutting down"))
         rule = exchange.rule
         if not rule.limits:
@@ -364,6 +390,7 @@ class Pipeline:
             exchange.decision = decision
             if not decision.allowed:
                 self.counters.rate_limited += 1
+                self.refused_on(rule.name, "rate_limited")
                 fields.append((limit, 0, decision.retry_after))
                 return self.rate_limited(rule, limit, decision.retry_after, fields)
             fields.append((limit, decision.remaining, decision.reset_after))
@@ -432,9 +459,11 @@ class Pipeline:
         except Rejected as refusal:
             if exchange.started:
                 raise
+            self.refused_on(rule.name, refusal_reason(refusal))
             return self.refusal(refusal)
         except TimedOut:
             counters.timed_out += 1
+            self.refused_on(rule.name, "timeout")
             if exchange.started:
                 return None
             return Answer(
@@ -485,6 +514,7 @@ class Pipeline:
 
     def _report_slow(self, exchange: Exchange, method: str, path: str, slow: float) -> None:
         elapsed = self.clock() - exchange.begin
+        self.durations.observe(elapsed)
         if elapsed > slow:
             self.counters.slow += 1
             self.logger.warning(
@@ -495,6 +525,11 @@ class Pipeline:
                 exchange.status or "none",
                 exchange.rule.name,
             )
+
+    def refused_on(self, rule: str, reason: str) -> None:
+        """Count a refusal of ``rule`` for the per-rule refusal metric."""
+        key = (rule, reason)
+        self.rule_refusals[key] = self.rule_refusals.get(key, 0) + 1
 
     # -- 4. answers ----------------------------------------------------------------------
 
