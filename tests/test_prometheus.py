@@ -52,15 +52,21 @@ async def test_scrape_shows_primitives_and_their_states() -> None:
             raise KeyError("boom")
 
     samples = scrape(prometheus)
-    assert samples[("brace_queue_completed_total", (("name", "default"),))] == 1.0
-    assert samples[("brace_queue_pending", (("name", "default"),))] == 0.0
-    assert samples[("brace_circuit_breakers_state", (("name", "db"), ("state", "open")))] == 1.0
-    assert samples[("brace_rate_limit_active_keys", (("name", "api"),))] == 1.0
-    distribution = ("brace_queue_queue_distribution", (("name", "default"), ("priority", "low")))
-    assert samples[distribution] == 0.0
+    executor_labels = (("kind", "executor"), ("name", "default"))
+    completed = ("brace_queue_processed_total", (*executor_labels, ("outcome", "completed")))
+    assert samples[completed] == 1.0
+    assert samples[("brace_queue_running", executor_labels)] == 0.0
+    breaker_open = (("kind", "circuit_breaker"), ("name", "db"), ("state", "open"))
+    assert samples[("brace_circuit_breaker_state", breaker_open)] == 1.0
+    assert samples[("brace_rate_limiter_keys", (("kind", "rate_limiter"), ("name", "api")))] == 1.0
+    pending = ("brace_queue_pending", (*executor_labels, ("priority", "low")))
+    assert samples[pending] == 0.0
+    transition = (("from_state", "closed"), ("kind", "circuit_breaker"), ("name", "db"))
+    assert samples[("brace_circuit_breaker_transitions_total", (*transition, ("to_state", "open")))]
     text = generate_latest(prometheus).decode()
-    assert re.search(r"^# TYPE brace_queue_completed(_total)? counter$", text, re.MULTILINE)
-    assert "# TYPE brace_queue_pending gauge" in text
+    assert re.search(r"^# TYPE brace_queue_processed_total counter$", text, re.MULTILINE)
+    assert "# TYPE brace_queue_running gauge" in text
+    assert "# TYPE brace_queue_wait_seconds histogram" in text
 
 
 def test_collected_primitives_disappear_from_the_output() -> None:

@@ -390,6 +390,22 @@ _EXECUTOR = Kind(
 _BREAKER_STATES = ("closed", "open", "half_open")
 
 
+def _ratio(field: str, rule: str) -> Callable[[Any, Any], Iterable[Sample]]:
+    """A breaker's window ratio: 0 before the window holds calls, absent without the rule
+    (``rule``: the core's setting that turns it on)."""
+
+    def read(primitive: Any, stats: Any) -> Iterable[Sample]:
+        ratio = getattr(stats, field)
+        if ratio is None:
+            core = getattr(primitive, "_core", None)
+            if getattr(core, rule, None) is None:
+                return ()
+            ratio = 0.0
+        return (((), float(ratio)),)
+
+    return read
+
+
 def _transitions(primitive: Any, stats: Any) -> Iterable[Sample]:
     counts: Mapping[tuple[str, str], int] = getattr(primitive, "_transitions", None) or {}
     return [
@@ -419,11 +435,11 @@ _BREAKER = Kind(
         _gauge("circuit_breaker", "window_calls", "{call}", "Calls in the failure-rate window now.",
                _value("window_calls")),
         _gauge("circuit_breaker", "failure_ratio", "1",
-               "Failed calls over calls in the window (absent without a rate rule or calls).",
-               _value("failure_rate")),
+               "Failed calls over calls in the window (absent without a failure-rate rule).",
+               _ratio("failure_rate", "failure_rate")),
         _gauge("circuit_breaker", "slow_call_ratio", "1",
-               "Slow calls over calls in the window (absent without a slow-call rule or calls).",
-               _value("slow_call_rate")),
+               "Slow calls over calls in the window (absent without a slow-call rule).",
+               _ratio("slow_call_rate", "slow_call_duration")),
         _gauge("circuit_breaker", "half_open_calls", "{call}", "Probes running now.",
                _value("half_open_calls")),
         _gauge("circuit_breaker", "half_open_delay", "s",
@@ -470,7 +486,7 @@ def _local_limiter(kind: str, capacity: tuple[str, str, str], level: tuple[str, 
                    _value("waiting")),
             _counter(kind, "acquired", "{token}", "Cost admitted since creation.",
                      _value("acquired")),
-            _counter(kind, "waited", "{call}", "acquire() calls that had to wait.",
+            _counter(kind, "waited", "{call}", "Calls to acquire() that had to wait.",
                      _value("waited")),
             _counter(kind, "cancelled", "{call}",
                      "Waiting calls cancelled before they were admitted.", _value("cancelled")),
@@ -515,8 +531,11 @@ _MEMORY = Kind(
         _gauge("memory", "usage", "By", "Memory in use at the last sample.", _value("usage")),
         _gauge("memory", "limit", "By", "The limit usage is measured against (absent: none).",
                _value("limit")),
-        _gauge("memory", "pressure_ratio", "1", "Usage over the limit at the last sample.",
-               _value("pressure")),
+        _gauge("memory", "stall_ratio", "1",
+               "Share of time tasks stalled waiting for memory (pressure-stall information).",
+               lambda primitive, stats: (
+                   () if stats.pressure is None else (((), stats.pressure / 100.0),)
+               )),
         _gauge("memory", "threshold", "By", "The usage at which each level starts.",
                lambda primitive, stats: [
                    ((level,), float(value))
@@ -704,8 +723,14 @@ _CHAOS = Kind(
 
 
 def _rule_refusals(primitive: Any, stats: Any) -> Iterable[Sample]:
+    """Refusals per rule and reason: every reason of every counted rule, 0 until one."""
     pipeline = getattr(primitive, "_pipeline", None)
-    counts: Mapping[tuple[str, str], int] = getattr(pipeline, "rule_refusals", None) or {}
+    counts: dict[tuple[str, str], int] = dict(getattr(pipeline, "rule_refusals", None) or {})
+    rules = getattr(pipeline, "rules", None)
+    for rule in () if rules is None else rules.all():
+        if not rule.exempt:
+            for reason in REFUSAL_REASONS:
+                counts.setdefault((rule.name, reason), 0)
     return [((rule, reason), float(count)) for (rule, reason), count in sorted(counts.items())]
 
 
@@ -728,7 +753,7 @@ _MIDDLEWARE = Kind(
                  "HTTP requests refused, by route rule and reason.", _rule_refusals,
                  ("rule", "reason")),
         _histogram("middleware", "request_duration",
-                   "Seconds HTTP requests took, refusals included "
+                   "Seconds HTTP requests past the rate limits took, 503 answers included "
                    "(measured while slow_request is set).",
                    CALL_BUCKETS, HistogramSource(_attribute("_pipeline", "durations"))),
     ),
