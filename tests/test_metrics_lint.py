@@ -208,9 +208,10 @@ async def test_live_scrape_lints_clean_and_otel_has_units() -> None:
         for name, spec in instruments.specs.items():
             assert spec.unit, name
             if spec.type != "histogram":  # a histogram has no point before a recording
-                missing.extend([] if name in exported_before else [name])
-                continue
-                assert exported_before[name].unit == spec.unit
+                if name not in exported_before:
+                    missing.append(name)
+                elif exported_before[name].unit != spec.unit:
+                    missing.append(f"{name} without its unit")
         assert missing == []
         assert len(instruments.instruments) == len(specs())
 

@@ -29,7 +29,7 @@ def collect(reader: InMemoryMetricReader) -> dict[tuple[str, tuple[tuple[str, st
                     attributes = tuple(
                         sorted((k, str(v)) for k, v in (point.attributes or {}).items())
                     )
-                    points[(metric.name, attributes)] = point.value  # type: ignore[union-attr]
+                    points[(metric.name, attributes)] = point.value
     return points
 
 
