@@ -139,8 +139,10 @@ async def test_every_refusal_reason_counts_once() -> None:
             pass
     assert (await limiter.hit("k")).allowed
     assert not (await limiter.hit("k")).allowed
-    assert bucket.try_acquire().allowed and not bucket.try_acquire().allowed
-    assert window.try_acquire().allowed and not window.try_acquire().allowed
+    assert bucket.try_acquire().allowed
+    assert not bucket.try_acquire().allowed
+    assert window.try_acquire().allowed
+    assert not window.try_acquire().allowed
     guard.sample()
     with pytest.raises(brace.MemoryPressure):
         async with guard:

@@ -824,3 +824,25 @@ def collect(primitives: Iterable[tuple[str, Any]]) -> list[Family]:
                 labels.update(zip(spec.labels, values, strict=True))
                 samples.append((labels, value))
     return [Family(spec, tuple(samples)) for spec, samples in by_name.values()]
+
+
+def metric_table(prefix: str = "brace") -> str:
+    """The Markdown table of every metric (docs/observability.md holds a copy that
+    docs/gen_metric_table.py writes and a test compares)."""
+    kinds_of: dict[str, list[str]] = {}
+    for kind in KINDS.values():
+        for spec in kind.metrics:
+            kinds_of.setdefault(spec.prometheus_name(prefix), []).append(kind.kind)
+    lines = [
+        "| Prometheus | OpenTelemetry | type | unit | labels | kinds | meaning |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for spec in specs():
+        name = spec.prometheus_name(prefix)
+        labels = ", ".join(f"`{label}`" for label in spec.labels) or "–"
+        kinds = ", ".join(f"`{kind}`" for kind in kinds_of[name])
+        lines.append(
+            f"| `{spec.sample_name(prefix)}` | `{spec.otel_name(prefix)}` | {spec.type} "
+            f"| `{spec.unit}` | {labels} | {kinds} | {spec.help} |"
+        )
+    return "\n".join(lines) + "\n"
