@@ -839,7 +839,7 @@ def metric_table(prefix: str = "brace") -> str:
     ]
     for spec in specs():
         name = spec.prometheus_name(prefix)
-        labels = ", ".join(f"`{label}`" for label in spec.labels) or "–"
+        labels = ", ".join(f"`{label}`" for label in spec.labels) or "none"
         kinds = ", ".join(f"`{kind}`" for kind in kinds_of[name])
         lines.append(
             f"| `{spec.sample_name(prefix)}` | `{spec.otel_name(prefix)}` | {spec.type} "
