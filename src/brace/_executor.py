@@ -17,7 +17,7 @@ from ._core._validate import check_positive
 from ._core.admission import AdmissionCore, Discipline, FullPolicy, Reservoir, Ticket, TicketState
 from ._exceptions import QueueFull, QueueTimeout, ShuttingDown, TimeoutExceeded
 from ._memory import MemoryAdmission, MemoryGuard
-from ._metrics import CALL_BUCKETS, WAIT_BUCKETS, Histogram
+from ._metrics import WAIT_BUCKETS, Histogram
 from ._priority import Priority, check_priority
 
 if TYPE_CHECKING:
@@ -187,10 +187,13 @@ class PriorityExecutor:
         self._timeout = None if timeout is None else check_positive(timeout, "timeout")
         self._default_priority = check_priority(default_priority, "default_priority")
         self._waits = Reservoir(reservoir_size)
-        # exported by brace.prometheus / brace.otel; fast-path admissions are the core's
-        # acquired_immediately, counted as zero waits when read (see brace._metrics)
+        # exported by brace.prometheus / brace.otel (see brace._metrics). Waits are
+        # recorded on the queued path only: fast-path admissions are the core's
+        # acquired_immediately, counted as zero waits when read. Processing times are
+        # recorded once an exporter has read the histogram (None until then): run()'s
+        # cost stays one attribute test while nobody exports.
         self._wait_histogram = Histogram(WAIT_BUCKETS)
-        self._processing_histogram = Histogram(CALL_BUCKETS)
+        self._processing_histogram: Histogram | None = None
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be a zero-argument callable, got {clock!r}")
         self._clock: Callable[[], float] = time.monotonic if clock is None else clock
@@ -603,7 +606,9 @@ class PriorityExecutor:
         else:
             adaptive = self._adaptive
             if started is not None:
-                self._processing_histogram.observe(max(0.0, now - started))
+                processing = self._processing_histogram
+                if processing is not None:
+                    processing.observe(max(0.0, now - started))
                 if adaptive is not None:
                     # before the release, so that "in flight" still includes this one
                     adaptive.observe(max(0.0, now - started), outcome is _TIMED_OUT, now)

@@ -18,7 +18,9 @@ primitive's series exist, at 0, from the first collection after its registration
 
 `Histogram` is the library's own: fixed bucket bounds, O(1) memory, recording is a bisect
 into a tuple and two additions. The shells keep one where they already read the clock
-(a queued wait, a timed run, a Redis call, a request), never on an untimed fast path.
+(a queued wait, a timed run, a Redis call, a request), never on an untimed fast path; on
+a hot path (``run()``, the middleware) the shell holds ``None`` until an exporter first
+reads the histogram, so that nobody pays for a histogram nobody exports.
 """
 
 from __future__ import annotations
@@ -309,6 +311,26 @@ def _attribute(*path: str) -> Callable[[Any], Any]:
     return get
 
 
+def _on_demand(
+    bounds: tuple[float, ...], attribute: str, *path: str
+) -> Callable[[Any], Histogram | None]:
+    """A histogram a shell keeps as ``None`` until an exporter first reads it (so that a
+    hot path pays one ``is not None`` test while nobody exports): made on that read."""
+    owner_of = _attribute(*path)
+
+    def live(primitive: Any) -> Histogram | None:
+        owner = owner_of(primitive) if path else primitive
+        if owner is None or not hasattr(owner, attribute):
+            return None
+        histogram: Histogram | None = getattr(owner, attribute)
+        if histogram is None:
+            histogram = Histogram(bounds)
+            setattr(owner, attribute, histogram)
+        return histogram
+
+    return live
+
+
 # spec constructors ---------------------------------------------------------------------
 
 
@@ -382,8 +404,9 @@ _EXECUTOR = Kind(
                    HistogramSource(_attribute("_wait_histogram"),
                                    lambda executor: executor._core.acquired_immediately)),
         _histogram("queue", "processing",
-                   "Seconds work items run by run() or a timed slot held their slot.",
-                   CALL_BUCKETS, HistogramSource(_attribute("_processing_histogram"))),
+                   "Seconds work items run by run() held their slot (from the first collection).",
+                   CALL_BUCKETS,
+                   HistogramSource(_on_demand(CALL_BUCKETS, "_processing_histogram"))),
     ),
 )  # fmt: skip
 
@@ -757,8 +780,9 @@ _MIDDLEWARE = Kind(
                  ("rule", "reason")),
         _histogram("middleware", "request_duration",
                    "Seconds HTTP requests past the rate limits took, 503 answers included "
-                   "(measured while slow_request is set).",
-                   CALL_BUCKETS, HistogramSource(_attribute("_pipeline", "durations"))),
+                   "(while slow_request is set, from the first collection on).",
+                   CALL_BUCKETS,
+                   HistogramSource(_on_demand(CALL_BUCKETS, "durations", "_pipeline"))),
     ),
 )  # fmt: skip
 

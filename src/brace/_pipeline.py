@@ -50,7 +50,7 @@ from ._executor import Dropped, PriorityExecutor
 from ._headers import delay_seconds, ratelimit_item
 from ._load import LoadMonitor
 from ._memory import MemoryGuard
-from ._metrics import CALL_BUCKETS, Histogram
+from ._metrics import Histogram
 from ._priority import Priority
 from ._shutdown import GracefulShutdown
 from ._store import RateLimitStore
@@ -326,8 +326,10 @@ class Pipeline:
         self.drain_timeout = check_positive(drain_timeout, "drain_timeout")
         self.counters = Counters()
         # for the metric exporters (brace._metrics): request durations (timed while
-        # slow_request is set) and refusals by (rule name, reason): rules are a fixed set
-        self.durations = Histogram(CALL_BUCKETS)
+        # slow_request is set; None until an exporter reads them, so that a request pays
+        # one attribute test while nobody exports) and refusals by (rule name, reason):
+        # the rules are a fixed set
+        self.durations: Histogram | None = None
         self.rule_refusals: dict[tuple[str, str], int] = {}
         self.logger = logging.getLogger(logger_name)
 
@@ -514,7 +516,9 @@ class Pipeline:
 
     def _report_slow(self, exchange: Exchange, method: str, path: str, slow: float) -> None:
         elapsed = self.clock() - exchange.begin
-        self.durations.observe(elapsed)
+        durations = self.durations
+        if durations is not None:
+            durations.observe(elapsed)
         if elapsed > slow:
             self.counters.slow += 1
             self.logger.warning(
