@@ -120,7 +120,9 @@ class MultiProcessCollector(Collector):
       left out); aggregate them in the query (``sum without (pid)``, ``max``...).
 
     Other workers' figures are at most ``interval`` seconds old. :meth:`close` stops the
-    thread after a last write.
+    thread after a last write. The thread calls ``statistics()`` as a scrape served from
+    another thread would; with ``interval=None`` there is no thread: call :meth:`write`
+    yourself (from a task on the event loop, say).
     """
 
     def __init__(
@@ -128,28 +130,32 @@ class MultiProcessCollector(Collector):
         registry: Registry,
         directory: str | os.PathLike[str],
         *,
-        interval: float = 1.0,
+        interval: float | None = 1.0,
         prefix: str = "brace",
     ) -> None:
         _check(registry, prefix)
-        if (
+        if interval is not None and (
             isinstance(interval, bool)
             or not isinstance(interval, (int, float))
             or not (0 < interval < float("inf"))
         ):
-            raise ValueError(f"interval must be a number of seconds > 0, got {interval!r}")
+            raise ValueError(f"interval must be seconds > 0 or None, got {interval!r}")
         self.registry = registry
         self.prefix = prefix
         self.directory = Path(directory)
         if not self.directory.is_dir():
             raise ValueError(f"directory must be an existing directory, got {directory!r}")
-        self.interval = float(interval)
+        self.interval = None if interval is None else float(interval)
         self.pid = os.getpid()
         self.path = self.directory / f"brace-{self.pid}-{secrets.token_hex(4)}.json"
         self._specs = {spec.prometheus_name(): spec for spec in specs()}
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="brace-metrics-writer", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if self.interval is not None:
+            self._thread = threading.Thread(
+                target=self._run, args=(self.interval,), name="brace-metrics-writer", daemon=True
+            )
+            self._thread.start()
 
     def describe(self) -> Iterable[Metric]:
         """Nothing up front (see `RegistryCollector.describe`)."""
@@ -171,15 +177,18 @@ class MultiProcessCollector(Collector):
         temporary.replace(self.path)
 
     def close(self) -> None:
-        """Stop the writer thread after one last write."""
+        """Stop the writer thread after one last write (without a thread: write once)."""
         self._stop.set()
-        self._thread.join()
+        if self._thread is None:
+            self.write()
+        else:
+            self._thread.join()
 
-    def _run(self) -> None:
+    def _run(self, interval: float) -> None:
         while True:
             with contextlib.suppress(OSError):
                 self.write()
-            if self._stop.wait(self.interval):
+            if self._stop.wait(interval):
                 with contextlib.suppress(OSError):
                     self.write()
                 return
