@@ -37,6 +37,7 @@ from ._priority import Priority
 __all__ = (
     "CALL_BUCKETS",
     "KINDS",
+    "Kind",
     "REDIS_BUCKETS",
     "REFUSAL_REASONS",
     "WAIT_BUCKETS",

@@ -31,7 +31,7 @@ try:
 except ImportError as error:  # the extra is not installed
     raise missing_extra("otel", "otel", error) from error
 
-from ._metrics import Family, Histogram, MetricSpec, collect, kind_of, specs
+from ._metrics import Family, Histogram, Kind, MetricSpec, collect, kind_of, specs
 from ._registry import Registry
 
 __all__ = ("Instruments", "instrument")
@@ -54,6 +54,7 @@ class Instruments:
         self._latest: dict[str, Family] = {}
         self._lock = threading.Lock()
         self._seen: set[str] = set()
+        self._kinds: dict[type, Kind | None] = {}
         # live histogram -> [zeros already recorded] (a fast path's zero values)
         self._attached: weakref.WeakKeyDictionary[Histogram, list[int]] = (
             weakref.WeakKeyDictionary()
@@ -91,7 +92,7 @@ class Instruments:
     def _attach(self) -> list[str]:
         attached: list[str] = []
         for name, primitive in self.registry.items():
-            kind = kind_of(primitive.statistics())
+            kind = self._kind(primitive)
             if kind is None:
                 continue
             attributes = {"kind": kind.kind, "name": name}
@@ -116,6 +117,13 @@ class Instruments:
                         record(0.0, attributes=attributes)
                     seen[0] = zeros
         return attached
+
+    def _kind(self, primitive: Any) -> Kind | None:
+        """The primitive's kind (a class's statistics type never changes: asked once)."""
+        cls = type(primitive)
+        if cls not in self._kinds:
+            self._kinds[cls] = kind_of(primitive.statistics())
+        return self._kinds[cls]
 
     def _read(self) -> None:
         families = collect(self.registry.items())
