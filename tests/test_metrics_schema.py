@@ -203,3 +203,41 @@ def test_a_refusals_mapping_in_the_statistics_is_read() -> None:
     assert [(dict(labels), value) for labels, value in family.samples] == [
         ({"kind": "timeout", "name": "t", "reason": "timeout"}, 7.0)
     ]
+
+
+@dataclass(frozen=True)
+class BraceMiddlewareStatistics:
+    """Middleware statistics of the shape the events convention adds."""
+
+    requests: int = 3
+    active: int = 0
+    slow: int = 0
+    errors: int = 0
+    rate_limited: int = 2
+    queue_full: int = 0
+    circuit_open: int = 0
+    memory_pressure: int = 0
+    overloaded: int = 0
+    shutting_down: int = 0
+    timed_out: int = 0
+    refusals: dict[str, int] = field(default_factory=lambda: {"rate_limited": 2})
+    refusals_by_rule: dict[str, dict[str, int]] = field(
+        default_factory=lambda: {"api": {"rate_limited": 2}}
+    )
+
+
+class Middleware:
+    def statistics(self) -> BraceMiddlewareStatistics:
+        return BraceMiddlewareStatistics()
+
+
+def test_a_refusals_by_rule_mapping_in_the_statistics_is_read() -> None:
+    """Where middleware statistics carry ``refusals_by_rule``, the per-rule metric reads it."""
+    (family,) = [
+        family
+        for family in collect([("http", Middleware())])
+        if family.spec.prometheus_name() == "brace_middleware_rule_refusals"
+    ]
+    assert [(dict(labels), value) for labels, value in family.samples] == [
+        ({"kind": "middleware", "name": "http", "rule": "api", "reason": "rate_limited"}, 2.0)
+    ]

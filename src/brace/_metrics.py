@@ -750,9 +750,21 @@ _CHAOS = Kind(
 
 
 def _rule_refusals(primitive: Any, stats: Any) -> Iterable[Sample]:
-    """Refusals per rule and reason: every reason of every counted rule, 0 until one."""
+    """Refusals per rule and reason: every reason of every counted rule, 0 until one.
+
+    From the statistics' ``refusals_by_rule`` (rule -> reason -> count) where they have
+    it, else from the pipeline's own ``rule_refusals`` ((rule, reason) -> count)."""
     pipeline = getattr(primitive, "_pipeline", None)
-    counts: dict[tuple[str, str], int] = dict(getattr(pipeline, "rule_refusals", None) or {})
+    by_rule = getattr(stats, "refusals_by_rule", None)
+    counts: dict[tuple[str, str], int]
+    if by_rule is not None:
+        counts = {
+            (str(rule), str(reason)): count
+            for rule, reasons in by_rule.items()
+            for reason, count in reasons.items()
+        }
+    else:
+        counts = dict(getattr(pipeline, "rule_refusals", None) or {})
     rules = getattr(pipeline, "rules", None)
     for rule in () if rules is None else rules.all():
         if not rule.exempt:
