@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import gc
+import json
+import os
 import re
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -12,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import brace
 from brace import Registry
-from brace.prometheus import RegistryCollector
+from brace.prometheus import MultiProcessCollector, RegistryCollector
 
 
 def scrape(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -52,15 +56,21 @@ async def test_scrape_shows_primitives_and_their_states() -> None:
             raise KeyError("boom")
 
     samples = scrape(prometheus)
-    assert samples[("brace_queue_completed_total", (("name", "default"),))] == 1.0
-    assert samples[("brace_queue_pending", (("name", "default"),))] == 0.0
-    assert samples[("brace_circuit_breakers_state", (("name", "db"), ("state", "open")))] == 1.0
-    assert samples[("brace_rate_limit_active_keys", (("name", "api"),))] == 1.0
-    distribution = ("brace_queue_queue_distribution", (("name", "default"), ("priority", "low")))
-    assert samples[distribution] == 0.0
+    executor_labels = (("kind", "executor"), ("name", "default"))
+    completed = ("brace_queue_processed_total", (*executor_labels, ("outcome", "completed")))
+    assert samples[completed] == 1.0
+    assert samples[("brace_queue_running", executor_labels)] == 0.0
+    breaker_open = (("kind", "circuit_breaker"), ("name", "db"), ("state", "open"))
+    assert samples[("brace_circuit_breaker_state", breaker_open)] == 1.0
+    assert samples[("brace_rate_limiter_keys", (("kind", "rate_limiter"), ("name", "api")))] == 1.0
+    pending = ("brace_queue_pending", (*executor_labels, ("priority", "low")))
+    assert samples[pending] == 0.0
+    transition = (("from_state", "closed"), ("kind", "circuit_breaker"), ("name", "db"))
+    assert samples[("brace_circuit_breaker_transitions_total", (*transition, ("to_state", "open")))]
     text = generate_latest(prometheus).decode()
-    assert re.search(r"^# TYPE brace_queue_completed(_total)? counter$", text, re.MULTILINE)
-    assert "# TYPE brace_queue_pending gauge" in text
+    assert re.search(r"^# TYPE brace_queue_processed_total counter$", text, re.MULTILINE)
+    assert "# TYPE brace_queue_running gauge" in text
+    assert "# TYPE brace_queue_wait_seconds histogram" in text
 
 
 def test_collected_primitives_disappear_from_the_output() -> None:
@@ -82,3 +92,68 @@ def test_bad_arguments_raise() -> None:
         RegistryCollector(object())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="prefix"):
         RegistryCollector(Registry(), prefix="no spaces")
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_multiprocess_sums_counters_and_keeps_gauges_of_live_workers(tmp_path: Path) -> None:
+    """Another worker's file adds to counters and histogram buckets; gauges come by pid,
+    a dead worker's gauges are dropped while its counters stay; unreadable files are
+    skipped."""
+    registry = Registry()
+    breaker = registry.register("db", brace.CircuitBreaker(record_durations=True))
+    collector = MultiProcessCollector(registry, tmp_path, interval=None)
+    breaker.force_open()
+    collector.write()
+    other = json.loads(collector.path.read_text())
+    (tmp_path / "brace-live.json").write_text(json.dumps({**other, "pid": os.getppid()}))
+    (tmp_path / "brace-dead.json").write_text(json.dumps({**other, "pid": dead_pid()}))
+    (tmp_path / "brace-broken.json").write_text("{not json")
+    collector.write()
+    prometheus = CollectorRegistry()
+    prometheus.register(collector)
+    samples = scrape(prometheus)
+    labels = (("kind", "circuit_breaker"), ("name", "db"))
+    # this process's live figures plus the two other workers' files
+    transitions = ("brace_circuit_breaker_transitions_total", (
+        ("from_state", "closed"), *labels, ("to_state", "open")))  # fmt: skip
+    assert samples[transitions] == 3.0
+    refusals = ("brace_refusals_total", (*labels, ("reason", "circuit_open")))
+    assert samples[refusals] == 0.0
+    states = {
+        dict(key)["pid"]: value
+        for (name, key) in samples
+        if name == "brace_circuit_breaker_state" and dict(key)["state"] == "open"
+        for value in [samples[(name, key)]]
+    }
+    assert states == {str(os.getpid()): 1.0, str(os.getppid()): 1.0}  # not the dead one
+    count = ("brace_circuit_breaker_call_duration_seconds_count", labels)
+    assert samples[count] == 0.0
+    collector.close()
+    assert collector.path.exists()
+
+
+def test_multiprocess_writes_in_a_thread(tmp_path: Path) -> None:
+    """With an interval a thread writes the file; close() stops it after a last write."""
+    registry = Registry()
+    kept = registry.register("default", brace.PriorityExecutor())
+    collector = MultiProcessCollector(registry, tmp_path, interval=0.05)
+    collector.close()
+    data = json.loads(collector.path.read_text())
+    assert data["pid"] == os.getpid()
+    assert "brace_queue_wait_seconds" in {family["name"] for family in data["families"]}
+    assert kept is registry.get("default")
+
+
+@pytest.mark.parametrize("interval", [0, -1.0, float("inf"), True, "1"])
+def test_multiprocess_bad_arguments_raise(tmp_path: Path, interval: object) -> None:
+    """interval must be seconds > 0 (or None); the directory must exist."""
+    with pytest.raises(ValueError, match="interval"):
+        MultiProcessCollector(Registry(), tmp_path, interval=interval)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="directory"):
+        MultiProcessCollector(Registry(), tmp_path / "missing", interval=None)

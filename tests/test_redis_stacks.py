@@ -17,7 +17,7 @@ import pytest
 import brace
 from brace._core.gcra import GCRA
 from brace._core.window import SlidingWindowCounter
-from brace._registry import metric_families
+from brace._metrics import collect
 from brace.redis import (
     RedisAuthenticationError,
     RedisBackendError,
@@ -190,8 +190,8 @@ def test_the_registry_shows_a_store_degraded_then_ok(own_redis_server: RedisServ
             await anyio.sleep(0.3)
             assert (await store.hit(policy, "k")).allowed
             assert registry.snapshot()["stores"]["shared"]["status"] == "ok"
-        families = {family.name for family in metric_families(registry.snapshot())}
-        assert "brace_stores_decisions" in families
+        families = {family.spec.prometheus_name() for family in collect(registry.items())}
+        assert "brace_redis_store_decisions" in families
         assert not any("last_error" in name for name in families)
 
     run("asyncio", main)

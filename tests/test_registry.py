@@ -12,7 +12,6 @@ import pytest
 
 import brace
 from brace import Priority, PriorityExecutor, Registry
-from brace._registry import metric_families
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,21 +126,3 @@ async def test_snapshot_has_the_seed_shape() -> None:
     assert shutdown.ready
     assert registry.get("loop") is monitor
     assert registry.get("custom") is custom
-
-
-def test_metric_families_flatten_the_snapshot() -> None:
-    """Numbers become samples labelled by name; strings become labels; counters are marked."""
-    registry = Registry()
-    breaker = registry.register("db", brace.CircuitBreaker())
-    executor = registry.register("default", PriorityExecutor())
-    families = {family.name: family for family in metric_families(registry.snapshot())}
-    assert families["brace_circuit_breakers_state"].samples == (
-        ({"name": "db", "state": "closed"}, 1.0),
-    )
-    assert families["brace_queue_completed"].kind == "counter"
-    assert families["brace_queue_pending"].kind == "gauge"
-    assert families["brace_queue_draining"].samples == (({"name": "default"}, 0.0),)
-    distribution = families["brace_queue_queue_distribution"].samples
-    assert [labels["priority"] for labels, _ in distribution] == ["high", "medium", "low"]
-    assert breaker is registry.get("db")
-    assert executor is registry.get("default")

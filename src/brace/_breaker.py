@@ -27,6 +27,7 @@ from ._core.breaker import (
 )
 from ._events import EventHook, Refused, event_hook, hooks_of
 from ._exceptions import CircuitOpen
+from ._metrics import CALL_BUCKETS, Histogram
 
 __all__ = ("CircuitBreaker", "CircuitTicket", "StateChangeHook")
 
@@ -135,6 +136,9 @@ class CircuitBreaker:
         clock: Zero-argument callable returning monotonic seconds.
         random: Zero-argument callable returning floats in [0, 1), for the jitter.
         name: Name carried by statistics, state changes and :class:`~brace.CircuitOpen`.
+        record_durations: Time every call into the ``call_duration`` histogram the
+            metric exporters read (it takes the breaker off its untimed fast path; a
+            slow-call rule times every call anyway, and then they are recorded too).
 
     Cancellation is neither a failure nor a success, and a cancelled probe gives its permit
     back. :class:`~brace.CircuitOpen` raised inside the block (a nested breaker refusing)
@@ -150,6 +154,7 @@ class CircuitBreaker:
         "_arguments",
         "_clock",
         "_core",
+        "_durations",
         "_exceptions",
         "_exclude",
         "_failure_result",
@@ -161,6 +166,7 @@ class CircuitBreaker:
         "_no_outcome",
         "_on_event",
         "_tickets",
+        "_transitions",
     )
 
     def __init__(
@@ -191,6 +197,7 @@ class CircuitBreaker:
         random: Callable[[], float] | None = None,
         name: str | None = None,
         on_event: EventHook | Iterable[EventHook] | None = None,
+        record_durations: bool = False,
     ) -> None:
         self._exceptions = _exception_types(exceptions, "exceptions")
         self._exclude = _exception_types(exclude, "exclude")
@@ -210,6 +217,7 @@ class CircuitBreaker:
                 _optional_callable(hook, "on_state_change")
         self._hooks = hooks
         self._on_event = event_hook(on_event)
+        self._transitions: dict[tuple[str, str], int] = {}  # (old, new) state -> count
         # What replica() passes to a new breaker: every parameter of __init__ (a test
         # compares these keys with the signature), the types and hooks as normalized.
         self._arguments: dict[str, Any] = {
@@ -238,6 +246,7 @@ class CircuitBreaker:
             "random": random,
             "name": name,
             "on_event": hooks_of(self._on_event),
+            "record_durations": record_durations,
         }
         self._core = CircuitBreakerCore(
             failure_threshold=failure_threshold,
@@ -259,8 +268,12 @@ class CircuitBreaker:
             name=name,
             listener=self._changed,
         )
-        self._needs_duration = self._core.needs_duration
-        self._needs_end_time = self._core.needs_end_time
+        if not isinstance(record_durations, bool):
+            raise TypeError(f"record_durations must be a bool, got {record_durations!r}")
+        self._needs_duration = self._core.needs_duration or record_durations
+        self._needs_end_time = self._core.needs_end_time or record_durations
+        # every call's duration when every call is timed (see brace._metrics), else None
+        self._durations = Histogram(CALL_BUCKETS) if self._needs_duration else None
         self._settle()
         # The tickets of the ``async with`` blocks of the running task, innermost first:
         # (ticket, start, previous entry). A block admitted while closed pushes none when
@@ -348,12 +361,16 @@ class CircuitBreaker:
         if ticket or self._needs_end_time:
             now = self._clock()
             self._core.success(ticket, now, now - start)
+            if self._durations is not None:
+                self._durations.observe(now - start)
         else:
             self._core.success(0, 0.0)
 
     def _failed(self, ticket: int, start: float) -> None:
         now = self._clock()
         self._core.failure(ticket, now, now - start)
+        if self._durations is not None:
+            self._durations.observe(now - start)
 
     def _ended_with(self, ticket: int, start: float, error: BaseException) -> None:
         """Record a call that raised ``error``: failure, success or no outcome at all."""
@@ -389,6 +406,8 @@ class CircuitBreaker:
         self._succeeded(ticket, start)
 
     def _changed(self, change: CircuitStateChange) -> None:
+        key = (change.old.value, change.new.value)
+        self._transitions[key] = self._transitions.get(key, 0) + 1
         self._settle()
         logger.log(
             logging.WARNING if change.new is CircuitState.OPEN else logging.INFO,
@@ -442,6 +461,8 @@ class CircuitBreaker:
             if exc is None:
                 now = self._clock()
                 self._core.success(ticket, now, now - start)
+                if self._durations is not None:
+                    self._durations.observe(now - start)
                 return _DONE
         self._ended_with(ticket, start, exc)
         return _DONE

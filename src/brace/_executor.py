@@ -27,6 +27,7 @@ from ._exceptions import (
     TimeoutExceeded,
 )
 from ._memory import MemoryAdmission, MemoryGuard
+from ._metrics import WAIT_BUCKETS, Histogram
 from ._priority import Priority, check_priority
 
 if TYPE_CHECKING:
@@ -177,11 +178,13 @@ class PriorityExecutor:
         "_on_event",
         "_passed_on",
         "_refusals",
+        "_processing_histogram",
         "_scopes",
         "_scopes_empty",
         "_slots",
         "_timed_out",
         "_timeout",
+        "_wait_histogram",
         "_wait_total",
         "_waits",
     )
@@ -224,6 +227,13 @@ class PriorityExecutor:
         self._timeout = None if timeout is None else check_positive(timeout, "timeout")
         self._default_priority = check_priority(default_priority, "default_priority")
         self._waits = Reservoir(reservoir_size)
+        # exported by brace.prometheus / brace.otel (see brace._metrics). Waits are
+        # recorded on the queued path only: fast-path admissions are the core's
+        # acquired_immediately, counted as zero waits when read. Processing times are
+        # recorded once an exporter has read the histogram (None until then): run()'s
+        # cost stays one attribute test while nobody exports.
+        self._wait_histogram = Histogram(WAIT_BUCKETS)
+        self._processing_histogram: Histogram | None = None
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be a zero-argument callable, got {clock!r}")
         self._clock: Callable[[], float] = time.monotonic if clock is None else clock
@@ -612,6 +622,7 @@ class PriorityExecutor:
             self._wait_total += waited
             self._sync_waits()
             self._waits.add(waited)
+            self._wait_histogram.observe(waited)
             return now
         core = self._core
         if state is TicketState.DROPPED:
@@ -695,9 +706,13 @@ class PriorityExecutor:
             changed = core.release(now, completed=False)
         else:
             adaptive = self._adaptive
-            if adaptive is not None and started is not None:
-                # before the release, so that "in flight" still includes this one
-                adaptive.observe(max(0.0, now - started), outcome is _TIMED_OUT, now)
+            if started is not None:
+                processing = self._processing_histogram
+                if processing is not None:
+                    processing.observe(max(0.0, now - started))
+                if adaptive is not None:
+                    # before the release, so that "in flight" still includes this one
+                    adaptive.observe(max(0.0, now - started), outcome is _TIMED_OUT, now)
             changed = core.release(now)
         if changed:
             self._wake(changed)

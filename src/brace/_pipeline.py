@@ -52,6 +52,7 @@ from ._executor import Dropped, PriorityExecutor
 from ._headers import delay_seconds, ratelimit_item
 from ._load import LoadMonitor
 from ._memory import MemoryGuard
+from ._metrics import Histogram
 from ._priority import Priority
 from ._shutdown import GracefulShutdown
 from ._store import RateLimitStore
@@ -333,6 +334,10 @@ class Pipeline:
         self.default_retry_after = check_positive(default_retry_after, "default_retry_after")
         self.drain_timeout = check_positive(drain_timeout, "drain_timeout")
         self.counters = Counters()
+        # for the metric exporters (brace._metrics): request durations (timed while
+        # slow_request is set; None until an exporter reads them, so that a request pays
+        # one attribute test while nobody exports)
+        self.durations: Histogram | None = None
         self.logger = logging.getLogger(logger_name)
         #: the ``on_event`` hooks as one callable (``None``: none)
         self.on_event = event_hook(on_event)
@@ -519,6 +524,9 @@ class Pipeline:
     def _report_slow(self, exchange: Exchange, method: str, path: str, slow: float) -> None:
         now = self.clock()
         elapsed = now - exchange.begin
+        durations = self.durations
+        if durations is not None:
+            durations.observe(elapsed)
         if elapsed > slow:
             self.counters.slow += 1
             self.logger.warning(

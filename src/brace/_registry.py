@@ -1,4 +1,4 @@
-"""Registry: named primitives, rendered as one JSON-ready snapshot and as metric families.
+"""Registry: named primitives, rendered as one JSON-ready snapshot.
 
 The registry holds each primitive through a weak reference where the object allows one, so
 a primitive that is garbage-collected drops out of the snapshot (and of the exporters)
@@ -23,12 +23,11 @@ import re
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ._priority import Priority
 
-__all__ = ("HasStatistics", "MetricFamily", "Registry", "metric_families")
+__all__ = ("HasStatistics", "Registry")
 
 S = TypeVar("S", bound="HasStatistics")
 
@@ -56,86 +55,11 @@ _SECTIONS: dict[str, str] = {
     "ChaosStatistics": "chaos",
 }
 
-# Fields that only ever grow, per section: exported as counters, everything else as gauges.
-_COUNTERS: dict[str, frozenset[str]] = {
-    "queue": frozenset(
-        {
-            "admitted",
-            "queued",
-            "completed",
-            "failed",
-            "timed_out",
-            "cancelled_running",
-            "cancelled_queued",
-            "dropped",
-            "queue_timed_out",
-            "rejected",
-            "rejected_draining",
-            "total_processed",
-        }
-    ),
-    "circuit_breakers": frozenset(
-        {"successes", "failures", "ignored", "rejected", "slow_calls", "opened_count"}
-    ),
-    "rate_limit": frozenset(
-        {"hits", "allowed", "rejected", "evictions", "drops", "acquired", "waited", "cancelled"}
-    ),
-    "memory": frozenset(
-        {
-            "samples",
-            "level_changes",
-            "admitted",
-            "queued",
-            "rejected",
-            "collections",
-            "probe_errors",
-        }
-    ),
-    "load": frozenset({"samples", "checks", "shed"}),
-    "timeouts": frozenset({"calls", "timed_out"}),
-    "adaptive_limits": frozenset({"samples", "increases", "decreases"}),
-    "stores": frozenset(
-        {
-            "decisions",
-            "errors",
-            "call_errors",
-            "timeouts",
-            "fallbacks",
-            "script_loads",
-            "round_trips",
-        }
-    ),
-    "fallbacks": frozenset({"calls", "successes", "fallbacks", "failures"}),
-    "hedges": frozenset({"calls", "attempts", "hedges", "hedge_wins", "refused", "failures"}),
-    "chaos": frozenset({"calls", "injected"}),
-}
-
-# Free text for people (the snapshot), not a metric: as a label it would make a new series
-# for every message.
-_TEXT_ONLY = frozenset({"last_error"})
-
-# Mappings whose keys become a label instead of part of the metric name.
-_LABELLED: dict[str, str] = {
-    "queue_distribution": "priority",
-    "admitted_by_priority": "priority",
-}
-
 
 class HasStatistics(Protocol):
     """Anything with a ``statistics()`` method returning a dataclass (every primitive)."""
 
     def statistics(self) -> Any: ...
-
-
-@dataclass(frozen=True, slots=True)
-class MetricFamily:
-    """One metric for the exporters: its ``name``, whether it is a ``counter`` or a
-    ``gauge``, its help text, and ``(labels, value)`` samples."""
-
-    name: str
-    kind: Literal["counter", "gauge"]
-    documentation: str
-    samples: tuple[tuple[Mapping[str, str], float], ...]
 
 
 class Registry:
@@ -287,60 +211,3 @@ def _jsonable(value: object) -> Any:
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_jsonable(item) for item in value]
     return str(value)
-
-
-# -- metric families for the exporters ---------------------------------------------------
-
-
-def metric_families(
-    snapshot: Mapping[str, Mapping[str, Any]], prefix: str = "brace"
-) -> list[MetricFamily]:
-    """Flatten a :meth:`Registry.snapshot` into metric families.
-
-    Numbers (and booleans, as 0/1) become samples labelled with the primitive's ``name``;
-    nested figures join their keys with ``_``; a string figure (a state, a level) becomes
-    a 1-valued sample with the string as a label (``brace_circuit_breakers_state{name=
-    "db",state="open"} 1``); per-priority mappings get a ``priority`` label.
-    """
-    families: dict[str, tuple[str, list[tuple[dict[str, str], float]]]] = {}
-
-    def add(section: str, path: list[str], labels: dict[str, str], value: float) -> None:
-        field = path[-1]
-        name = _metric_name("_".join([prefix, section, *path]))
-        kind = "counter" if field in _COUNTERS.get(section, ()) and len(path) <= 2 else "gauge"
-        entry = families.setdefault(name, (kind, []))
-        entry[1].append((labels, value))
-
-    def walk(section: str, path: list[str], labels: dict[str, str], value: object) -> None:
-        if isinstance(value, (int, float)):  # booleans too, as 0 / 1
-            add(section, path, labels, float(value))
-        elif isinstance(value, str):
-            if path[-1] in _TEXT_ONLY:
-                return
-            add(section, path, {**labels, _metric_name(path[-1]): value}, 1.0)
-        elif isinstance(value, Mapping):
-            label = _LABELLED.get(path[-1]) if path else None
-            for key, item in value.items():
-                if label is not None:
-                    walk(section, path, {**labels, label: str(key)}, item)
-                elif not (path and path[-1] == "stats"):
-                    walk(section, [*path, str(key)], labels, item)
-                else:  # "stats" is only a grouping in the JSON shape
-                    walk(section, [*path[:-1], str(key)], labels, item)
-
-    for section, primitives in snapshot.items():
-        for name, figures in primitives.items():
-            walk(section, [], {"name": name}, figures)
-    return [
-        MetricFamily(
-            name=name,
-            kind=kind,  # type: ignore[arg-type]
-            documentation=f"brace {name.removeprefix(prefix + '_').replace('_', ' ')}",
-            samples=tuple((labels, value) for labels, value in samples),
-        )
-        for name, (kind, samples) in sorted(families.items())
-    ]
-
-
-def _metric_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", text)

@@ -1,4 +1,4 @@
-"""OpenTelemetry exporter: observable instruments on a meter you pass in.
+"""OpenTelemetry exporter: brace's instruments on a meter you pass in.
 
 ::
 
@@ -7,18 +7,22 @@
 
     instruments = instrument(registry, metrics.get_meter("my-service"))
 
-Every figure of every primitive in the :class:`brace.Registry` becomes an observable
-counter (figures that only grow) or gauge, named like the Prometheus metrics
-(``brace_queue_pending``), with the primitive's registry ``name`` as an attribute. The
-values are read from one registry snapshot per collection. Instruments are created for the
-figures present when :func:`instrument` (or :meth:`Instruments.refresh`) runs: call
-``refresh()`` after registering a new *kind* of primitive. Needs ``opentelemetry-api``.
+Every metric of the schema (``brace._metrics``) becomes an instrument when
+:func:`instrument` runs, whatever the registry holds then: counters become observable
+counters, gauges observable gauges, both read from one ``statistics()`` call per primitive
+per collection; histograms become explicit-bucket histograms with brace's bucket bounds
+as the advisory boundaries. Names are dotted (``brace.queue.wait``), units UCUM (``s``,
+``By``, ``{request}``), and each data point has the primitive's ``kind`` and registry
+``name`` as attributes. Needs ``opentelemetry-api`` (``pip install brace[otel]``).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
+import weakref
 from collections.abc import Iterable
+from typing import Any
 
 from ._extras import missing_extra
 
@@ -27,70 +31,125 @@ try:
 except ImportError as error:  # the extra is not installed
     raise missing_extra("otel", "otel", error) from error
 
-from ._registry import MetricFamily, Registry, metric_families
+from ._metrics import Family, Histogram, Kind, MetricSpec, collect, kind_of, specs
+from ._registry import Registry
 
 __all__ = ("Instruments", "instrument")
 
 
 class Instruments:
-    """The observable instruments :func:`instrument` created, by metric name."""
+    """The instruments :func:`instrument` created (``instruments``, by name).
+
+    Histograms are recorded as they happen: at each collection (and :meth:`refresh`),
+    every histogram of a primitive registered since is attached to its instrument, so a
+    primitive's recordings count from the first collection after it was registered.
+    """
 
     def __init__(self, registry: Registry, meter: Meter, prefix: str) -> None:
         self.registry = registry
         self.meter = meter
         self.prefix = prefix
-        self.names: set[str] = set()
-        self._latest: dict[str, MetricFamily] = {}
+        self.instruments: dict[str, Any] = {}
+        self.specs: dict[str, MetricSpec] = {}
+        self._latest: dict[str, Family] = {}
         self._lock = threading.Lock()
         self._seen: set[str] = set()
+        self._kinds: dict[type, Kind | None] = {}
+        # live histogram -> [zeros already recorded] (a fast path's zero values)
+        self._attached: weakref.WeakKeyDictionary[Histogram, list[int]] = (
+            weakref.WeakKeyDictionary()
+        )
+        for spec in specs():
+            name = spec.otel_name(prefix)
+            self.specs[name] = spec
+            if spec.type == "histogram":
+                self.instruments[name] = meter.create_histogram(
+                    name,
+                    unit=spec.unit,
+                    description=spec.help,
+                    explicit_bucket_boundaries_advisory=list(spec.buckets),
+                )
+            elif spec.type == "counter":
+                self.instruments[name] = meter.create_observable_counter(
+                    name, callbacks=[_Callback(self, name)], unit=spec.unit, description=spec.help
+                )
+            else:
+                self.instruments[name] = meter.create_observable_gauge(
+                    name, callbacks=[_Callback(self, name)], unit=spec.unit, description=spec.help
+                )
+
+    @property
+    def names(self) -> set[str]:
+        """The instrument names."""
+        return set(self.instruments)
 
     def refresh(self) -> list[str]:
-        """Create instruments for figures that have none yet; return their names."""
-        created: list[str] = []
+        """Attach the histograms of primitives registered since the last collection;
+        return those primitives' names (every instrument already exists)."""
         with self._lock:
-            families = self._read()
-            for family in families.values():
-                if family.name in self.names:
+            return self._attach()
+
+    def _attach(self) -> list[str]:
+        attached: list[str] = []
+        for name, primitive in self.registry.items():
+            kind = self._kind(primitive)
+            if kind is None:
+                continue
+            attributes = {"kind": kind.kind, "name": name}
+            for spec in kind.metrics:
+                source = spec.histogram
+                if source is None:
                     continue
-                callback = self._callback(family.name)
-                if family.kind == "counter":
-                    self.meter.create_observable_counter(
-                        family.name, callbacks=[callback], description=family.documentation
-                    )
-                else:
-                    self.meter.create_observable_gauge(
-                        family.name, callbacks=[callback], description=family.documentation
-                    )
-                self.names.add(family.name)
-                self._seen.add(family.name)  # its first observation takes a fresh snapshot
-                created.append(family.name)
-        return created
+                histogram = source.live(primitive)
+                if histogram is None:
+                    continue
+                zeros = 0 if source.zeros is None else source.zeros(primitive)
+                seen = self._attached.get(histogram)
+                record = self.instruments[spec.otel_name(self.prefix)].record
+                if seen is None:
+                    sink = functools.partial(record, attributes=attributes)
+                    histogram.sinks = (*histogram.sinks, sink)
+                    self._attached[histogram] = [zeros]
+                    if name not in attached:
+                        attached.append(name)
+                elif zeros > seen[0]:  # zeros a fast path counted without a sink
+                    for _ in range(zeros - seen[0]):
+                        record(0.0, attributes=attributes)
+                    seen[0] = zeros
+        return attached
 
-    def _read(self) -> dict[str, MetricFamily]:
-        families = metric_families(self.registry.snapshot(), self.prefix)
-        self._latest = {family.name: family for family in families}
-        return self._latest
+    def _kind(self, primitive: Any) -> Kind | None:
+        """The primitive's kind (a class's statistics type never changes: asked once)."""
+        cls = type(primitive)
+        if cls not in self._kinds:
+            self._kinds[cls] = kind_of(primitive.statistics())
+        return self._kinds[cls]
 
-    def _callback(self, name: str) -> _Callback:
-        return _Callback(self, name)
+    def _read(self) -> None:
+        families = collect(self.registry.items())
+        self._latest = {family.spec.otel_name(self.prefix): family for family in families}
+        self._attach()
 
     def observe(self, name: str) -> list[Observation]:
-        """The observations of one instrument.
+        """The observations of one observable instrument.
 
-        One snapshot serves a whole collection: an instrument observed a second time since
-        the last snapshot means a new collection began, so it takes a fresh one. This
-        holds whatever order the SDK calls the instruments in.
+        One reading serves a whole collection: an instrument observed a second time since
+        the last reading means a new collection began, so it reads again. This holds
+        whatever order the SDK calls the instruments in.
         """
         with self._lock:
-            if name in self._seen:
+            if name in self._seen or not self._latest:
                 self._read()
                 self._seen.clear()
             self._seen.add(name)
-            latest = self._latest
-        family = latest.get(name)
+            family = self._latest.get(name)
         if family is None:
             return []
-        return [Observation(value, attributes=dict(labels)) for labels, value in family.samples]
+        return [
+            Observation(value, attributes=dict(labels))
+            for labels, value in family.samples
+            if isinstance(value, float)
+        ]
 
 
 class _Callback:
@@ -105,7 +164,7 @@ class _Callback:
 
 
 def instrument(registry: Registry, meter: Meter, *, prefix: str = "brace") -> Instruments:
-    """Create observable instruments on ``meter`` for everything ``registry`` holds."""
+    """Create every brace instrument on ``meter``, reading ``registry``."""
     if not isinstance(registry, Registry):
         raise TypeError(f"registry must be a brace.Registry, got {registry!r}")
     if not isinstance(prefix, str) or not prefix.isidentifier():

@@ -59,6 +59,7 @@ from .._core.gcra import GCRA
 from .._core.window import SlidingLog, SlidingWindowCounter
 from .._decision import Decision, Draft
 from .._keys import bound_key, encode_key
+from .._metrics import REDIS_BUCKETS, Histogram
 from .._store import MemoryStore, Policy, RateLimitStore, _policy_identity, check_key
 from ._clients import (
     Batch,
@@ -268,6 +269,7 @@ class RedisStore:
         "_fallbacks",
         "_in_flight",
         "_last_error",
+        "_latencies",
         "_latency",
         "_logged",
         "_nodes",
@@ -341,6 +343,7 @@ class RedisStore:
         self._script_loads = 0
         self._round_trips = 0
         self._latency = 0.0
+        self._latencies = Histogram(REDIS_BUCKETS)  # exported by the metric exporters
         self._last_error: str | None = None
         self._logged: set[str] = set()
         self._owns_client = False
@@ -595,6 +598,7 @@ class RedisStore:
             return None
         finished = clock()
         self._latency += _EWMA_ALPHA * ((finished - started) - self._latency)
+        self._latencies.observe(finished - started)
         self._decisions += 1
         self._down_until = -math.inf
         return reply
