@@ -100,13 +100,15 @@ def test_two_workers_add_up(server: tuple[str, Path]) -> None:
     while True:  # every worker writes its figures within 0.2 s
         found = samples(httpx.get(url + "/metrics", timeout=5).text)
         requests = pick(found, "brace_middleware_requests_total", name="http")
-        if requests == [total] or time.monotonic() > deadline:
+        processed = pick(found, "brace_queue_processed_total", name="jobs", outcome="completed")
+        count = pick(found, "brace_circuit_breaker_call_duration_seconds_count", name="db")
+        # each worker's file is rewritten as a whole, but the two files are not written
+        # at the same moment: wait until both have written after their last request
+        if requests == processed == count == [total] or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     assert requests == [total]
-    assert pick(found, "brace_queue_processed_total", name="jobs", outcome="completed") == [total]
-
-    count = pick(found, "brace_circuit_breaker_call_duration_seconds_count", name="db")
+    assert processed == [total]
     assert count == [total]
     buckets = [
         (labels["le"], value)
