@@ -195,6 +195,11 @@ class Registry:
 
     def items(self) -> list[tuple[str, HasStatistics]]:
         """``(name, primitive)`` for every live primitive, in name order."""
+        return sorted(self.registered(), key=lambda item: item[0])
+
+    def registered(self) -> list[tuple[str, HasStatistics]]:
+        """``(name, primitive)`` for every live primitive, in the order they were registered
+        (the health endpoints' default executor, breaker, memory guard... is the first)."""
         live: list[tuple[str, HasStatistics]] = []
         with self._lock:
             for name, reference in list(self._entries.items()):
@@ -203,7 +208,6 @@ class Registry:
                     del self._entries[name]  # collected: forget it
                 else:
                     live.append((name, primitive))
-        live.sort(key=lambda item: item[0])
         return live
 
     def __len__(self) -> int:
@@ -224,12 +228,17 @@ class Registry:
         sections: dict[str, dict[str, Any]] = {}
         for name, primitive in self.items():
             stats = primitive.statistics()
-            section = _SECTIONS.get(type(stats).__name__, "other")
+            section = section_of(stats)
             sections.setdefault(section, {})[name] = _render(section, stats)
         return sections
 
     def __repr__(self) -> str:
         return f"Registry({[name for name, _ in self.items()]!r})"
+
+
+def section_of(stats: object) -> str:
+    """The snapshot section a statistics object goes to (``"other"`` when unknown)."""
+    return _SECTIONS.get(type(stats).__name__, "other")
 
 
 def _render(section: str, stats: object) -> Any:
