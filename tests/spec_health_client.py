@@ -25,9 +25,7 @@ from referencing import Registry, Resource
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "docs" / "schema" / "health-v1.json"
 SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
-_REGISTRY: Registry[Any] = Registry().with_resource(
-    SCHEMA["$id"], Resource.from_contents(SCHEMA)
-)
+_REGISTRY: Registry[Any] = Registry().with_resource(SCHEMA["$id"], Resource.from_contents(SCHEMA))
 
 #: Which ``$defs`` entry describes the body of each endpoint (relative to the mount point).
 BODIES = {
@@ -52,13 +50,15 @@ def validate(body: object, definition: str) -> None:
 
 
 def _integer(value: object, where: str) -> int:
-    assert isinstance(value, int) and not isinstance(value, bool), f"{where}: {value!r}"
+    assert isinstance(value, int), f"{where}: {value!r}"
+    assert not isinstance(value, bool), f"{where}: {value!r}"
     assert value >= 0, f"{where}: {value!r}"
     return value
 
 
 def _number(value: object, where: str) -> float:
-    assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{where}: {value!r}"
+    assert isinstance(value, (int, float)), f"{where}: {value!r}"
+    assert not isinstance(value, bool), f"{where}: {value!r}"
     assert value >= 0, f"{where}: {value!r}"
     return float(value)
 

@@ -4,17 +4,19 @@ with virtual time, so every figure is known exactly."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx
 import pytest
-from spec_health_client import BODIES, read_full, read_queue, validate
 
 import brace
 from brace._health_body import SCHEMA_VERSION
 from brace.asgi import BraceMiddleware, Limit, Rule, health_app
+from spec_health_client import BODIES, read_full, read_queue, validate
 
 MB = 2**20
 
@@ -68,9 +70,9 @@ async def test_queue_body_is_the_specification_example_with_exact_figures() -> N
     app = health_app(registry)
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(executor.run, sleep_for, 1.0)
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         for priority in (brace.Priority.LOW, brace.Priority.MEDIUM, brace.Priority.HIGH):
-            tasks.start_soon(lambda p=priority: executor.run(sleep_for, 1.0, priority=p))
+            tasks.start_soon(functools.partial(executor.run, sleep_for, 1.0, priority=priority))
         await anyio.sleep(0.5)
         during = read_queue((await get_all(app))["/health/queue"])
         assert (during.pending, during.running) == (3, 1)
@@ -145,7 +147,8 @@ async def test_breaker_state_and_several_primitives() -> None:
         health_app(registry, executor="")
     with pytest.raises(ValueError, match="breaker"):
         health_app(registry, breaker=5)  # type: ignore[arg-type]
-    assert registry.get("second") is second and registry.get("database") is database
+    assert registry.get("second") is second
+    assert registry.get("database") is database
 
 
 async def test_rate_limits_memory_and_middleware() -> None:
@@ -230,7 +233,8 @@ async def test_full_body_has_checks_uptime_breakers_and_status() -> None:
     assert full.checks == {"database": "ok", "cache": "degraded", "shutdown": "ok"}
     assert bodies["/health/full"]["checks"]["database"]["duration"] == pytest.approx(125.0)
     assert full.breaker_states == {"db": "CLOSED"}
-    assert registry.get("default") is executor and registry.get("db") is breaker
+    assert registry.get("default") is executor
+    assert registry.get("db") is breaker
     assert full.uptime_ms >= 0
     assert bodies["/health/full"]["shutdown"] == {"ready": True, "finished": False}
     assert bodies["/health"] == {"schemaVersion": 1, "status": "ok"}
@@ -249,9 +253,7 @@ async def test_metrics_body_and_event_loop() -> None:
     """/health/metrics: process figures in ms and MB, the load monitor's lag in ms, and
     the registry's snapshot unchanged (snake_case, seconds)."""
     registry = brace.Registry()
-    monitor = registry.register(
-        "loop", brace.LoadMonitor(max_lag=0.25, clock=anyio.current_time)
-    )
+    monitor = registry.register("loop", brace.LoadMonitor(max_lag=0.25, clock=anyio.current_time))
     executor = registry.register("default", brace.PriorityExecutor())
     body = (await get_all(health_app(registry)))["/health/metrics"]
     assert body["eventLoop"]["maxLag"] == pytest.approx(250.0)
@@ -260,7 +262,8 @@ async def test_metrics_body_and_event_loop() -> None:
     assert body["statistics"] == registry.snapshot()
     assert body["statistics"]["load"]["loop"]["max_lag"] == pytest.approx(0.25)
     assert (await get_all(health_app()))["/health/metrics"]["eventLoop"] is None
-    assert registry.get("loop") is monitor and registry.get("default") is executor
+    assert registry.get("loop") is monitor
+    assert registry.get("default") is executor
 
 
 async def test_empty_app_bodies_are_valid() -> None:
@@ -289,6 +292,7 @@ async def test_error_bodies_are_valid() -> None:
 def test_schema_is_valid_draft_2020_12() -> None:
     """The schema file is itself a valid draft 2020-12 schema, and names its version."""
     import jsonschema  # type: ignore[import-untyped]
+
     from spec_health_client import SCHEMA
 
     jsonschema.Draft202012Validator.check_schema(SCHEMA)

@@ -74,8 +74,7 @@ class HealthApp:
         for value, parameter in ((executor, "executor"), (breaker, "breaker")):
             if value is not None and (not isinstance(value, str) or not value):
                 raise ValueError(
-                    f"{parameter} must be the name of a registered primitive or None, "
-                    f"got {value!r}"
+                    f"{parameter} must be the name of a registered primitive or None, got {value!r}"
                 )
         self.registry = registry
         self.health = health

@@ -338,4 +338,3 @@ def _limiter(primitive: HasStatistics, stats: Any) -> tuple[str, int | None, Any
     else:
         algorithm = "slidingWindow"
     return (algorithm, stats.keys, stats)
-
