@@ -12,6 +12,8 @@ import anyio
 import anyio.lowlevel
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import brace
 from brace._health_body import SCHEMA_VERSION
@@ -302,3 +304,57 @@ def test_schema_is_valid_draft_2020_12() -> None:
     for name in ("queue", "queueStats", "queueDistribution", "middleware", "rateLimit"):
         assert SCHEMA["$defs"][name]["additionalProperties"] is False
     assert set(SCHEMA["$defs"]["queueStats"]["required"]) == SPEC_STATS
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@settings(max_examples=40, deadline=None)
+@given(
+    waiters=st.lists(st.tuples(st.integers(min_value=-5, max_value=35), st.booleans()), max_size=25)
+)
+def test_distribution_adds_up_to_pending(backend: str, waiters: list[tuple[int, bool]]) -> None:
+    """Whatever the priorities waiting (finer ones too) and whichever waiters are cancelled,
+    ``queueDistribution`` counts each live waiter once, in its class, and adds up to
+    ``pending``."""
+    registry = brace.Registry()
+    executor = registry.register("default", brace.PriorityExecutor(concurrency=1, max_queue=50))
+    expected = {"high": 0, "medium": 0, "low": 0}
+    for priority, cancelled in waiters:
+        if not cancelled:
+            name = "high" if priority < 10 else "medium" if priority < 20 else "low"
+            expected[name] += 1
+
+    async def wait(priority: int, scope: anyio.CancelScope) -> None:
+        with scope:
+            await executor.run(anyio.lowlevel.checkpoint, priority=priority)
+
+    async def main() -> dict[str, Any]:
+        release = anyio.Event()
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(executor.run, release.wait)
+            await anyio.wait_all_tasks_blocked()
+            scopes = []
+            for priority, _ in waiters:
+                scope = anyio.CancelScope()
+                scopes.append(scope)
+                tasks.start_soon(wait, priority, scope)
+            await anyio.wait_all_tasks_blocked()
+            for scope, (_, cancelled) in zip(scopes, waiters, strict=True):
+                if cancelled:
+                    scope.cancel()
+            await anyio.wait_all_tasks_blocked()
+            body = await _queue_body(health_app(registry))
+            release.set()
+        return body
+
+    body = anyio.run(main, backend=backend)
+    spec = read_queue(body)
+    assert {"high": spec.high, "medium": spec.medium, "low": spec.low} == expected
+    assert spec.pending == sum(expected.values())
+    assert spec.running == 1
+
+
+async def _queue_body(app: Any) -> dict[str, Any]:
+    async with client(app) as http:
+        body: dict[str, Any] = (await http.get("/health/queue")).json()
+    validate(body, "queueMetrics")
+    return body
