@@ -170,6 +170,16 @@ async def test_rate_limits_memory_and_middleware() -> None:
         await windows.hit(key)
     for key in ("a", "b"):
         await buckets.hit(key)
+    # two limiters on one store with the same parameters hold the same keys: once
+    store = registry.register("store", brace.MemoryStore(clock=clock))
+    shared = [
+        registry.register(
+            name, brace.RateLimiter(brace.SlidingWindow(limit=9, window=30), store=store)
+        )
+        for name in ("shared_a", "shared_b")
+    ]
+    await shared[0].hit("x")
+    await shared[1].hit("y")
     usage = [123 * MB + 1000]
     guard = registry.register(
         "process", brace.MemoryGuard(high=350 * MB, probe=lambda: usage[0], clock=clock)
@@ -187,7 +197,7 @@ async def test_rate_limits_memory_and_middleware() -> None:
         assert (await http.get("/limited")).status_code == 404  # limited, then not found
     bodies = await get_all(middleware)
     spec = read_queue(bodies["/health/queue"])
-    assert (spec.active_windows, spec.active_buckets) == (3 + 1, 2)
+    assert (spec.active_windows, spec.active_buckets) == (3 + 2 + 1, 2)
     assert spec.heap_used_mb == 123
     assert spec.active_requests == 1  # this very request
     limiters = bodies["/health/queue"]["rateLimiters"]
@@ -198,7 +208,8 @@ async def test_rate_limits_memory_and_middleware() -> None:
         "rejected": 0,
     }
     assert limiters["route"]["activeKeys"] == 1
-    assert len(limiters) == 3
+    assert limiters["shared_a"]["activeKeys"] == limiters["shared_b"]["activeKeys"] == 2
+    assert len(limiters) == 5  # the store is not a limiter
     full = bodies["/health/full"]
     assert full["memory"] == {
         "heapUsed": 123,
@@ -207,7 +218,7 @@ async def test_rate_limits_memory_and_middleware() -> None:
         "high": 350,
         "critical": None,
     }
-    assert read_full(full).queue.active_windows == 4
+    assert read_full(full).queue.active_windows == 6
     assert bodies["/health/metrics"]["memory"]["heapUsed"] == 123
 
 

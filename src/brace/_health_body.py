@@ -23,14 +23,16 @@ under ``executors``, ``circuitBreakers`` and ``rateLimiters``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ._core.gcra import GCRA
-from ._core.window import SlidingLog, SlidingWindowCounter
+from ._core.window import SlidingLog
 from ._health import CheckResult, HealthReport
 from ._registry import HasStatistics, Registry, _distribution, section_of
+from ._store import _policy_identity
 
 __all__ = ("SCHEMA_VERSION", "Defaults", "Snapshot")
 
@@ -43,15 +45,15 @@ _MIDDLEWARE_STATISTICS = "BraceMiddlewareStatistics"
 
 
 def milliseconds(seconds: float | None) -> float | None:
-    """Seconds to milliseconds, to the microsecond; ``None`` stays ``None``."""
-    if seconds is None or seconds != seconds or seconds in (float("inf"), float("-inf")):
+    """Seconds to milliseconds, to the microsecond; ``None`` (or not finite) is ``None``."""
+    if seconds is None or not math.isfinite(seconds):
         return None
     return round(seconds * 1000.0, 3)
 
 
 def megabytes(size: float | None) -> int | None:
-    """Bytes to whole MB (2**20 bytes); ``None`` stays ``None``."""
-    if size is None or size != size or size in (float("inf"), float("-inf")):
+    """Bytes to whole MB (2**20 bytes); ``None`` (or not finite) is ``None``."""
+    if size is None or not math.isfinite(size):
         return None
     return round(size / MB)
 
@@ -91,7 +93,7 @@ class Snapshot:
         self.loads: dict[str, Any] = {}
         self.shutdowns: dict[str, Any] = {}
         self.middlewares: dict[str, Any] = {}
-        self.limiters: dict[str, tuple[str, int | None, Any]] = {}
+        self.limiters: dict[str, _Limiter] = {}
         entries = [] if registry is None else registry.registered()
         seen_limiters: set[int] = set()
         for name, primitive in entries:
@@ -123,13 +125,14 @@ class Snapshot:
                 if id(limiter_object) in seen_limiters:
                     continue
                 seen_limiters.add(id(limiter_object))
-                stats = limiter_object.statistics()
-                limiter = _limiter(limiter_object, stats)
-                key = str(limit_name)
-                if key in self.limiters:
-                    key = f"{name}.{limit_name}"
-                if limiter is not None and key not in self.limiters:
-                    self.limiters[key] = limiter
+                limiter = _limiter(limiter_object, limiter_object.statistics())
+                if limiter is None:
+                    continue
+                key, number = str(limit_name), 1
+                while key in self.limiters:  # a registered name: the middleware's beside it
+                    number += 1
+                    key = f"{name}.{limit_name}" if number == 2 else f"{name}.{limit_name}.{number}"
+                self.limiters[key] = limiter
         self.default_executor = _pick(self.executors, defaults.executor)
         self.default_breaker = _pick(self.breakers, defaults.breaker)
         self.default_memory = _pick(self.memories, defaults.memory)
@@ -202,15 +205,18 @@ class Snapshot:
 
     def rate_limit(self) -> dict[str, int]:
         """The specification's ``rateLimit`` object: keys (clients) holding a sliding
-        window, and keys holding a token bucket, over every local limiter."""
+        window, and keys holding a token bucket, over every local limiter. Limiters that
+        share a store and the same parameters share their keys: counted once."""
         windows = buckets = 0
-        for algorithm, keys, _ in self.limiters.values():
-            if keys is None:
+        tables: set[tuple[object, ...]] = set()
+        for limiter in self.limiters.values():
+            if limiter.keys is None or limiter.table in tables:
                 continue
-            if algorithm == "tokenBucket":
-                buckets += keys
+            tables.add(limiter.table)
+            if limiter.algorithm == "tokenBucket":
+                buckets += limiter.keys
             else:
-                windows += keys
+                windows += limiter.keys
         return {"activeWindows": windows, "activeBuckets": buckets}
 
     # -- brace's own, beside them ----------------------------------------------------------
@@ -221,19 +227,15 @@ class Snapshot:
 
     def rate_limiters(self) -> dict[str, Any]:
         """Every rate limiter (registered, or inside a registered middleware), by name."""
-        rendered: dict[str, Any] = {}
-        for name, (algorithm, keys, stats) in self.limiters.items():
-            if hasattr(stats, "hits"):  # a keyed RateLimiter
-                allowed, rejected = stats.allowed, stats.rejected
-            else:  # a lone TokenBucket / SlidingWindow: admitted cost and refused calls
-                allowed, rejected = stats.acquired, stats.rejected
-            rendered[name] = {
-                "algorithm": algorithm,
-                "activeKeys": keys,
-                "allowed": allowed,
-                "rejected": rejected,
+        return {
+            name: {
+                "algorithm": limiter.algorithm,
+                "activeKeys": limiter.keys,
+                "allowed": limiter.allowed,
+                "rejected": limiter.rejected,
             }
-        return rendered
+            for name, limiter in self.limiters.items()
+        }
 
     def defaults(self) -> dict[str, str | None]:
         """The names the specification's single-queue fields describe."""
@@ -319,22 +321,38 @@ def _breaker(stats: Any) -> dict[str, Any]:
     }
 
 
-def _limiter(primitive: HasStatistics, stats: Any) -> tuple[str, int | None, Any] | None:
-    """``(algorithm, active keys, statistics)`` of a limiter; ``None`` for a store."""
-    name = type(stats).__name__
-    if name == "TokenBucketStatistics":
-        return ("tokenBucket", 1, stats)
-    if name == "SlidingWindowStatistics":
-        return ("slidingLog" if stats.exact else "slidingWindow", 1, stats)
-    if name != "RateLimiterStatistics":
-        return None  # a store: its keys are its limiters' keys
+@dataclass(frozen=True, slots=True)
+class _Limiter:
+    """What the bodies show of one rate limiter; ``table`` identifies the keys it holds
+    (limiters on one store with the same parameters hold the same keys)."""
+
+    algorithm: str
+    keys: int | None
+    allowed: int
+    rejected: int
+    table: tuple[object, ...]
+
+
+def _limiter(primitive: HasStatistics, stats: Any) -> _Limiter | None:
+    """A limiter's figures; ``None`` for a store (its keys are its limiters' keys)."""
+    kind = type(stats).__name__
+    if kind == "TokenBucketStatistics":  # a lone bucket: admitted cost, refused calls
+        return _Limiter("tokenBucket", 1, stats.acquired, stats.rejected, (id(primitive),))
+    if kind == "SlidingWindowStatistics":
+        algorithm = "slidingLog" if stats.exact else "slidingWindow"
+        return _Limiter(algorithm, 1, stats.acquired, stats.rejected, (id(primitive),))
+    if kind != "RateLimiterStatistics":
+        return None
     policy = getattr(primitive, "policy", None)
+    store = getattr(primitive, "store", None)
     if isinstance(policy, GCRA):
         algorithm = "tokenBucket"
     elif isinstance(policy, SlidingLog):
         algorithm = "slidingLog"
-    elif isinstance(policy, SlidingWindowCounter):
+    else:  # SlidingWindowCounter, what a rate string makes
         algorithm = "slidingWindow"
-    else:
-        algorithm = "slidingWindow"
-    return (algorithm, stats.keys, stats)
+    try:
+        table: tuple[object, ...] = (id(store), *_policy_identity(policy))
+    except TypeError:  # not a core policy: count it on its own
+        table = (id(primitive),)
+    return _Limiter(algorithm, stats.keys, stats.allowed, stats.rejected, table)
