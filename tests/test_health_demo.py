@@ -80,26 +80,34 @@ def test_spec_client_reads_the_live_demo(demo: tuple[str, int]) -> None:
             validate(response.json(), definition)
         before = read_queue((await http.get("/api/health/queue")).json())
 
-        reads: list[int] = []
+        served = 0
+        for burst in range(3):  # a busy machine may shed a burst (503 overloaded): again
+            reads: list[int] = []
 
-        async def read(user: int) -> None:
-            answer = await http.post(
-                "/api/ai", json={"prompt": "hello"}, headers={"x-user": f"reader-{user}"}
-            )
-            reads.append(answer.status_code)
+            async def read(user: int, burst: int = burst, reads: list[int] = reads) -> None:
+                headers = {"x-user": f"reader-{burst}-{user}"}
+                answer = await http.post("/api/ai", json={"prompt": "hello"}, headers=headers)
+                if answer.status_code == 503:  # shed by the load monitor or the queue
+                    assert answer.json()["error"] in ("overloaded", "queue_full"), answer.text
+                else:
+                    assert answer.status_code == 200, answer.text
+                reads.append(answer.status_code)
 
-        async def watch() -> None:
-            while len(reads) < 40:
-                answer = await http.get("/api/health/queue")
-                validate(answer.json(), "queueMetrics")
-                snapshots.append(read_queue(answer.json()))
-                await anyio.sleep(0.02)
+            async def watch(reads: list[int] = reads) -> None:
+                while len(reads) < 40:
+                    answer = await http.get("/api/health/queue")
+                    validate(answer.json(), "queueMetrics")
+                    snapshots.append(read_queue(answer.json()))
+                    await anyio.sleep(0.02)
 
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(watch)
-            for user in range(40):
-                tasks.start_soon(read, user)
-        assert reads == [200] * 40
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(watch)
+                for user in range(40):
+                    tasks.start_soon(read, user)
+            served += reads.count(200)
+            if max(snapshot.pending for snapshot in snapshots) > 0 and served >= 40:
+                break
+        results["served"] = served
 
         body = (await http.get("/api/health/queue")).json()
         validate(body, "queueMetrics")
@@ -119,20 +127,21 @@ def test_spec_client_reads_the_live_demo(demo: tuple[str, int]) -> None:
 
     # the burst queued: some snapshot saw AI calls (MEDIUM) waiting, and every snapshot's
     # distribution added up to its pending count (read_queue checks that)
-    assert max(snapshot.pending for snapshot in snapshots) > 0
+    assert max(snapshot.pending for snapshot in snapshots) > 0, snapshots
     assert max(snapshot.medium for snapshot in snapshots) > 0
     assert all(snapshot.running <= 10 for snapshot in snapshots)
-    # counts: at least the 40 calls finished since the first look, none failed
-    assert after.completed - before.completed >= 40
+    # counts: at least the calls answered 200 finished since the first look, none failed
+    assert results["served"] >= 40
+    assert after.completed - before.completed >= results["served"], (before, after)
     assert after.failed == 0
     # milliseconds: each call holds a slot for the upstream's 0.5 s (the health checks
     # beside them take about none), and 30 of the 40 waited 0.5 s or more for a slot;
     # in seconds these would read below 1
-    assert after.average_processing_ms >= 20.0
+    assert after.average_processing_ms >= 20.0, after
     assert after.average_processing_ms < 30_000.0
-    assert after.average_wait_ms > 5.0
+    assert after.average_wait_ms > 5.0, after
     assert (after.breaker_state, after.breaker_open) == ("CLOSED", False)
-    # rate limits: each reader has its own 60/minute window
+    # rate limits: each reader has its own 10/minute window
     assert after.active_windows >= 40
     assert after.active_buckets >= 0
     # the request asking is itself in flight through the middleware
@@ -143,8 +152,8 @@ def test_spec_client_reads_the_live_demo(demo: tuple[str, int]) -> None:
     if rss is not None:
         assert abs(after.heap_used_mb - rss) <= max(30.0, rss * 0.3), (after.heap_used_mb, rss)
     # the full-health body: status, memory, uptime, breakers, queue, rate limits
-    assert full.status == "ok"
-    assert full.checks["database"] == "ok"
+    assert full.status == "ok", full
+    assert full.checks["database"] == "ok", full
     assert full.breaker_states == {"ai_upstream": "CLOSED"}
     assert full.uptime_ms > 100.0  # the server has run for a while: seconds as ms
     assert abs(full.heap_used_mb - after.heap_used_mb) <= 30
