@@ -3,8 +3,9 @@
 The registry holds each primitive through a weak reference where the object allows one, so
 a primitive that is garbage-collected drops out of the snapshot (and of the exporters)
 without being unregistered. It only ever calls ``statistics()``; what it knows about each
-kind of statistics is how to lay it out in the snapshot, in the snake_case shape of the
-demo server's ``/api/health/queue`` answer::
+kind of statistics is how to lay it out in the snapshot, snake_case, in seconds and bytes
+(the health endpoints' camelCase bodies are made from the same statistics by
+``brace._health_body``)::
 
     {"queue": {"default": {"stats": {"pending": 5, "running": 3, ...},
                            "queue_distribution": {"high": 1, "medium": 3, "low": 1}}},
