@@ -580,20 +580,17 @@ async def test_health_app_endpoints_under_a_prefix() -> None:
     async with client(app) as http:
         basic = await http.get("/api/health")
         assert basic.status_code == 200
-        assert basic.json() == {"status": "ok"}
+        assert basic.json() == {"schemaVersion": 1, "status": "ok"}
         full = await http.get("/api/health/full")
         assert full.json()["checks"]["db"]["status"] == "ok"
         queue = (await http.get("/api/health/queue")).json()
-        assert queue["queue"]["default"]["stats"]["concurrency"] == 10
-        assert queue["queue"]["default"]["queue_distribution"] == {
-            "high": 0,
-            "medium": 0,
-            "low": 0,
-        }
-        assert queue["other"]["http"]["requests"] >= 3
+        assert queue["executors"]["default"]["concurrency"] == 10
+        assert queue["queue"]["queueDistribution"] == {"high": 0, "medium": 0, "low": 0}
+        assert queue["middleware"]["activeRequests"] == 1  # this request
         metrics = (await http.get("/api/health/metrics")).json()
         assert metrics["process"]["pid"] > 0
         assert metrics["memory"]["rss"] > 0
+        assert metrics["statistics"]["other"]["http"]["requests"] >= 3
         assert (await http.get("/api/health/nope")).status_code == 404
         assert (await http.post("/api/health")).status_code == 405
 

@@ -77,8 +77,8 @@ def test_uvicorn_end_to_end(server: tuple[str, BraceMiddleware]) -> None:
         assert ok.status_code == 200
         assert ok.headers["ratelimit"].startswith('"default";r=59;')
         queue = http.get("/api/health/queue").json()
-        assert queue["queue"]["default"]["stats"]["total_processed"] >= 6
-        assert http.get("/api/health").json() == {"status": "ok"}
+        assert queue["queue"]["stats"]["totalProcessed"] >= 6
+        assert http.get("/api/health").json() == {"schemaVersion": 1, "status": "ok"}
     assert app.statistics().rate_limited == 2
 
 

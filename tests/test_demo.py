@@ -37,14 +37,14 @@ async def protected() -> AsyncIterator[httpx.AsyncClient]:
 async def test_protected_routes_answer(protected: httpx.AsyncClient) -> None:
     """Every route of the protected server answers, the health ones with brace's figures."""
     user = {"x-user": "alice"}
-    assert (await protected.get("/health")).json() == {"status": "ok"}
-    assert (await protected.get("/api/health")).json() == {"status": "ok"}
+    assert (await protected.get("/health")).json() == {"schemaVersion": 1, "status": "ok"}
+    assert (await protected.get("/api/health")).json() == {"schemaVersion": 1, "status": "ok"}
     full = await protected.get("/api/health/full")
     assert full.status_code == 200
     assert {"database", "ai_upstream", "memory", "shutdown"} <= set(full.json()["checks"])
     queue = (await protected.get("/api/health/queue")).json()
-    assert queue["queue"]["default"]["stats"]["concurrency"] == 10
-    assert queue["circuit_breakers"]["ai_upstream"]["state"] == "closed"
+    assert queue["executors"]["default"]["concurrency"] == 10
+    assert queue["circuitBreakers"]["ai_upstream"]["state"] == "CLOSED"
     assert "rss" in (await protected.get("/api/health/metrics")).json()["memory"]
     assert (await protected.get("/api/items", headers=user)).json() == {"items": []}
     created = await protected.post("/api/items", json={"name": "lamp"}, headers=user)

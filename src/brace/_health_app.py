@@ -13,6 +13,7 @@ from typing import Any
 
 from ._client_ip import ClientAddress, ForwardedHeader, TrustedProxies
 from ._health import Health
+from ._health_body import SCHEMA_VERSION, Defaults, Snapshot, checks, milliseconds
 from ._pipeline import Answer, check_type
 from ._probes import ProcessMemoryProbe
 from ._registry import Registry
@@ -52,6 +53,7 @@ class HealthApp:
         "_client",
         "_probe",
         "_started",
+        "defaults",
         "health",
         "registry",
     )
@@ -64,11 +66,19 @@ class HealthApp:
         allow: Allow = None,
         trusted_proxies: Iterable[str] | TrustedProxies = (),
         forwarded_header: ForwardedHeader = "x-forwarded-for",
+        executor: str | None = None,
+        breaker: str | None = None,
     ) -> None:
         check_type(registry, Registry, "registry")
         check_type(health, Health, "health")
+        for value, parameter in ((executor, "executor"), (breaker, "breaker")):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(
+                    f"{parameter} must be the name of a registered primitive or None, got {value!r}"
+                )
         self.registry = registry
         self.health = health
+        self.defaults = Defaults(executor=executor, breaker=breaker)
         self._client = ClientAddress(trusted_proxies, header=forwarded_header, ipv6_prefix=128)
         self._allow_test: Callable[[Scope], bool] | None = None
         self._allow_networks: TrustedProxies | None = None
@@ -77,7 +87,7 @@ class HealthApp:
         elif allow is not None:
             self._allow_networks = TrustedProxies(allow)
         self._probe = ProcessMemoryProbe()
-        self._started = time.time()
+        self._started = time.monotonic()
 
     def allowed(self, scope: Scope) -> bool:
         """Whether the detailed endpoints may answer this request."""
@@ -134,47 +144,83 @@ class HealthApp:
             await _respond(send, 200, self._metrics(), _NO_STORE)
 
     async def _basic(self, send: Send) -> None:
-        if self.health is None:
-            await _respond(send, 200, {"status": "ok"}, _NO_STORE)
-            return
-        report = await self.health.liveness()
-        await _respond(send, report.http_status, {"status": report.status.value}, _NO_STORE)
+        status, code = "ok", 200
+        if self.health is not None:
+            report = await self.health.liveness()
+            status, code = report.status.value, report.http_status
+        await _respond(send, code, {"schemaVersion": SCHEMA_VERSION, "status": status}, _NO_STORE)
 
     async def _full(self, send: Send) -> None:
-        if self.health is None:
-            await _respond(send, 200, {"status": "ok", "checks": {}}, _NO_STORE)
-            return
-        report = await self.health.readiness()
-        await _respond(send, report.http_status, report.to_dict(), _NO_STORE)
+        status, code, found = "ok", 200, {}
+        if self.health is not None:
+            report = await self.health.readiness()
+            status, code, found = report.status.value, report.http_status, checks(report)
+        snapshot = self._snapshot()
+        body = {
+            "schemaVersion": SCHEMA_VERSION,
+            "status": status,
+            "uptime": self._uptime(),
+            "memory": snapshot.memory(self._rss()),
+            "checks": found,
+            "shutdown": snapshot.shutdown(),
+            "queue": snapshot.queue(snapshot.default_executor),
+            "circuitBreakers": snapshot.circuit_breakers(),
+            "rateLimit": snapshot.rate_limit(),
+            "executors": {name: snapshot.executor(name) for name in snapshot.executors},
+            "rateLimiters": snapshot.rate_limiters(),
+            "defaults": snapshot.defaults(),
+        }
+        await _respond(send, code, body, _NO_STORE)
 
     def _queue(self) -> dict[str, Any]:
-        return {} if self.registry is None else self.registry.snapshot()
+        snapshot = self._snapshot()
+        return {
+            "schemaVersion": SCHEMA_VERSION,
+            "queue": snapshot.queue(snapshot.default_executor),
+            "middleware": snapshot.middleware(snapshot.memory(self._rss())["heapUsed"]),
+            "rateLimit": snapshot.rate_limit(),
+            "executors": {name: snapshot.executor(name) for name in snapshot.executors},
+            "circuitBreakers": snapshot.circuit_breakers(),
+            "rateLimiters": snapshot.rate_limiters(),
+            "defaults": snapshot.defaults(),
+        }
 
     def _metrics(self) -> dict[str, Any]:
         times = os.times()
         try:
-            memory: dict[str, Any] = {"rss": self._probe().usage}
-        except Exception:
-            memory = {"rss": None}
-        try:
             load_average: list[float] | None = list(os.getloadavg())
         except OSError:
             load_average = None
-        snapshot = self._queue()
+        snapshot = self._snapshot()
         return {
+            "schemaVersion": SCHEMA_VERSION,
             "process": {
                 "pid": os.getpid(),
-                "uptime": round(time.time() - self._started, 3),
-                "cpu_user": times.user,
-                "cpu_system": times.system,
+                "uptime": self._uptime(),
+                "cpuUser": milliseconds(times.user),
+                "cpuSystem": milliseconds(times.system),
                 "threads": threading.active_count(),
                 "python": sys.version.split()[0],
             },
-            "memory": memory,
-            "load_average": load_average,
-            "cpu_count": os.cpu_count(),
-            "brace": {key: snapshot[key] for key in ("memory", "load") if key in snapshot},
+            "memory": snapshot.memory(self._rss()),
+            "loadAverage": load_average,
+            "cpuCount": os.cpu_count(),
+            "eventLoop": snapshot.event_loop(),
+            "statistics": {} if self.registry is None else self.registry.snapshot(),
         }
+
+    def _snapshot(self) -> Snapshot:
+        return Snapshot(self.registry, self.defaults)
+
+    def _uptime(self) -> float:
+        return milliseconds(time.monotonic() - self._started) or 0.0
+
+    def _rss(self) -> int | None:
+        try:
+            return self._probe().usage
+        except Exception:
+            logger.debug("the memory probe failed", exc_info=True)
+            return None
 
 
 _DETAILED = {"/health/full": "full", "/health/queue": "queue", "/health/metrics": "metrics"}
@@ -188,17 +234,27 @@ def health_app(
     allow: Allow = None,
     trusted_proxies: Iterable[str] | TrustedProxies = (),
     forwarded_header: ForwardedHeader = "x-forwarded-for",
+    executor: str | None = None,
+    breaker: str | None = None,
 ) -> HealthApp:
     """An ASGI app serving ``/health``, ``/health/full``, ``/health/queue`` and
     ``/health/metrics`` below wherever it is mounted (``Mount("/api", health_app(...))``
-    serves ``/api/health/full``).
+    serves ``/api/health/full``), in the specification's JSON shapes: camelCase,
+    durations in milliseconds, memory in MB; every body has ``schemaVersion`` (the schema
+    is ``docs/schema/health-v1.json``; see the "Health endpoints" page).
 
     ``/health``: liveness (``health.liveness()``, or plain ``ok``). ``/health/full``:
-    readiness with every check (``health.readiness()``), 503 when failing.
-    ``/health/queue``: ``registry.snapshot()``. ``/health/metrics``: process figures (CPU,
-    memory, threads, load average) and the registry's memory and load sections. ``allow``
-    restricts the three detailed ones: CIDRs (``["127.0.0.1/32", "10.0.0.0/8"]``) or a
-    callable ``(scope) -> bool``; others get 403. Everyone may see them by default.
+    readiness with every check (``health.readiness()``, 503 when failing), memory, uptime,
+    every breaker, the queue and the rate limits. ``/health/queue``: the specification's
+    queue metrics (``queue``, ``middleware``, ``rateLimit``) and every executor, breaker
+    and rate limiter by name beside them. ``/health/metrics``: process figures (CPU,
+    memory, threads, load average, event-loop lag) and ``registry.snapshot()`` as it is.
+
+    ``executor`` / ``breaker``: the registered names the specification's single ``queue``
+    and ``circuitBreakerState`` describe (default: the first registered of each kind).
+    ``allow`` restricts the three detailed endpoints: CIDRs (``["127.0.0.1/32",
+    "10.0.0.0/8"]``) or a callable ``(scope) -> bool``; others get 403. Everyone may see
+    them by default.
     """
     return HealthApp(
         registry,
@@ -206,4 +262,6 @@ def health_app(
         allow=allow,
         trusted_proxies=trusted_proxies,
         forwarded_header=forwarded_header,
+        executor=executor,
+        breaker=breaker,
     )

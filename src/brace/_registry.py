@@ -3,8 +3,9 @@
 The registry holds each primitive through a weak reference where the object allows one, so
 a primitive that is garbage-collected drops out of the snapshot (and of the exporters)
 without being unregistered. It only ever calls ``statistics()``; what it knows about each
-kind of statistics is how to lay it out in the snapshot, in the snake_case shape of the
-demo server's ``/api/health/queue`` answer::
+kind of statistics is how to lay it out in the snapshot, snake_case, in seconds and bytes
+(the health endpoints' camelCase bodies are made from the same statistics by
+``brace._health_body``)::
 
     {"queue": {"default": {"stats": {"pending": 5, "running": 3, ...},
                            "queue_distribution": {"high": 1, "medium": 3, "low": 1}}},
@@ -119,6 +120,11 @@ class Registry:
 
     def items(self) -> list[tuple[str, HasStatistics]]:
         """``(name, primitive)`` for every live primitive, in name order."""
+        return sorted(self.registered(), key=lambda item: item[0])
+
+    def registered(self) -> list[tuple[str, HasStatistics]]:
+        """``(name, primitive)`` for every live primitive, in the order they were registered
+        (the health endpoints' default executor, breaker, memory guard... is the first)."""
         live: list[tuple[str, HasStatistics]] = []
         with self._lock:
             for name, reference in list(self._entries.items()):
@@ -127,7 +133,6 @@ class Registry:
                     del self._entries[name]  # collected: forget it
                 else:
                     live.append((name, primitive))
-        live.sort(key=lambda item: item[0])
         return live
 
     def __len__(self) -> int:
@@ -148,12 +153,17 @@ class Registry:
         sections: dict[str, dict[str, Any]] = {}
         for name, primitive in self.items():
             stats = primitive.statistics()
-            section = _SECTIONS.get(type(stats).__name__, "other")
+            section = section_of(stats)
             sections.setdefault(section, {})[name] = _render(section, stats)
         return sections
 
     def __repr__(self) -> str:
         return f"Registry({[name for name, _ in self.items()]!r})"
+
+
+def section_of(stats: object) -> str:
+    """The snapshot section a statistics object goes to (``"other"`` when unknown)."""
+    return _SECTIONS.get(type(stats).__name__, "other")
 
 
 def _render(section: str, stats: object) -> Any:

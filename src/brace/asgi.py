@@ -123,8 +123,8 @@ class BraceMiddleware:
         return self._pipeline.shutdown
 
     def statistics(self) -> BraceMiddlewareStatistics:
-        """The counters since construction (register the middleware in a `brace.Registry`
-        to serve them under ``/health/queue``)."""
+        """The counters since construction (register the middleware in a `brace.Registry`:
+        ``/health/queue`` shows its ``activeRequests``, ``/health/metrics`` every counter)."""
         return self._pipeline.counters.snapshot()
 
     @property

@@ -114,7 +114,8 @@ def create_app(settings: DemoSettings | None = None) -> BraceMiddleware:
         return breaker.state is not brace.CircuitState.OPEN
 
     health.add("ai_upstream", upstream_closed, critical=False)
-    monitoring = health_app(registry, health=health)
+    # the specification's single queue and breaker fields: this executor, this breaker
+    monitoring = health_app(registry, health=health, executor="default", breaker="ai_upstream")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
