@@ -3,8 +3,8 @@
 See docs/redis.md. ``RedisStore.from_url`` builds redis-py's client on asyncio (uvloop
 too) and coredis's on trio; any ``redis.asyncio.Redis``, ``coredis.Redis`` or their
 cluster clients can be given instead. The store's pieces live in this package: the store
-(``_store``), its Lua scripts (``_scripts``), the client glue (``_clients``) and the
-errors (``_errors``).
+(``_store``), its Lua scripts (``_scripts``), the client glue (``_clients``), the
+errors (``_errors``) and the fleet-wide concurrency limit (``_semaphore``).
 """
 
 from __future__ import annotations
@@ -15,11 +15,17 @@ from ._errors import RedisBackendError as RedisBackendError
 from ._errors import RedisConnectionError as RedisConnectionError
 from ._errors import RedisError as RedisError
 from ._errors import ResponseError as ResponseError
+from ._semaphore import DistributedLimit as DistributedLimit
+from ._semaphore import DistributedLimitStatistics as DistributedLimitStatistics
+from ._semaphore import Permit as Permit
 from ._store import OnError as OnError  # the type of on_error= (a Literal)
 from ._store import RedisStore as RedisStore
 from ._store import RedisStoreStatistics as RedisStoreStatistics
 
 __all__ = (
+    "DistributedLimit",
+    "DistributedLimitStatistics",
+    "Permit",
     "RedisAuthenticationError",
     "RedisBackendError",
     "RedisConnectionError",
