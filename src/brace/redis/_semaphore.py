@@ -146,6 +146,9 @@ wait_ttl, max_waiters. Answers ``"acquired holders position"``.
 
 Source = Literal["redis", "fallback", "open"]
 
+# The most waiters of one process polling Redis at once; the others queue locally.
+_MAX_POLLERS = 32
+
 
 class Permit:
     """One permit of a `DistributedLimit`, held by the task that acquired it.
@@ -245,6 +248,7 @@ class DistributedLimit:
         "_fallback_size",
         "_fallbacks",
         "_fleet_holders",
+        "_gate",
         "_holding",
         "_id",
         "_keys",
@@ -255,6 +259,7 @@ class DistributedLimit:
         "_max_wait",
         "_on_error",
         "_poll_interval",
+        "_pollers",
         "_recovery_time",
         "_refused",
         "_released",
@@ -329,6 +334,8 @@ class DistributedLimit:
         self._counter = 0
         self._down_until = -math.inf
         self._wake: anyio.Event | None = None
+        self._gate: anyio.Semaphore | None = None
+        self._pollers = min(self.limit, _MAX_POLLERS)
         self._entered: dict[object, list[AbstractAsyncContextManager[Permit]]] = {}
         self._logged: set[str] = set()
         self._holding = self._waiting = self._fleet_holders = 0
@@ -398,7 +405,7 @@ class DistributedLimit:
     # -- the steps --------------------------------------------------------------------
 
     async def acquire(self) -> Permit:
-        """Wait for a permit (FIFO across the fleet, at most ``max_wait``); not renewed.
+        """Wait for a permit (FIFO, at most ``max_wait``); not renewed.
 
         The caller must `release` it, and renew it (`renew`) if the call may outlast
         the lease; `slot` does both.
@@ -408,10 +415,36 @@ class DistributedLimit:
         if self._down_until != -math.inf and self._clock() < self._down_until:
             return await self._on_failure(holder)
         max_wait = self._max_wait
-        clock = self._clock
-        deadline = math.inf if max_wait is None else clock() + max_wait
-        mode = "try" if max_wait == 0 else "acquire"
+        if max_wait == 0:
+            return await self._poll(holder, "try", 0.0)
+        deadline = math.inf if max_wait is None else self._clock() + max_wait
+        # The local queue: at most `_pollers` waiters of this process poll Redis at once
+        # (no process could take more permits at a time); the others wait here, FIFO.
+        gate = self._gate
+        if gate is None:
+            gate = self._gate = anyio.Semaphore(self._pollers)
         self._waiting += 1
+        try:
+            admitted = False
+            with anyio.move_on_after(deadline - self._clock()):
+                await gate.acquire()
+                admitted = True
+            if not admitted:
+                self._timed_out += 1
+                raise QueueTimeout(
+                    f"{self.name}: no permit within {max_wait} s",
+                    retry_after=self._poll_interval,
+                )
+            try:
+                return await self._poll(holder, "acquire", deadline)
+            finally:
+                gate.release()
+        finally:
+            self._waiting -= 1
+
+    async def _poll(self, holder: str, mode: str, deadline: float) -> Permit:
+        """Ask Redis until ``holder`` has a permit (or is refused, or out of time)."""
+        clock = self._clock
         queued = False  # whether Redis may hold this waiter (its queue or its holders)
         try:
             while True:
@@ -428,9 +461,8 @@ class DistributedLimit:
                     return Permit(holder, "redis")
                 if position < 0 or mode == "try":
                     self._refused += 1
-                    reason = "full" if position < 0 else "taken"
                     raise QueueFull(  # noqa: TRY301 (the waiter leaves the queue below)
-                        f"{self.name}: every permit is {reason}"
+                        f"{self.name}: every permit is taken"
                         if position >= 0
                         else f"{self.name}: the fleet's queue is full",
                         retry_after=self._poll_interval,
@@ -439,7 +471,7 @@ class DistributedLimit:
                 if remaining <= 0:
                     self._timed_out += 1
                     raise QueueTimeout(  # noqa: TRY301
-                        f"{self.name}: no permit within {max_wait} s",
+                        f"{self.name}: no permit within {self._max_wait} s",
                         retry_after=self._poll_interval,
                     )
                 await self._pause(min(remaining, self._poll_delay(position)), position)
@@ -448,8 +480,6 @@ class DistributedLimit:
                 with anyio.CancelScope(shield=True):
                     await self._forget(holder)
             raise
-        finally:
-            self._waiting -= 1
 
     async def renew(self, permit: Permit) -> bool:
         """Extend ``permit``'s lease by ``lease`` seconds from now; False once it is lost.
