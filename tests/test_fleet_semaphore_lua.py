@@ -84,8 +84,8 @@ def _check(
             expected = (int(core.release(who, now)), len(core.holders), 0)
         assert got == expected, (operation, who, now)
         # the state too: the same holders and expiries, the same queue in the same order
-        holders = {m.decode(): s for m, s in client.zrange(keys[0], 0, -1, withscores=True)}
-        assert holders == core.holders
+        in_redis = {m.decode(): s for m, s in client.zrange(keys[0], 0, -1, withscores=True)}
+        assert in_redis == core.holders
         queue = [m.decode() for m in client.zrange(keys[1], 0, -1)]
         assert queue == list(core.waiters)
         alive = {m.decode(): s for m, s in client.zrange(keys[2], 0, -1, withscores=True)}
