@@ -9,6 +9,8 @@ errors (``_errors``) and the fleet-wide concurrency limit (``_semaphore``).
 
 from __future__ import annotations
 
+from ._blockcache import BlockCache as BlockCache
+from ._blockcache import BlockCacheStatistics as BlockCacheStatistics
 from ._clients import ScriptClient as ScriptClient
 from ._errors import RedisAuthenticationError as RedisAuthenticationError
 from ._errors import RedisBackendError as RedisBackendError
@@ -23,6 +25,8 @@ from ._store import RedisStore as RedisStore
 from ._store import RedisStoreStatistics as RedisStoreStatistics
 
 __all__ = (
+    "BlockCache",
+    "BlockCacheStatistics",
     "DistributedLimit",
     "DistributedLimitStatistics",
     "Permit",
