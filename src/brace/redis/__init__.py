@@ -17,6 +17,8 @@ from ._errors import RedisBackendError as RedisBackendError
 from ._errors import RedisConnectionError as RedisConnectionError
 from ._errors import RedisError as RedisError
 from ._errors import ResponseError as ResponseError
+from ._lease import LeasedStore as LeasedStore
+from ._lease import LeasedStoreStatistics as LeasedStoreStatistics
 from ._semaphore import DistributedLimit as DistributedLimit
 from ._semaphore import DistributedLimitStatistics as DistributedLimitStatistics
 from ._semaphore import Permit as Permit
@@ -29,6 +31,8 @@ __all__ = (
     "BlockCacheStatistics",
     "DistributedLimit",
     "DistributedLimitStatistics",
+    "LeasedStore",
+    "LeasedStoreStatistics",
     "Permit",
     "RedisAuthenticationError",
     "RedisBackendError",
