@@ -17,6 +17,8 @@ from ._errors import RedisBackendError as RedisBackendError
 from ._errors import RedisConnectionError as RedisConnectionError
 from ._errors import RedisError as RedisError
 from ._errors import ResponseError as ResponseError
+from ._fleet_breaker import FleetBreaker as FleetBreaker
+from ._fleet_breaker import FleetBreakerStatistics as FleetBreakerStatistics
 from ._lease import LeasedStore as LeasedStore
 from ._lease import LeasedStoreStatistics as LeasedStoreStatistics
 from ._semaphore import DistributedLimit as DistributedLimit
@@ -31,6 +33,8 @@ __all__ = (
     "BlockCacheStatistics",
     "DistributedLimit",
     "DistributedLimitStatistics",
+    "FleetBreaker",
+    "FleetBreakerStatistics",
     "LeasedStore",
     "LeasedStoreStatistics",
     "Permit",
