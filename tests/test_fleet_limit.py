@@ -1,4 +1,4 @@
-"""DistributedLimit on real servers: every client and loop, a Cluster, cancellation, renewal, outages.
+"""DistributedLimit on real servers: every client and loop, a Cluster, cancellation, outages.
 
 Each test runs its own loop in real time against the session's redis-server (see
 ``redis_fixtures``), or against a server of its own that it kills.
