@@ -17,8 +17,9 @@ semaphore in Redis (the `DistributedLimit` script); without one it is refused wi
 `brace.CircuitOpen`. One good probe closes the fleet: the other replicas see the close
 at their next sync and close their breakers (those open on the fleet's account only).
 
-When Redis fails, each replica's breaker goes on alone: syncs are skipped (and logged
-once), and a half-open replica probes under its own ``half_open_max_calls``.
+When Redis fails, each replica's breaker goes on alone: a failed sync is logged once,
+and until a sync succeeds again a half-open replica probes under its own
+``half_open_max_calls`` without asking Redis for a permit.
 """
 
 from __future__ import annotations
@@ -163,6 +164,7 @@ class FleetBreaker:
         "_probe_keys",
         "_probes",
         "_probes_refused",
+        "_reachable",
         "_sync",
         "_sync_errors",
         "_syncs",
@@ -220,6 +222,7 @@ class FleetBreaker:
         self._counter = 0
         self._sync = ReplicaSync(shared=quorum is None)
         self._last = (0.0, 0, 0)
+        self._reachable = True
         self._entered: dict[object, list[AbstractAsyncContextManager[None]]] = {}
         self._logged: set[str] = set()
         self._syncs = self._sync_errors = self._fleet_opens = self._closes = 0
@@ -244,8 +247,10 @@ class FleetBreaker:
             reply = await self._eval(BREAKER_SYNC, self._keys, args)
         except Exception as exc:
             self._sync_errors += 1
+            self._reachable = False  # probes go by the local breaker alone meanwhile
             self._record(exc)
             return
+        self._reachable = True
         self._syncs += 1
         data = reply if isinstance(reply, bytes) else str(reply).encode()
         remaining_text, opened, live, closes = data.split(b" ")
@@ -293,7 +298,7 @@ class FleetBreaker:
     async def guard(self) -> AsyncIterator[None]:
         """Run the block through the breaker; a half-open probe also needs a fleet permit."""
         breaker = self.breaker
-        if breaker.state is not CircuitState.HALF_OPEN:
+        if breaker.state is not CircuitState.HALF_OPEN or not self._reachable:
             async with breaker:
                 yield
             return
