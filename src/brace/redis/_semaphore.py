@@ -14,8 +14,10 @@ by renewing it every ``lease / 3`` seconds from a background task, so a process 
 mid-call loses its permits within ``lease`` seconds. A waiter polls: the first
 ``limit`` waiters of the queue every ``poll_interval`` seconds, those behind less often
 (up to ``max_poll_interval``), and a release in the same process wakes its local
-waiters at once. Waiting is FIFO across processes, bounded by ``max_wait`` seconds and
-by ``max_waiters`` queued.
+waiters at once. At most 32 waiters of a process (``limit``, if fewer) are in the Redis
+queue at a time; the others wait in a local FIFO queue in front of it. Waiting is first
+come, first served among the waiters in Redis and within each process, bounded by
+``max_wait`` seconds and by ``max_waiters`` queued in Redis.
 
 When Redis fails, an acquisition follows the store's ``on_error``: ``fail_closed``
 refuses (`brace.QueueFull`), ``fail_open`` runs the call without a permit, and
