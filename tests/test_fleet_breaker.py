@@ -16,7 +16,12 @@ import brace
 from brace import CircuitOpen, CircuitState
 from brace._core.fleet import ReplicaSync, quorum_needed
 from brace.redis import FleetBreaker, RedisStore
-from redis_server import RedisCluster, run
+from redis_server import COREDIS_LEAK, RedisCluster, run
+
+pytestmark = [
+    pytest.mark.filterwarnings(COREDIS_LEAK),
+    pytest.mark.usefixtures("collect_coredis_garbage"),
+]
 
 pytest_plugins = ("redis_fixtures",)
 

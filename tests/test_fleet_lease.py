@@ -24,7 +24,12 @@ from brace._store import Policy
 from brace.redis import LeasedStore, RedisStore
 from brace.redis._lease import GIVE_BACK
 from brace.testing import FakeClock
-from redis_server import RedisCluster, RedisServer, run
+from redis_server import COREDIS_LEAK, RedisCluster, RedisServer, run
+
+pytestmark = [
+    pytest.mark.filterwarnings(COREDIS_LEAK),
+    pytest.mark.usefixtures("collect_coredis_garbage"),
+]
 
 pytest_plugins = ("redis_fixtures",)
 
@@ -275,3 +280,37 @@ def test_bad_configuration_is_refused_at_construction() -> None:
         LeasedStore(MemoryStore(), lease_time=0)
     with pytest.raises(ValueError, match="max_keys"):
         LeasedStore(MemoryStore(), max_keys=0)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_cancelled_hits_leave_no_key_stuck_and_admit_no_more(redis_port: int, backend: str) -> None:
+    """Hits cancelled at random points (leaders taking a lease included): later hits still
+    run, and the admissions never exceed what the bucket granted."""
+    import random
+
+    policy = GCRA(10.0, 60.0, burst=300)  # 300 tokens, next to no refill in the test
+
+    async def main() -> tuple[int, int]:
+        url = f"redis://127.0.0.1:{redis_port}/0"
+        async with RedisStore.from_url(url, timeout=2.0) as store:
+            leased = LeasedStore(store, max_lease=16)
+            admitted = 0
+
+            async def hit() -> None:
+                nonlocal admitted
+                with anyio.move_on_after(random.uniform(0.0, 0.02)):
+                    if (await leased.hit(policy, "k")).allowed:
+                        admitted += 1
+
+            for _ in range(10):
+                async with anyio.create_task_group() as group:
+                    for _ in range(30):
+                        group.start_soon(hit)
+            with anyio.fail_after(5):  # no lease left pending forever
+                assert (await leased.hit(policy, "k")) is not None
+            left = (await store.peek(policy, "k")).remaining
+            return admitted, left
+
+    admitted, left = run(backend, main)
+    assert admitted > 0
+    assert admitted + left <= 300 + 1  # what was admitted came out of the bucket
