@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
 import re
@@ -127,12 +128,13 @@ def _parser() -> argparse.ArgumentParser:
     overload.add_argument("--ramp-step", type=_bounded(0.2, 10), default=1.0)
     overload.add_argument("--ramp-max-clients", type=_bounded(1, 4096, int), default=256)
     overload.add_argument(
-        "--server-nice",
+        "--nice",
         type=_bounded(-20, 19, int),
         default=-10,
-        help="the servers' nice value: ahead of the load generator and the noise, as a "
-        "deployment would run a server ahead of batch work (below 0 needs root or "
-        "CAP_SYS_NICE; otherwise they run at the generator's)",
+        help="the nice value of the servers and the load generator, ahead of the noise and "
+        "the machine's other work, as a deployment runs a server ahead of batch jobs and "
+        "as clients run on other machines (below the current value needs root or "
+        "CAP_SYS_NICE; otherwise they keep the current one, and the report says so)",
     )
     overload.add_argument(
         "--noise",
@@ -410,7 +412,7 @@ async def _measure(
 ) -> tuple[ServerRun, str]:
     log = workdir / f"{label.split()[0]}.log"
     server = await _Process.start(arguments, log)
-    priority = _set_nice(server.process.pid, args.server_nice)
+    priority = _set_nice(server.process.pid, args.nice)
     print(f"\n== {label}: pid {server.process.pid} on {server.url}, {priority}", flush=True)
     generator = LoadGenerator(
         server.host,
@@ -535,8 +537,8 @@ def _set_nice(pid: int, nice: int) -> str:
     the parent's needs root or CAP_SYS_NICE)."""
     try:
         os.setpriority(os.PRIO_PROCESS, pid, nice)
-    except (OSError, AttributeError):
-        current = os.getpriority(os.PRIO_PROCESS, pid) if hasattr(os, "getpriority") else 0
+    except OSError:
+        current = os.getpriority(os.PRIO_PROCESS, pid)
         return f"nice {current} (nice {nice} not permitted)"
     return f"nice {nice}"
 
@@ -564,9 +566,11 @@ async def _overload_run(args: argparse.Namespace) -> int:
         f"client timeout {args.timeout:g} s, at most {args.max_connections} connections",
         flush=True,
     )
-    noise = _Noise() if args.noise else None
+    noise = _Noise() if args.noise else None  # before renicing: at the usual priority
     if noise is not None:
         print(f"noise: a CPU hog spinning on core {noise.core} (pid {noise.process.pid})")
+    usual = os.getpriority(os.PRIO_PROCESS, 0)
+    generator_priority = _set_nice(0, args.nice)
     runs: list[ServerRun] = []
     priority = ""
     noise_cpu = None
@@ -575,7 +579,7 @@ async def _overload_run(args: argparse.Namespace) -> int:
             ["upstream", "--port", "0", "--loop", args.loop], workdir / "upstream.log"
         )
         try:
-            _set_nice(upstream.process.pid, args.server_nice)
+            _set_nice(upstream.process.pid, args.nice)
             servers = [
                 ("protected (brace)", "protected"),
                 ("unprotected twin", "twin"),
@@ -604,6 +608,8 @@ async def _overload_run(args: argparse.Namespace) -> int:
         if noise is not None:
             noise_cpu = noise.cpu_seconds()
             noise.stop()
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, usual)  # back to the usual (always allowed)
     machine = Machine(
         cores=len(os.sched_getaffinity(0))
         if hasattr(os, "sched_getaffinity")
@@ -611,8 +617,8 @@ async def _overload_run(args: argparse.Namespace) -> int:
         load_before=load_before,
         noise=None if noise is None else f"a CPU hog spinning on core {noise.core}",
         noise_cpu=noise_cpu,
-        priority=f"servers {priority}, load generator nice {os.getpriority(os.PRIO_PROCESS, 0)}"
-        + ("" if noise is None else ", noise nice 0"),
+        priority=f"servers {priority}, load generator {generator_priority}"
+        + ("" if noise is None else f", noise nice {usual}"),
         logs=str(workdir),
     )
     summaries = [summarize(run) for run in runs]

@@ -248,7 +248,9 @@ def _rejections(summary: RunSummary) -> list[str]:
     for name, count in summary.rejections.items():
         split = summary.rejections_by_priority.get(name, {})
         parts = ", ".join(f"{p} {n}" for p, n in split.items())
-        lines.append(f"{name} {count}" + (f" ({parts})" if parts else ""))
+        lines.append(f"{name} {count}")
+        if parts:
+            lines.append(f"  of which {parts}")
     return lines
 
 
