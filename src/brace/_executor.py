@@ -127,6 +127,10 @@ class PriorityExecutor:
     ``"codel"``, ``"adaptive_lifo"``), ``queue_timeout`` (most seconds in the queue),
     ``timeout`` (default per-call limit on running time, counted from when work starts) and
     an optional :class:`brace.AdaptiveLimit` that moves ``concurrency`` with latency.
+    ``reserved`` of the slots are kept for work of priority ``reserved_for`` or more urgent
+    (``Priority.HIGH``): less urgent work waits rather than take the last free ones, so
+    urgent work starts at once instead of waiting for a slot to free (at least one slot
+    stays open to all).
     """
 
     __slots__ = (
@@ -170,6 +174,8 @@ class PriorityExecutor:
         limit: AdaptiveLimit | None = None,
         guard: MemoryGuard | None = None,
         clock: Callable[[], float] | None = None,
+        reserved: int = 0,
+        reserved_for: int = Priority.HIGH,
     ) -> None:
         self._core = AdmissionCore(
             concurrency,
@@ -180,6 +186,8 @@ class PriorityExecutor:
             codel_target=codel_target,
             codel_interval=codel_interval,
             queue_timeout=queue_timeout,
+            reserved=reserved,
+            reserved_for=check_priority(reserved_for, "reserved_for"),
         )
         self._timeout = None if timeout is None else check_positive(timeout, "timeout")
         self._default_priority = check_priority(default_priority, "default_priority")
@@ -506,7 +514,7 @@ class PriorityExecutor:
         if self._guard is not None:
             await self._pass_guard(slot.priority)
         now = self._clock()
-        if self._core.try_acquire(now):
+        if self._core.try_acquire(now, slot.priority):
             slot.admitted += 1
             return now
         return await self._wait(slot, now)
@@ -671,7 +679,7 @@ class _Slot:
         now = executor._clock()
         running = core.running
         if (
-            running < core.concurrency
+            running < core.open_limit  # (== concurrency unless slots are reserved)
             and not core.pending
             and not core.closed
             and not core._detector
@@ -681,7 +689,7 @@ class _Slot:
             core.running = running + 1
             core.acquired_immediately += 1
             self.admitted += 1
-        elif core.try_acquire(now):
+        elif core.try_acquire(now, self.priority):
             self.admitted += 1
         else:
             await executor._wait(self, now)

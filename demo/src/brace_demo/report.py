@@ -434,9 +434,10 @@ def explain(summaries: list[RunSummary], *, seconds: float) -> list[str]:
         if not math.isnan(medium[0]) and medium[0] > 1.0:
             say(
                 f"MEDIUM waits ({medium[0]:.1f} s at the median) by design: the executor runs "
-                "10 requests at a time and serves HIGH first; MEDIUM and LOW wait in its "
-                "priority queue of 1000 places, which at the database's pace of about 250 "
-                "answers a second is a wait of up to about 4 s. The SEED queues excess "
+                "10 requests at a time (2 slots kept for HIGH, which starts at once) and "
+                "serves HIGH first; MEDIUM and LOW wait in its priority queue of 1000 places, "
+                "which at the database's pace of about 200-250 answers a second is a wait "
+                "of up to about 4-5 s. The SEED queues excess "
                 "requests rather than dropping them; a smaller max_queue or a queue_timeout "
                 "trades that wait for refusals."
             )
