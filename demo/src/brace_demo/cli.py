@@ -35,6 +35,7 @@ from .report import (
     plot,
     require_matplotlib,
     summarize,
+    summarize_reports,
 )
 from .service import DemoSettings
 
@@ -54,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command == "upstream":
         return _upstream(args)
+    if args.command == "summarize":
+        texts = {path: Path(path).read_text(errors="replace") for path in args.reports}
+        print(summarize_reports(texts), end="")
+        return 0
     if args.command == "overload":
         if args.plot:
             try:
@@ -110,6 +115,11 @@ def _parser() -> argparse.ArgumentParser:
     upstream.add_argument("--latency", type=_bounded(0, 60), default=0.5)
     upstream.add_argument("--failure-rate", type=_bounded(0, 1), default=0.0)
     upstream.add_argument("--loop", **_LOOP_OPTION)
+
+    stored = commands.add_parser(
+        "summarize", help="tabulate stored overload reports: each run, medians and ranges"
+    )
+    stored.add_argument("reports", nargs="+", metavar="REPORT", help="saved overload output")
 
     overload = commands.add_parser(
         "overload", help="push the protected server and its twin past capacity, then report"

@@ -33,6 +33,7 @@ __all__ = (
     "plot_data",
     "require_matplotlib",
     "summarize",
+    "summarize_reports",
 )
 
 MB = 2**20
@@ -680,3 +681,51 @@ def plot(
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+#: the figures `summarize_reports` reads back from stored reports (label, pattern)
+_STORED = (
+    ("HIGH p99 ms", r"\[(?:PASS|FAIL)\] HIGH p99 >?([0-9.]+) ms"),
+    ("goodput % cap.", r"\[(?:PASS|FAIL)\] goodput ([0-9.]+)% of capacity"),
+    ("RSS growth MB", r"\[(?:PASS|FAIL)\] RSS growth (-?[0-9.]+) MB"),
+    ("other 5xx", r"\[(?:PASS|FAIL)\] other 5xx ([0-9]+)"),
+    ("no Retry-After", r"\[(?:PASS|FAIL)\] 503s without Retry-After ([0-9]+)"),
+    ("capacity req/s", r"capacity \(closed-loop ramp\)\s+([0-9.]+) req/s"),
+    ("load avg", r"load average ([0-9.]+) before the run"),
+)
+
+
+def summarize_reports(texts: dict[str, str]) -> str:
+    """A table of stored overload reports (name: text): each run's key figures and
+    verdict, then the median and the range of each figure across the runs."""
+    import re
+    import statistics
+
+    rows: list[tuple[str, list[float | None], str]] = []
+    for name, text in texts.items():
+        values: list[float | None] = []
+        for _, pattern in _STORED:
+            found = re.search(pattern, text)
+            values.append(float(found[1]) if found else None)
+        verdicts = re.findall(r"\[(PASS|FAIL)\]", text)
+        stopped = "stopped on SIGTERM" in text.split("then", 1)[-1].split("\n", 1)[0]
+        verdict = (
+            "all targets met"
+            if verdicts and "FAIL" not in verdicts
+            else f"{verdicts.count('FAIL')} target(s) missed"
+            if verdicts
+            else "no report"
+        )
+        rows.append((name, values, verdict + ("" if stopped else ", did not stop on SIGTERM")))
+    lines = ["run".ljust(30) + "".join(label.ljust(14)[:14] + " " for label, _ in _STORED)]
+    for name, values, verdict in rows:
+        cells = "".join(("-" if v is None else f"{v:g}").ljust(15) for v in values)
+        lines.append(name.ljust(30)[:30] + cells + verdict)
+    medians, ranges = [], []
+    for index in range(len(_STORED)):
+        column = [x for x in (v[index] for _, v, _ in rows) if x is not None]
+        medians.append(f"{statistics.median(column):g}" if column else "-")
+        ranges.append(f"{min(column):g}-{max(column):g}" if column else "-")
+    lines.append("median".ljust(30) + "".join(m.ljust(15) for m in medians))
+    lines.append("range".ljust(30) + "".join(r.ljust(15) for r in ranges))
+    return "\n".join(line.rstrip() for line in lines) + "\n"
