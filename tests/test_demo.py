@@ -236,6 +236,29 @@ def test_a_503_without_retry_after_fails_the_target() -> None:
     )
 
 
+def test_stored_reports_are_summarized_with_medians_and_ranges(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``brace-demo summarize`` reads stored reports back: each run's HIGH p99, goodput and
+    verdict, then the median and range of each figure."""
+    machine = Machine(cores=2, load_before=(6.0, 5.0, 4.0))
+    for number, latency in ((1, 0.02), (2, 0.04), (3, 0.2)):
+        summary = summarize(fake_run("protected", high_latency=latency))
+        text = format_report([summary], factor=5, seconds=10, machine=machine)
+        (tmp_path / f"run-{number}.txt").write_text(
+            text.replace("stopped", "stopped on SIGTERM in 0.1 s")
+        )
+    assert main(["summarize", *(str(tmp_path / f"run-{n}.txt") for n in (1, 2, 3))]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert rows["run-1.txt"][1] == "20"  # HIGH p99 in ms
+    assert rows["run-3.txt"][1] == "200"
+    assert rows["median"][1] == "40"
+    assert rows["range"][1] == "20-200"
+    assert rows["range"][-1] == "6-6"  # the load average before each run
+    assert "target(s) missed" in out  # the fake runs have a 500
+
+
 def test_plot_data_holds_only_measured_points() -> None:
     """The ramp's line holds the ramp's steps only and the overload run is a lone marker;
     each server keeps one colour in every panel; capacity lines, the HIGH target, the

@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "upstream":
         return _upstream(args)
     if args.command == "summarize":
-        texts = {path: Path(path).read_text(errors="replace") for path in args.reports}
+        texts = {Path(path).name: Path(path).read_text(errors="replace") for path in args.reports}
         print(summarize_reports(texts), end="")
         return 0
     if args.command == "overload":

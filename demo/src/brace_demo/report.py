@@ -708,7 +708,8 @@ def summarize_reports(texts: dict[str, str]) -> str:
             found = re.search(pattern, text)
             values.append(float(found[1]) if found else None)
         verdicts = re.findall(r"\[(PASS|FAIL)\]", text)
-        stopped = "stopped on SIGTERM" in text.split("then", 1)[-1].split("\n", 1)[0]
+        ending = re.search(r"^then\s+(.*)$", text, re.MULTILINE)
+        stopped = ending is not None and ending[1].startswith("stopped on SIGTERM")
         verdict = (
             "all targets met"
             if verdicts and "FAIL" not in verdicts
