@@ -4,6 +4,7 @@ very short real overload run (two uvicorn subprocesses on 127.0.0.1, about 25 s)
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -393,6 +394,34 @@ def test_short_real_overload(capsys: pytest.CaptureFixture[str]) -> None:
     assert os.path.exists(os.path.join(logs, "protected.log"))  # kept, as the report says
     survived = next(line for line in report.splitlines() if line.startswith("survived the run"))
     assert survived.split()[3:] == ["yes", "yes"]
+
+
+def test_sigterm_stops_the_overload_run_and_every_process_it_started() -> None:
+    """SIGTERM during the capacity ramp ends ``brace-demo overload`` within seconds, and
+    the noise and the server it had started are gone with it."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "brace_demo", "overload", "--seconds", "30", "--noise"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if "capacity ramp" in line:
+                break
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    assert process.returncode == 130
+    children = [
+        int(line.split("pid ")[1].split()[0].rstrip(")")) for line in lines if "pid " in line
+    ]
+    assert len(children) == 2  # the noise and the protected server
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in children)
 
 
 def test_overload_arguments_are_bounded(capsys: pytest.CaptureFixture[str]) -> None:
