@@ -98,7 +98,7 @@ async def test_limits_count_per_user(protected: httpx.AsyncClient) -> None:
 async def test_full_queue_refuses_with_503_and_high_jumps_it() -> None:
     """With one slot and one queue place taken, a read is refused (503 ``queue_full``)
     while a health check (HIGH) still gets in by dropping the waiting read."""
-    settings = DemoSettings(concurrency=1, max_queue=1, read_latency=10.0)
+    settings = DemoSettings(concurrency=1, reserved=0, max_queue=1, read_latency=10.0)
     async with client(create_app(settings)) as http:
         answers: dict[str, httpx.Response] = {}
 
@@ -118,6 +118,29 @@ async def test_full_queue_refuses_with_503_and_high_jumps_it() -> None:
     assert answers["refused"].json()["error"] == "queue_full"
     assert answers["waiting"].status_code == 503  # dropped for the more important check
     assert answers["health"].status_code == 200
+
+
+async def test_two_slots_are_kept_for_high() -> None:
+    """The demo keeps 2 of its 10 slots for HIGH: with 8 reads running a 9th waits, while
+    a login (HIGH) starts at once and answers in its own query's time."""
+    app = create_app(DemoSettings(read_latency=10.0))
+    executor = app.executor
+    assert executor is not None
+    async with client(app) as http, anyio.create_task_group() as tasks:
+
+        async def read(user: str) -> None:
+            await http.get("/api/items", headers={"x-user": user})
+
+        for number in range(9):
+            tasks.start_soon(read, f"r{number}")
+        await anyio.sleep(1)
+        stats = executor.statistics()
+        assert (stats.running, stats.pending) == (8, 1)
+        began = anyio.current_time()
+        login = await http.post("/api/auth", json={}, headers={"x-user": "alice"})
+        assert login.status_code == 200
+        assert anyio.current_time() - began == pytest.approx(0.01, abs=0.005)
+        tasks.cancel_scope.cancel()
 
 
 async def test_ai_breaker_opens_after_failures() -> None:

@@ -91,7 +91,7 @@ _COUNTERS: dict[str, frozenset[str]] = {
             "probe_errors",
         }
     ),
-    "load": frozenset({"samples", "checks", "shed"}),
+    "load": frozenset({"samples", "checks", "shed", "uncounted_lag"}),
     "timeouts": frozenset({"calls", "timed_out"}),
     "adaptive_limits": frozenset({"samples", "increases", "decreases"}),
     "stores": frozenset(
