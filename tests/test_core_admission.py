@@ -46,6 +46,8 @@ class Model:
     policy: str
     queue_timeout: float | None
     discipline: str = "fifo"
+    reserved: int = 0
+    reserved_for: int = 0
     target: float = 0.1
     interval: float = 0.3
     running: int = 0
@@ -71,8 +73,18 @@ class Model:
             return waiter.priority
         return waiter.priority - CLASS_STEP * (now - waiter.enqueued_at) / self.aging
 
-    def try_acquire(self, now: float) -> bool:
-        if self.running < self.concurrency and not self.queue:
+    @property
+    def open_limit(self) -> int:
+        return max(1, self.concurrency - self.reserved)
+
+    def may_run(self, priority: int) -> bool:
+        """A free slot this priority may take: any of them for urgent work, else an open one."""
+        if priority <= self.reserved_for:
+            return self.running < self.concurrency
+        return self.running < self.open_limit
+
+    def try_acquire(self, now: float, priority: int) -> bool:
+        if self.may_run(priority) and not self.queue:
             self.running += 1
             if self.discipline != "fifo":
                 self.observe(0.0, now)
@@ -100,7 +112,10 @@ class Model:
     def grant(self, now: float) -> list[tuple[int, str]]:
         changed = []
         while self.running < self.concurrency and self.queue:
-            best = min(self.queue, key=lambda w: (self.effective(w, now), w.seq))
+            allowed = [w for w in self.queue if self.may_run(w.priority)]
+            if not allowed:
+                break  # the free slots are reserved and nobody urgent waits
+            best = min(allowed, key=lambda w: (self.effective(w, now), w.seq))
             delay = now - best.enqueued_at
             if self.queue_timeout is not None and delay >= self.queue_timeout - EPSILON:
                 self.queue.remove(best)
@@ -161,6 +176,8 @@ class AdmissionMachine(RuleBasedStateMachine):
         policy=st.sampled_from(["reject", "drop_oldest", "drop_less_important"]),
         queue_timeout=st.sampled_from([None, 1.0, 2.5]),
         discipline=st.sampled_from(["fifo", "codel", "adaptive_lifo"]),
+        reserved=st.sampled_from([0, 0, 1, 2]),
+        reserved_for=st.sampled_from([0, 5, 10]),
     )
     def setup(
         self,
@@ -170,7 +187,10 @@ class AdmissionMachine(RuleBasedStateMachine):
         policy: str,
         queue_timeout: float | None,
         discipline: str,
+        reserved: int,
+        reserved_for: int,
     ) -> None:
+        reserved = min(reserved, concurrency - 1)
         self.core = AdmissionCore(
             concurrency,
             max_queue,
@@ -180,8 +200,19 @@ class AdmissionMachine(RuleBasedStateMachine):
             discipline=discipline,  # type: ignore[arg-type]
             codel_target=0.1,
             codel_interval=0.3,
+            reserved=reserved,
+            reserved_for=reserved_for,
         )
-        self.model = Model(concurrency, max_queue, aging, policy, queue_timeout, discipline)
+        self.model = Model(
+            concurrency,
+            max_queue,
+            aging,
+            policy,
+            queue_timeout,
+            discipline,
+            reserved=reserved,
+            reserved_for=reserved_for,
+        )
 
     def _record(self, changed: list[tuple[int, str]]) -> None:
         for seq, outcome in changed:
@@ -192,8 +223,8 @@ class AdmissionMachine(RuleBasedStateMachine):
 
     @rule(priority=st.sampled_from([0, 0, 10, 10, 20, 20, 5, -3, 35]))
     def arrive(self, priority: int) -> None:
-        fast = self.core.try_acquire(self.now)
-        assert fast == self.model.try_acquire(self.now)
+        fast = self.core.try_acquire(self.now, priority)
+        assert fast == self.model.try_acquire(self.now, priority)
         if fast:
             self.running_fast += 1
             return
@@ -346,6 +377,36 @@ def test_aging_lets_an_old_low_waiter_overtake_new_high_ones() -> None:
     assert early_high is not None
     assert late_high is not None
     assert [t.seq for t in core.queued()] == [early_high.seq, low.seq, late_high.seq]
+
+
+def test_reserved_slots_keep_a_free_slot_for_urgent_work() -> None:
+    """With 2 of 3 slots reserved, less urgent work runs in one slot and waits even while
+    two are free; an urgent newcomer takes a free slot at once, ahead of the waiters, and
+    a released slot goes to the less urgent waiter only when it is open to it."""
+    core = AdmissionCore(3, 10, aging=None, reserved=2, reserved_for=0)
+    assert core.open_limit == 1
+    assert core.try_acquire(0.0, 10)  # MEDIUM takes the one open slot
+    assert not core.try_acquire(0.0, 10)  # the other two are reserved
+    medium, changed = core.arrive(10, 0.0)
+    assert medium is not None
+    assert changed == ()  # waits although two slots are free
+    assert not core.try_acquire(0.0, 10)
+    assert not core.try_acquire(0.0)  # no priority: not urgent
+    high, changed = core.arrive(0, 0.0)  # urgent: granted at once past the waiter
+    assert changed == (high,)
+    assert core.running == 2
+    assert core.try_acquire(0.0, 0) is False  # (someone waits: no barging, even urgent)
+    assert core.release(1.0) == ()  # the HIGH finished: its slot is reserved again
+    assert core.release(1.0) == (medium,)  # the open slot freed: the MEDIUM waiter runs
+    assert AdmissionCore(3, 10, reserved=2).set_concurrency(1, 0.0) == ()
+
+
+def test_reserved_must_leave_an_open_slot() -> None:
+    """``reserved`` at or above ``concurrency`` is refused, naming the parameter."""
+    with pytest.raises(ValueError, match="reserved"):
+        AdmissionCore(2, 10, reserved=2)
+    with pytest.raises(ValueError, match="reserved"):
+        AdmissionCore(2, 10, reserved=-1)
 
 
 def test_reject_policy_refuses_the_newcomer_when_full() -> None:

@@ -3,7 +3,11 @@ very short real overload run (two uvicorn subprocesses on 127.0.0.1, about 25 s)
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,9 +17,25 @@ import pytest
 
 import brace
 from brace_demo.app import create_app
-from brace_demo.cli import main
-from brace_demo.loadgen import ERROR, NOT_SENT, TIMEOUT, CapacityResult, CapacityStep, Recorder
-from brace_demo.report import PlotUnavailable, ServerRun, format_report, plot, summarize
+from brace_demo.cli import _Noise, main
+from brace_demo.loadgen import (
+    ERROR,
+    NO_RETRY_AFTER,
+    NOT_SENT,
+    TIMEOUT,
+    CapacityResult,
+    CapacityStep,
+    Recorder,
+)
+from brace_demo.report import (
+    Machine,
+    PlotUnavailable,
+    ServerRun,
+    format_report,
+    plot,
+    plot_data,
+    summarize,
+)
 from brace_demo.service import DemoSettings
 from brace_demo.twin import create_twin
 
@@ -78,7 +98,7 @@ async def test_limits_count_per_user(protected: httpx.AsyncClient) -> None:
 async def test_full_queue_refuses_with_503_and_high_jumps_it() -> None:
     """With one slot and one queue place taken, a read is refused (503 ``queue_full``)
     while a health check (HIGH) still gets in by dropping the waiting read."""
-    settings = DemoSettings(concurrency=1, max_queue=1, read_latency=10.0)
+    settings = DemoSettings(concurrency=1, reserved=0, max_queue=1, read_latency=10.0)
     async with client(create_app(settings)) as http:
         answers: dict[str, httpx.Response] = {}
 
@@ -98,6 +118,29 @@ async def test_full_queue_refuses_with_503_and_high_jumps_it() -> None:
     assert answers["refused"].json()["error"] == "queue_full"
     assert answers["waiting"].status_code == 503  # dropped for the more important check
     assert answers["health"].status_code == 200
+
+
+async def test_two_slots_are_kept_for_high() -> None:
+    """The demo keeps 2 of its 10 slots for HIGH: with 8 reads running a 9th waits, while
+    a login (HIGH) starts at once and answers in its own query's time."""
+    app = create_app(DemoSettings(read_latency=10.0))
+    executor = app.executor
+    assert executor is not None
+    async with client(app) as http, anyio.create_task_group() as tasks:
+
+        async def read(user: str) -> None:
+            await http.get("/api/items", headers={"x-user": user})
+
+        for number in range(9):
+            tasks.start_soon(read, f"r{number}")
+        await anyio.sleep(1)
+        stats = executor.statistics()
+        assert (stats.running, stats.pending) == (8, 1)
+        began = anyio.current_time()
+        login = await http.post("/api/auth", json={}, headers={"x-user": "alice"})
+        assert login.status_code == 200
+        assert anyio.current_time() - began == pytest.approx(0.01, abs=0.005)
+        tasks.cancel_scope.cancel()
 
 
 async def test_ai_breaker_opens_after_failures() -> None:
@@ -171,7 +214,156 @@ def test_report_figures_and_targets() -> None:
     assert "[FAIL] other 5xx 1 == 0" in text
     assert "1 (ConnectionResetError 1)" in text
     assert "NO" in text  # the twin did not survive
-    assert text.count("[PASS]") == 4  # all but the 5xx
+    assert text.count("[PASS]") == 5  # all but the 5xx
+
+
+def test_report_explains_its_numbers() -> None:
+    """Every refusal reason is explained, refusals are split by priority, the slow
+    requests are explained as queue waits (not errors), the machine and the noise are
+    named, and the log directory is named only as kept."""
+    run = fake_run("protected", high_latency=0.02)
+    summary = summarize(run)
+    assert summary.rejections_by_priority == {
+        "503 queue_full": {"LOW": 300},
+        "429 rate_limited": {"MEDIUM": 1},
+    }
+    machine = Machine(
+        cores=2,
+        load_before=(3.5, 2.0, 1.0),
+        noise="a CPU hog spinning on core 1",
+        priority="servers nice -10, load generator nice 0, noise nice 0",
+        logs="/tmp/brace-demo-x",
+    )
+    text = format_report([summary], factor=5, seconds=10, machine=machine)
+    assert "machine: 2 cores, load average 3.5 before the run, noise: a CPU hog" in text
+    assert "CPU priority: servers nice -10" in text
+    assert "503 queue_full 300" in text
+    assert "  of which LOW 300" in text
+    explained = " ".join(text[text.index("what the figures mean") :].split())
+    assert "503 queue_full: the executor's queue (1000 places) was full" in explained
+    assert "429 rate_limited: a user went over the route's rate limit" in explained
+    assert "not errors" in explained
+    assert "3 s slow threshold" in explained
+    assert "the servers' logs are kept in /tmp/brace-demo-x" in text
+
+
+def test_a_503_without_retry_after_fails_the_target() -> None:
+    """The load generator marks 503s answered without Retry-After; the report counts them
+    and fails the protected server on them."""
+    run = fake_run("protected", high_latency=0.02)
+    run.recorder.record(6.0, 6.001, 503, 1, "queue_full" + NO_RETRY_AFTER)
+    summary = summarize(run)
+    assert summary.missing_retry_after == 1
+    assert summary.rejections["503 queue_full"] == 301
+    assert "[FAIL] 503s without Retry-After 1 == 0" in format_report(
+        [summary], factor=5, seconds=10
+    )
+
+
+def test_stored_reports_are_summarized_with_medians_and_ranges(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``brace-demo summarize`` reads stored reports back: each run's HIGH p99, goodput and
+    verdict, then the median and range of each figure."""
+    machine = Machine(cores=2, load_before=(6.0, 5.0, 4.0))
+    for number, latency in ((1, 0.02), (2, 0.04), (3, 0.2)):
+        summary = summarize(fake_run("protected", high_latency=latency))
+        text = format_report([summary], factor=5, seconds=10, machine=machine)
+        (tmp_path / f"run-{number}.txt").write_text(
+            text.replace("stopped", "stopped on SIGTERM in 0.1 s")
+        )
+    assert main(["summarize", *(str(tmp_path / f"run-{n}.txt") for n in (1, 2, 3))]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert rows["run-1.txt"][1] == "20"  # HIGH p99 in ms
+    assert rows["run-3.txt"][1] == "200"
+    assert rows["median"][1] == "40"
+    assert rows["range"][1] == "20-200"
+    assert rows["range"][-1] == "6-6"  # the load average before each run
+    assert "target(s) missed" in out  # the fake runs have a 500
+
+
+def test_plot_data_holds_only_measured_points() -> None:
+    """The ramp's line holds the ramp's steps only and the overload run is a lone marker;
+    each server keeps one colour in every panel; capacity lines, the HIGH target, the
+    refusals by reason and a title with factor, duration and machine are there."""
+    runs = [
+        fake_run("protected", high_latency=0.02),
+        fake_run("twin", high_latency=0.2, survived=False),
+    ]
+    summaries = [summarize(run) for run in runs]
+    machine = Machine(cores=2, load_before=(4.0, 3.0, 2.0), noise="a CPU hog on core 1")
+    data = plot_data(summaries, runs, factor=5, machine=machine)
+    assert data.title.startswith("brace-demo overload: 5 x capacity for 10 s; 2 cores")
+    assert "load average 4.0" in data.title
+    assert "CPU hog" in data.title
+    ramp = next(s for s in data.series if s.label == "protected: capacity ramp")
+    assert ramp.xs == (20.0,)
+    assert ramp.style == "o-"
+    lone = next(s for s in data.series if s.label == "protected: overload (5 x)")
+    assert (lone.xs, lone.ys, lone.style) == ((500.0,), (summaries[0].goodput,), "*")
+    for label in ("protected", "twin"):
+        colors = {
+            s.color for s in data.series if s.label == label or s.label.startswith(label + ":")
+        }
+        assert len(colors) == 1
+    assert {s.color for s in data.series if s.label.startswith("protected")} != {
+        s.color for s in data.series if s.label.startswith("twin")
+    }
+    latency = [s.label for s in data.series if s.panel == "load_latency"]
+    assert "protected: capacity ramp, p99 of all requests" in latency
+    assert "protected: overload, p99 of MEDIUM requests" in latency
+    assert "protected: overload, p99 of HIGH requests" in latency
+    assert ("load_goodput", 100.0, "protected: capacity", ramp.color) in data.lines
+    assert ("time_high", 50.0, "target for HIGH p99", "gray") in data.lines
+    assert data.refusals[0][2] == {"503 queue_full": 300, "429 rate_limited": 1}
+    high = next(s for s in data.series if s.panel == "time_high" and s.label == "protected")
+    assert len(high.xs) == 10
+    assert max(high.ys) == pytest.approx(20.0)
+
+
+def test_plot_writes_a_png(tmp_path: Any) -> None:
+    """With matplotlib, the plot renders to a PNG file."""
+    pytest.importorskip("matplotlib")
+    runs = [fake_run("protected", high_latency=0.02)]
+    plot([summarize(runs[0])], runs, tmp_path / "out.png", factor=5)
+    assert (tmp_path / "out.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_noise_spins_on_one_core_and_never_outlives_its_parent() -> None:
+    """The noise process is pinned to one core and stops when asked; when the overload
+    run dies without stopping it (SIGKILL), it stops by itself."""
+    noise = _Noise()
+    try:
+        assert noise.process.poll() is None
+        deadline = time.monotonic() + 5
+        while (noise.cpu_seconds() or 0.0) < 0.05 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (noise.cpu_seconds() or 0.0) >= 0.05  # it spins
+        assert os.sched_getaffinity(noise.process.pid) == {noise.core}
+    finally:
+        noise.stop()
+    assert noise.process.poll() is not None
+    code = (
+        "import os, sys; from brace_demo.cli import _Noise; n = _Noise(); "
+        "print(n.process.pid, flush=True); os._exit(0)"
+    )
+    parent = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    orphan = int(parent.stdout.split()[0])
+    deadline = time.monotonic() + 5
+    while _alive(orphan) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(orphan)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_plot_needs_matplotlib(
@@ -205,9 +397,12 @@ def test_short_real_overload(capsys: pytest.CaptureFixture[str]) -> None:
             "32",
             "--users",
             "2000",
+            "--noise",
         ]
     )
     out = capsys.readouterr().out
+    hog = int(out.split("noise: a CPU hog spinning on core ")[1].split("(pid ")[1].split(")")[0])
+    assert not _alive(hog)  # stopped with the run
     assert status == 0
     assert "capacity ramp" in out
     assert "t=  1 s" in out  # a progress line a second
@@ -216,8 +411,40 @@ def test_short_real_overload(capsys: pytest.CaptureFixture[str]) -> None:
     assert "unprotected twin" in report
     assert "[PASS] survived" in report
     assert "[PASS] other 5xx 0 == 0" in report
+    assert "[PASS] 503s without Retry-After 0 == 0" in report
+    assert "noise: a CPU hog spinning on core" in report
+    logs = report.split("the servers' logs are kept in ")[1].split()[0]
+    assert os.path.exists(os.path.join(logs, "protected.log"))  # kept, as the report says
     survived = next(line for line in report.splitlines() if line.startswith("survived the run"))
     assert survived.split()[3:] == ["yes", "yes"]
+
+
+def test_sigterm_stops_the_overload_run_and_every_process_it_started() -> None:
+    """SIGTERM during the capacity ramp ends ``brace-demo overload`` within seconds, and
+    the noise and the server it had started are gone with it."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "brace_demo", "overload", "--seconds", "30", "--noise"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if "capacity ramp" in line:
+                break
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    assert process.returncode == 130
+    children = [
+        int(line.split("pid ")[1].split()[0].rstrip(")")) for line in lines if "pid " in line
+    ]
+    assert len(children) == 2  # the noise and the protected server
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in children)
 
 
 def test_overload_arguments_are_bounded(capsys: pytest.CaptureFixture[str]) -> None:

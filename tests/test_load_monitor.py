@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import anyio
 import anyio.lowlevel
 import pytest
@@ -125,6 +127,37 @@ async def test_blocked_loop_raises_lag_and_shedding_follows_the_curve() -> None:
                 monitor.check()
         tg.cancel_scope.cancel()
     assert monitor.statistics().peak_lag == pytest.approx(0.2)
+
+
+async def test_lag_the_loop_did_not_spend_running_is_not_counted() -> None:
+    """A late wake-up counts only up to the CPU time the loop's thread used meanwhile: a
+    loop descheduled by a busy neighbour is not shed, a loop busy with its own work is."""
+    clock = BlockableClock()
+    cpu = [0.0]
+    monitor = LoadMonitor(0.1, interval=1.0, smoothing=1.0, clock=clock, cpu_clock=lambda: cpu[0])
+    async with anyio.create_task_group() as tg:
+        await tg.start(monitor.run)
+        # (seconds late, of which the loop ran) -> the sample counted
+        for late, ran, counted in ((0.5, 0.02, 0.02), (0.5, 0.5, 0.5), (0.3, 0.0, 0.0)):
+            await anyio.sleep(0.5)
+            clock.block(late)
+            cpu[0] += ran
+            await anyio.sleep(0.5)
+            await anyio.lowlevel.checkpoint()
+            assert monitor.statistics().last_lag == pytest.approx(counted)
+        tg.cancel_scope.cancel()
+    stats = monitor.statistics()
+    assert stats.uncounted_lag == pytest.approx(0.48 + 0.3)
+    assert stats.peak_lag == pytest.approx(0.5)
+
+
+def test_cpu_clock_defaults_to_the_thread_s_cpu_time_only_with_the_real_clock() -> None:
+    """With the default clock lag is compared with the thread's CPU time; with an injected
+    clock and no cpu_clock every late second counts (fake time has no CPU time)."""
+    assert LoadMonitor()._cpu_clock is time.thread_time
+    assert LoadMonitor(clock=anyio.current_time)._cpu_clock is None
+    with pytest.raises(TypeError, match="cpu_clock"):
+        LoadMonitor(cpu_clock=1.0)  # type: ignore[arg-type]
 
 
 async def test_context_manager_call_and_decorator_shed_when_overloaded() -> None:

@@ -158,6 +158,10 @@ class PriorityExecutor:
     ``shutting_down``; ``priority`` set) just before the caller gets the exception; each
     is logged at DEBUG on ``brace.executor`` and counted in ``statistics().refusals``.
     ``name`` names the executor in events and log records.
+    ``reserved`` of the slots are kept for work of priority ``reserved_for`` or more urgent
+    (``Priority.HIGH``): less urgent work waits rather than take the last free ones, so
+    urgent work starts at once instead of waiting for a slot to free (at least one slot
+    stays open to all).
     """
 
     __slots__ = (
@@ -208,6 +212,8 @@ class PriorityExecutor:
         clock: Callable[[], float] | None = None,
         name: str | None = None,
         on_event: EventHook | Iterable[EventHook] | None = None,
+        reserved: int = 0,
+        reserved_for: int = Priority.HIGH,
     ) -> None:
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, got {name!r}")
@@ -223,6 +229,8 @@ class PriorityExecutor:
             codel_target=codel_target,
             codel_interval=codel_interval,
             queue_timeout=queue_timeout,
+            reserved=reserved,
+            reserved_for=check_priority(reserved_for, "reserved_for"),
         )
         self._timeout = None if timeout is None else check_positive(timeout, "timeout")
         self._default_priority = check_priority(default_priority, "default_priority")
@@ -570,7 +578,7 @@ class PriorityExecutor:
         if self._guard is not None:
             await self._pass_guard(slot.priority)
         now = self._clock()
-        if self._core.try_acquire(now):
+        if self._core.try_acquire(now, slot.priority):
             slot.admitted += 1
             return now
         return await self._wait(slot, now)
@@ -787,7 +795,7 @@ class _Slot:
         now = executor._clock()
         running = core.running
         if (
-            running < core.concurrency
+            running < core.open_limit  # (== concurrency unless slots are reserved)
             and not core.pending
             and not core.closed
             and not core._detector
@@ -797,7 +805,7 @@ class _Slot:
             core.running = running + 1
             core.acquired_immediately += 1
             self.admitted += 1
-        elif core.try_acquire(now):
+        elif core.try_acquire(now, self.priority):
             self.admitted += 1
         else:
             await executor._wait(self, now)

@@ -35,8 +35,9 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class LoadMonitorStatistics:
     """A snapshot of a :class:`LoadMonitor`: the smoothed ``lag``, the ``last_lag`` and
-    ``peak_lag`` samples (seconds), ``max_lag``, the current ``shed_probability``, and the
-    totals of ``samples`` taken, ``checks`` made and work ``shed``."""
+    ``peak_lag`` samples (seconds), ``max_lag``, the current ``shed_probability``, the
+    totals of ``samples`` taken, ``checks`` made and work ``shed``, and the
+    ``uncounted_lag``: lateness the loop's own work cannot explain."""
 
     lag: float
     last_lag: float
@@ -46,6 +47,9 @@ class LoadMonitorStatistics:
     samples: int
     checks: int
     shed: int
+    #: seconds of lateness the sampler measured but did not count, because the loop's
+    #: thread was not running then (see ``cpu_clock``)
+    uncounted_lag: float = 0.0
 
 
 class LoadMonitor:
@@ -57,6 +61,13 @@ class LoadMonitor:
     straight line to 1 at ``2 * max_lag``. :meth:`should_shed` answers without raising,
     :meth:`check` raises :class:`Overloaded` (``retry_after`` seconds). ``random`` is a
     zero-argument callable returning a float in [0, 1) (inject one for tests).
+
+    Only lateness the loop's own work can explain is counted: a sample is at most the CPU
+    time the loop's thread used while the sampler slept (``cpu_clock``, default
+    :func:`time.thread_time` when ``clock`` is the default). A loop that woke late because
+    the operating system ran other processes (a busy neighbour, a stalled virtual machine)
+    is not overloaded, and shedding its work would not make it faster. With an injected
+    ``clock`` and no ``cpu_clock`` every late second counts.
     """
 
     __slots__ = (
@@ -64,10 +75,12 @@ class LoadMonitor:
         "_checks",
         "_clock",
         "_core",
+        "_cpu_clock",
         "_interval",
         "_on_event",
         "_random",
         "_shed",
+        "_uncounted",
         "retry_after",
     )
 
@@ -81,6 +94,7 @@ class LoadMonitor:
         random: Callable[[], float] | None = None,
         clock: Callable[[], float] | None = None,
         on_event: EventHook | Iterable[EventHook] | None = None,
+        cpu_clock: Callable[[], float] | None = None,
     ) -> None:
         self._core = LoadCore(max_lag, smoothing=smoothing)
         self._on_event = event_hook(on_event)
@@ -92,6 +106,12 @@ class LoadMonitor:
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be a zero-argument callable, got {clock!r}")
         self._clock: Callable[[], float] = time.monotonic if clock is None else clock
+        if cpu_clock is not None and not callable(cpu_clock):
+            raise TypeError(f"cpu_clock must be a zero-argument callable, got {cpu_clock!r}")
+        if cpu_clock is None and clock is None:
+            cpu_clock = time.thread_time
+        self._cpu_clock = cpu_clock
+        self._uncounted = 0.0
         self._checks = 0
         self._shed = 0
 
@@ -138,14 +158,27 @@ class LoadMonitor:
     ) -> None:
         """Sample the loop's lag every ``interval`` until cancelled (start it in a task group)."""
         clock = self._clock
+        cpu_clock = self._cpu_clock
         interval = self._interval
         core = self._core
         task_status.started()
+        if cpu_clock is None:
+            while True:
+                asked = clock()
+                await anyio.sleep(interval)
+                now = clock()
+                core.observe(now - asked - interval, now)
         while True:
             asked = clock()
+            ran = cpu_clock()
             await anyio.sleep(interval)
             now = clock()
-            core.observe(now - asked - interval, now)
+            lag = now - asked - interval
+            # the loop's own work cannot have made it later than the time it ran
+            own = min(lag, cpu_clock() - ran)
+            if own < lag:
+                self._uncounted += lag - max(own, 0.0)
+            core.observe(own, now)
 
     async def __aenter__(self) -> None:
         self.check()
@@ -185,6 +218,7 @@ class LoadMonitor:
             samples=core.samples,
             checks=self._checks,
             shed=self._shed,
+            uncounted_lag=self._uncounted,
         )
 
     def __repr__(self) -> str:

@@ -595,6 +595,9 @@ _LOAD = Kind(
                _value("shed_probability")),
         _counter("load", "samples", "{sample}", "Event-loop lag samples taken.", _value("samples")),
         _counter("load", "checks", "{check}", "Shedding decisions made.", _value("checks")),
+        _counter("load", "uncounted_lag", "s",
+                 "Event-loop lateness beyond the CPU time the loop used: waiting for a CPU.",
+                 _value("uncounted_lag")),
         _refusal_spec({"load": "shed"}),
     ),
 )  # fmt: skip

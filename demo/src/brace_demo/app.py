@@ -57,6 +57,7 @@ def create_app(settings: DemoSettings | None = None) -> BraceMiddleware:
             concurrency=settings.concurrency,
             max_queue=settings.max_queue,
             on_full="drop_less_important",
+            reserved=settings.reserved,  # HIGH starts at once, not after a 40 ms read
         ),
     )
     memory = registry.register("process", brace.MemoryGuard(high=settings.memory_high))

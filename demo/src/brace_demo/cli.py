@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,21 +23,25 @@ import tempfile
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .loadgen import DEFAULT_MIX, CapacityStep, LoadGenerator, Recorder, percentile
 from .report import (
     MB,
+    Machine,
     PlotUnavailable,
     ServerRun,
     format_report,
     plot,
     require_matplotlib,
     summarize,
+    summarize_reports,
 )
 from .service import DemoSettings
 
 __all__ = ("main",)
+
+T = TypeVar("T")
 
 _LISTENING = re.compile(rb"listening on http://([0-9.]+):(\d+)")
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -51,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command == "upstream":
         return _upstream(args)
+    if args.command == "summarize":
+        texts = {Path(path).name: Path(path).read_text(errors="replace") for path in args.reports}
+        print(summarize_reports(texts), end="")
+        return 0
     if args.command == "overload":
         if args.plot:
             try:
@@ -61,9 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         thresholds = gc.get_threshold()
         _quiet_collector()  # the load generator's process too, for the run only
         try:
-            return asyncio.run(_overload(args))
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
+            return _loop_runner(args.loop)(_overload(args))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            print("interrupted: every child process stopped", file=sys.stderr)
             return 130
         finally:
             gc.unfreeze()
@@ -108,6 +116,11 @@ def _parser() -> argparse.ArgumentParser:
     upstream.add_argument("--failure-rate", type=_bounded(0, 1), default=0.0)
     upstream.add_argument("--loop", **_LOOP_OPTION)
 
+    stored = commands.add_parser(
+        "summarize", help="tabulate stored overload reports: each run, medians and ranges"
+    )
+    stored.add_argument("reports", nargs="+", metavar="REPORT", help="saved overload output")
+
     overload = commands.add_parser(
         "overload", help="push the protected server and its twin past capacity, then report"
     )
@@ -124,6 +137,20 @@ def _parser() -> argparse.ArgumentParser:
     overload.add_argument("--users", type=_bounded(1, 10**6, int), default=20_000)
     overload.add_argument("--ramp-step", type=_bounded(0.2, 10), default=1.0)
     overload.add_argument("--ramp-max-clients", type=_bounded(1, 4096, int), default=256)
+    overload.add_argument(
+        "--nice",
+        type=_bounded(-20, 19, int),
+        default=-10,
+        help="the nice value of the servers and the load generator, ahead of the noise and "
+        "the machine's other work, as a deployment runs a server ahead of batch jobs and "
+        "as clients run on other machines (below the current value needs root or "
+        "CAP_SYS_NICE; otherwise they keep the current one, and the report says so)",
+    )
+    overload.add_argument(
+        "--noise",
+        action="store_true",
+        help="run a CPU hog (a process spinning on one core) beside the servers throughout",
+    )
     overload.add_argument("--loop", **_LOOP_OPTION)
     return parser
 
@@ -148,7 +175,7 @@ _LOOP_OPTION: dict[str, Any] = {
 }
 
 
-def _loop_runner(loop: str) -> Callable[[Coroutine[Any, Any, None]], None]:
+def _loop_runner(loop: str) -> Callable[[Coroutine[Any, Any, T]], T]:
     """``asyncio.run``, or ``uvloop.run`` for ``uvloop`` (and for ``auto`` when installed)."""
     if loop == "asyncio":
         return asyncio.run
@@ -267,6 +294,7 @@ class _Process:
             await child.stop(1.0)
             raise RuntimeError(f"{' '.join(arguments)} did not start; see {log}")
         child.host, child.port = found[1].decode(), int(found[2])
+
         child._drain = asyncio.ensure_future(child._discard(process.stdout))
         return child
 
@@ -311,6 +339,59 @@ class _Process:
         return ending
 
 
+#: the noise: a process spinning on one core; it stops when its parent (the overload run)
+#: is gone, even after a SIGKILL that leaves no chance to stop it
+_HOG = """
+import os, sys
+parent, core = int(sys.argv[1]), int(sys.argv[2])
+try:
+    os.sched_setaffinity(0, {core})
+except (AttributeError, OSError):
+    pass
+while os.getppid() == parent:
+    for _ in range(100_000):
+        pass
+"""
+
+
+class _Noise:
+    """A CPU hog on one core (the last one this process may run on), beside the servers."""
+
+    def __init__(self) -> None:
+        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+        self.core = cores[-1]
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _HOG, str(os.getpid()), str(self.core)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+
+    def cpu_seconds(self) -> float | None:
+        return _cpu_seconds(self.process.pid)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid``, from ``/proc/<pid>/stat``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 async def _health(host: str, port: int, timeout: float) -> int | None:
     """The status of ``GET /health``, or ``None`` without an answer within ``timeout``."""
     try:
@@ -338,10 +419,11 @@ def _mix_text() -> str:
 
 async def _measure(
     label: str, arguments: list[str], args: argparse.Namespace, workdir: Path
-) -> ServerRun:
+) -> tuple[ServerRun, str]:
     log = workdir / f"{label.split()[0]}.log"
     server = await _Process.start(arguments, log)
-    print(f"\n== {label}: pid {server.process.pid} on {server.url} (log: {log})", flush=True)
+    priority = _set_nice(server.process.pid, args.nice)
+    print(f"\n== {label}: pid {server.process.pid} on {server.url}, {priority}", flush=True)
     generator = LoadGenerator(
         server.host,
         server.port,
@@ -376,11 +458,21 @@ async def _measure(
         if first is not None:
             rss.append((0.0, first))
         reporter = asyncio.ensure_future(_progress(server, generator, recorder, rss))
+        server_cpu = _cpu_seconds(server.process.pid)
+        client_cpu = time.process_time()
+        began = loop.time()
         try:
             await generator.open_loop(rate, args.seconds, recorder=recorder)
         finally:
             reporter.cancel()
             generator.close()
+        wall = loop.time() - began
+        after = _cpu_seconds(server.process.pid)
+        cpu = (
+            None
+            if after is None or server_cpu is None
+            else ((after - server_cpu) / wall, (time.process_time() - client_cpu) / wall)
+        )
         last = server.rss()
         if last is not None:
             rss.append((loop.time() - recorder.start, last))
@@ -396,7 +488,7 @@ async def _measure(
         generator.close()
         ending = await server.stop(15.0)
     text = log.read_text(errors="replace") if log.exists() else ""
-    return ServerRun(
+    run = ServerRun(
         label=label,
         capacity=capacity,
         rate=rate,
@@ -408,7 +500,10 @@ async def _measure(
         ending=ending,
         slow_logged=text.count("slow request"),
         errors_logged=text.count("Traceback"),
+        log=str(log),
+        cpu=cpu,
     )
+    return run, priority
 
 
 async def _progress(
@@ -417,6 +512,9 @@ async def _progress(
     """One line a second: what was sent and answered in the last second."""
     loop = asyncio.get_running_loop()
     previous = list(recorder.totals)
+    pid = server.process.pid
+    cpu_before = _cpu_seconds(pid) or 0.0
+    own_before = time.process_time()
     tick = 0
     while True:
         tick += 1
@@ -427,6 +525,10 @@ async def _progress(
         high = recorder.recent_high
         recorder.recent_high = []
         high_p99 = percentile(high, 0.99) * 1000 if high else None
+        cpu = _cpu_seconds(pid) or 0.0
+        own = time.process_time()
+        cpu_text = f"CPU server {cpu - cpu_before:4.0%} client {own - own_before:4.0%}"
+        cpu_before, own_before = cpu, own
         size = server.rss()
         if size is not None:
             rss.append((loop.time() - recorder.start, size))
@@ -435,57 +537,113 @@ async def _progress(
             f"503 {delta[2]:5d}  5xx {delta[3]:3d}  timeouts {delta[4]:4d}  "
             f"not sent {delta[6]:5d}  in flight {generator.in_flight:5d}  "
             f"HIGH p99 {'-' if high_p99 is None else f'{high_p99:.1f}':>6} ms  "
-            f"RSS {(size or 0) / MB:5.0f} MB",
+            f"RSS {(size or 0) / MB:5.0f} MB  {cpu_text}",
             flush=True,
         )
 
 
+def _set_nice(pid: int, nice: int) -> str:
+    """Set process ``pid``'s nice value; say what it runs at (raising a priority above
+    the parent's needs root or CAP_SYS_NICE)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
+    except OSError:
+        current = os.getpriority(os.PRIO_PROCESS, pid)
+        return f"nice {current} (nice {nice} not permitted)"
+    return f"nice {nice}"
+
+
 async def _overload(args: argparse.Namespace) -> int:
+    """The whole overload demo; SIGTERM or SIGINT stop it, and every child with it."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
+    try:
+        return await _overload_run(args)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+async def _overload_run(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="brace-demo-"))
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
     print(
         f"brace-demo overload: {args.factor:g} x capacity for {args.seconds:g} s; "
         f"request mix {_mix_text()}; {args.users} users (X-User), "
         f"client timeout {args.timeout:g} s, at most {args.max_connections} connections",
         flush=True,
     )
-    upstream = await _Process.start(
-        ["upstream", "--port", "0", "--loop", args.loop], workdir / "upstream.log"
-    )
+    noise = _Noise() if args.noise else None  # before renicing: at the usual priority
+    if noise is not None:
+        print(f"noise: a CPU hog spinning on core {noise.core} (pid {noise.process.pid})")
+    usual = os.getpriority(os.PRIO_PROCESS, 0)
+    generator_priority = _set_nice(0, args.nice)
     runs: list[ServerRun] = []
+    priority = ""
+    noise_cpu = None
     try:
-        servers = [
-            ("protected (brace)", "protected"),
-            ("unprotected twin", "twin"),
-        ]
-        for label, app in servers:
-            if args.only not in ("both", app):
-                continue
-            arguments = [
-                "serve",
-                "--app",
-                app,
-                "--port",
-                "0",
-                "--upstream-url",
-                upstream.url,
-                "--log-level",
-                "warning",
-                "--loop",
-                args.loop,
+        upstream = await _Process.start(
+            ["upstream", "--port", "0", "--loop", args.loop], workdir / "upstream.log"
+        )
+        try:
+            _set_nice(upstream.process.pid, args.nice)
+            servers = [
+                ("protected (brace)", "protected"),
+                ("unprotected twin", "twin"),
             ]
-            runs.append(await _measure(label, arguments, args, workdir))
+            for label, app in servers:
+                if args.only not in ("both", app):
+                    continue
+                arguments = [
+                    "serve",
+                    "--app",
+                    app,
+                    "--port",
+                    "0",
+                    "--upstream-url",
+                    upstream.url,
+                    "--log-level",
+                    "warning",
+                    "--loop",
+                    args.loop,
+                ]
+                run, priority = await _measure(label, arguments, args, workdir)
+                runs.append(run)
+        finally:
+            await upstream.stop(5.0)
     finally:
-        await upstream.stop(5.0)
+        if noise is not None:
+            noise_cpu = noise.cpu_seconds()
+            noise.stop()
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, usual)  # back to the usual (always allowed)
+    machine = Machine(
+        cores=len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count() or 1,
+        load_before=load_before,
+        noise=None if noise is None else f"a CPU hog spinning on core {noise.core}",
+        noise_cpu=noise_cpu,
+        priority=f"servers {priority}, load generator {generator_priority}"
+        + ("" if noise is None else f", noise nice {usual}"),
+        logs=str(workdir),
+    )
     summaries = [summarize(run) for run in runs]
     print()
-    print(format_report(summaries, factor=args.factor, seconds=args.seconds, mix=_mix_text()))
+    print(
+        format_report(
+            summaries, factor=args.factor, seconds=args.seconds, mix=_mix_text(), machine=machine
+        )
+    )
     status = 0
     if args.plot:
         try:
-            plot(summaries, runs, args.plot)
+            plot(summaries, runs, args.plot, factor=args.factor, machine=machine)
             print(f"plot written to {args.plot}")
         except PlotUnavailable as error:
             print(f"error: {error}", file=sys.stderr)
             status = 1
-    shutil.rmtree(workdir, ignore_errors=True)
     return status

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 __all__ = (
     "DEFAULT_MIX",
+    "NO_RETRY_AFTER",
     "PRIORITIES",
     "CapacityResult",
     "CapacityStep",
@@ -45,6 +46,9 @@ PRIORITIES = ("HIGH", "MEDIUM", "LOW")
 TIMEOUT = 0
 ERROR = 1
 NOT_SENT = 2
+
+#: appended to the reason of a 429 or 503 answered without a Retry-After header
+NO_RETRY_AFTER = " (no Retry-After)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +98,8 @@ class Recorder:
         self.done = array("d")  # seconds since start it was answered (or given up)
         self.status = array("h")  # HTTP status, or TIMEOUT / ERROR / NOT_SENT
         self.priority = array("b")  # index in PRIORITIES
-        self.reasons: collections.Counter[tuple[int, str]] = collections.Counter()
+        # (status, reason, priority index) of every refusal and connection error
+        self.reasons: collections.Counter[tuple[int, str, int]] = collections.Counter()
         # running totals: 2xx, 429, 503, other 5xx, timeouts, errors, not sent, all
         self.totals = [0] * 8
         self.recent_high: list[float] = []  # HIGH 2xx latencies since the last progress line
@@ -125,7 +130,7 @@ class Recorder:
         elif status == NOT_SENT:
             totals[6] += 1
         if reason is not None:
-            self.reasons[(status, reason)] += 1
+            self.reasons[(status, reason, priority)] += 1
 
     def __len__(self) -> int:
         return len(self.status)
@@ -273,12 +278,15 @@ class LoadGenerator:
             status = int(head[9:12])
             length = 0
             close = False
+            retry_after = False
             for line in head.split(b"\r\n")[1:]:
                 lower = line.lower()
                 if lower.startswith(b"content-length:"):
                     length = int(line[15:])
                 elif lower.startswith(b"connection:") and b"close" in lower:
                     close = True
+                elif lower.startswith(b"retry-after:"):
+                    retry_after = True
             body = await connection.reader.readexactly(length) if length else b""
         except asyncio.CancelledError:
             if not expired:
@@ -303,6 +311,8 @@ class LoadGenerator:
             timer.cancel()
             self._busy -= 1
         reason = None if status < 400 else _reason(body)
+        if reason is not None and status in (429, 503) and not retry_after:
+            reason += NO_RETRY_AFTER
         recorder.record(due, loop.time(), status, priority, reason)
         if close:
             self._discard(connection)

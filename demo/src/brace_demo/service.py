@@ -32,7 +32,8 @@ MAX_UPLOAD = 8 * 2**20
 class DemoSettings:
     """Every figure of the demo server; the defaults are SEED.md's.
 
-    Protections (the protected app only): ``concurrency`` requests run at a time and
+    Protections (the protected app only): ``concurrency`` requests run at a time
+    (``reserved`` of the slots kept for HIGH work, which SEED processes immediately) and
     ``max_queue`` wait; the AI upstream's breaker opens after ``failure_threshold``
     failures in a row; ``retries`` retries with exponential backoff; timeouts
     ``timeout`` (default), ``ai_timeout`` and ``upload_timeout`` seconds; rate limits per
@@ -47,6 +48,7 @@ class DemoSettings:
     """
 
     concurrency: int = 10
+    reserved: int = 2
     max_queue: int = 1000
     failure_threshold: int = 15
     recovery_time: float = 30.0

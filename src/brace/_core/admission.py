@@ -38,6 +38,13 @@ Facebook's folly uses for request queues). ``"adaptive_lifo"`` uses the same det
 sheds nobody: while overloaded it serves the newest waiter of the chosen priority class
 first, since it is the one whose client is most likely still waiting.
 
+**Reserved slots.** With ``reserved`` set, that many of the slots are kept for urgent work
+(priority values at most ``reserved_for``, ``Priority.HIGH`` by default): less urgent work
+runs in at most ``concurrency - reserved`` slots (``open_limit``) and, when it has them all,
+waits even though a slot is free, so that an urgent newcomer finds one free at once rather
+than waiting for a long request to finish. When the best waiter may not take the free
+slot, the best urgent waiter takes it. At least one slot always stays open to all.
+
 **Time in queue.** With ``queue_timeout`` a waiter that has waited that long is never granted
 a slot: :meth:`AdmissionCore.expire` (and every grant) ends it as ``TIMED_OUT``.
 
@@ -57,7 +64,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
-from typing import Literal
+from typing import Literal, overload
 
 from ._validate import check_int, check_positive
 
@@ -150,11 +157,14 @@ class AdmissionCore:
         "granted",
         "max_queue",
         "on_full",
+        "open_limit",
         "overloaded",
         "pending",
         "queue_timeout",
         "rejected",
         "rejected_closed",
+        "reserved",
+        "reserved_for",
         "running",
         "tickets",
         "timed_out",
@@ -172,8 +182,18 @@ class AdmissionCore:
         codel_interval: float = 0.1,
         queue_timeout: float | None = None,
         estimate_window: float = 10.0,
+        reserved: int = 0,
+        reserved_for: int = 0,
     ) -> None:
         self.concurrency = check_int(concurrency, "concurrency", minimum=1)
+        self.reserved = check_int(reserved, "reserved", minimum=0)
+        if reserved and reserved >= concurrency:
+            raise ValueError(
+                f"reserved must be less than concurrency ({concurrency}), got {reserved!r}"
+            )
+        self.reserved_for = check_int(reserved_for, "reserved_for", minimum=-(10**9))
+        # the slots less urgent work may hold (at least one, whatever the concurrency)
+        self.open_limit = max(1, self.concurrency - self.reserved)
         self.max_queue = check_int(max_queue, "max_queue", minimum=0)
         self.aging = None if aging is None else check_positive(aging, "aging")
         if on_full not in _FULL_POLICIES:
@@ -216,14 +236,26 @@ class AdmissionCore:
 
     # -- arrivals ------------------------------------------------------------------------
 
-    def try_acquire(self, now: float) -> bool:
-        """Take a free slot if one is free and nobody waits; never queues.
+    def try_acquire(self, now: float, priority: int | None = None) -> bool:
+        """Take a free slot if one is free to ``priority`` (see ``reserved``; None: not
+        urgent) and nobody waits; never queues.
 
         (The executor's ``slot()`` inlines this, and :meth:`release` while nobody waits,
         for speed: a change here must be made there too.)
         """
         running = self.running
-        if running < self.concurrency and not self.pending and not self.closed:
+        if (
+            (
+                running < self.open_limit
+                or (
+                    running < self.concurrency
+                    and priority is not None
+                    and priority <= self.reserved_for
+                )
+            )
+            and not self.pending
+            and not self.closed
+        ):
             self.busy_time += running * (now - self._last_change)
             self._last_change = now
             self.running = running + 1
@@ -356,8 +388,10 @@ class AdmissionCore:
     # -- configuration -------------------------------------------------------------------
 
     def set_concurrency(self, concurrency: int, now: float) -> tuple[Ticket, ...]:
-        """Change the number of slots; more slots are granted at once to waiters."""
+        """Change the number of slots; more slots are granted at once to waiters. The
+        reserved slots stay reserved while at least one slot stays open to all."""
         self.concurrency = check_int(concurrency, "concurrency", minimum=1)
+        self.open_limit = max(1, self.concurrency - self.reserved)
         if self.pending and self.running < self.concurrency:
             return self._grant(now)
         return _NOTHING
@@ -409,6 +443,13 @@ class AdmissionCore:
         while self.running < self.concurrency and self.pending:
             queue = self._best_class()
             ticket = queue[0]
+            if ticket.priority > self.reserved_for and self.running >= self.open_limit:
+                # the free slot is reserved: the best urgent waiter takes it, if any
+                urgent = self._best_class(self.reserved_for)
+                if urgent is None:
+                    break
+                queue = urgent
+                ticket = queue[0]
             delay = now - ticket.enqueued_at
             if delay < 0.0:  # the clock stepped back
                 delay = 0.0
@@ -445,15 +486,23 @@ class AdmissionCore:
         self._prune()
         return tuple(changed)
 
-    def _best_class(self) -> deque[Ticket]:
+    @overload
+    def _best_class(self) -> deque[Ticket]: ...
+    @overload
+    def _best_class(self, at_most: int) -> deque[Ticket] | None: ...
+    def _best_class(self, at_most: int | None = None) -> deque[Ticket] | None:
+        """The class whose head is served next (among priorities ``<= at_most``: None
+        when none of them waits)."""
         classes = self._classes
-        if len(classes) == 1:
+        if len(classes) == 1 and at_most is None:
             for queue in classes.values():
                 if self._clean_head(queue) is not None:
                     return queue
         best: deque[Ticket] | None = None
         best_head: Ticket | None = None
-        for queue in classes.values():
+        for priority, queue in classes.items():
+            if at_most is not None and priority > at_most:
+                continue
             head = self._clean_head(queue)
             if head is None:
                 continue
@@ -463,7 +512,7 @@ class AdmissionCore:
                 or (head.key == best_head.key and head.seq < best_head.seq)
             ):
                 best, best_head = queue, head
-        assert best is not None, "pending > 0 but no live waiter"
+        assert best is not None or at_most is not None, "pending > 0 but no live waiter"
         return best
 
     def _clean_head(self, queue: deque[Ticket]) -> Ticket | None:
