@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,8 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from brace import MemorySample
 
 __all__ = ("DemoSettings", "FakeDatabase", "FakeDatabaseStatistics", "routes", "user_of")
 
@@ -37,8 +40,12 @@ class DemoSettings:
     failures in a row; ``retries`` retries with exponential backoff; timeouts
     ``timeout`` (default), ``ai_timeout`` and ``upload_timeout`` seconds; rate limits per
     user (the ``X-User`` header) or, for anonymous requests, per client address;
-    ``memory_high`` bytes of RSS starts queuing low-priority work; requests slower than
-    ``slow_request`` seconds are logged; ``drain_timeout`` seconds to finish on
+    the default rule also has a token bucket allowing bursts of ``burst`` requests;
+    ``memory_high`` bytes of RSS starts holding low-priority work back (it counts against
+    the queue's ``max_queue`` places), ``memory_critical`` bytes (the ceiling) refuses
+    every new request, and the garbage collector runs every ``collect_interval`` seconds
+    (``memory_probe``: what measures memory, default the process's RSS); requests slower
+    than ``slow_request`` seconds are logged; ``drain_timeout`` seconds to finish on
     SIGTERM / SIGINT / SIGUSR2.
 
     The service itself (both apps): the database's ``db_connections`` and query latencies,
@@ -58,7 +65,11 @@ class DemoSettings:
     auth_limit: str = "20/15 minutes"
     upload_limit: str = "5/minute"
     default_limit: str = "60/minute"
+    burst: int = 10
     memory_high: int = 350 * 2**20
+    memory_critical: int | None = 1024 * 2**20
+    collect_interval: float | None = 300.0
+    memory_probe: Callable[[], MemorySample | int] | None = None
     slow_request: float = 3.0
     drain_timeout: float = 30.0
     max_lag: float = 0.1
