@@ -60,6 +60,7 @@ def create_app(settings: DemoSettings | None = None) -> BraceMiddleware:
     """
     settings = DemoSettings() if settings is None else settings
     registry = brace.Registry()
+    clock = settings.clock
     memory = registry.register(
         "process",
         brace.MemoryGuard(
@@ -67,6 +68,7 @@ def create_app(settings: DemoSettings | None = None) -> BraceMiddleware:
             critical=settings.memory_critical,
             collect_interval=settings.collect_interval,
             probe=settings.memory_probe,
+            clock=clock,
         ),
     )
     executor = registry.register(
@@ -74,15 +76,17 @@ def create_app(settings: DemoSettings | None = None) -> BraceMiddleware:
         brace.PriorityExecutor(
             concurrency=settings.concurrency,
             max_queue=settings.max_queue,
+            queue_timeout=settings.queue_timeout,
             on_full="drop_less_important",
             guard=memory,  # memory-held work counts against the queue's bound
+            clock=clock,
         ),
     )
-    load = registry.register("event_loop", brace.LoadMonitor(max_lag=settings.max_lag))
+    load = registry.register("event_loop", brace.LoadMonitor(max_lag=settings.max_lag, clock=clock))
     shutdown = registry.register(
         "server",
         brace.GracefulShutdown(
-            timeout=settings.drain_timeout, chain=True, serve_while_draining=True
+            timeout=settings.drain_timeout, chain=True, serve_while_draining=True, clock=clock
         ),
     )
     shutdown.register(executor)
@@ -92,6 +96,7 @@ def create_app(settings: DemoSettings | None = None) -> BraceMiddleware:
             failure_threshold=settings.failure_threshold,
             recovery_time=settings.recovery_time,
             name="ai_upstream",
+            clock=clock,
         ),
     )
     retry = registry.register(
@@ -210,6 +215,7 @@ def create_app(settings: DemoSettings | None = None) -> BraceMiddleware:
         user=user_of,
         slow_request=settings.slow_request,
         drain_timeout=settings.drain_timeout,
+        clock=clock,
     )
     registry.register("http", middleware)
     for name, limiter in middleware.limiters.items():

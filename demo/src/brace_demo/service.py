@@ -36,8 +36,10 @@ class DemoSettings:
     """Every figure of the demo server; the defaults are SEED.md's.
 
     Protections (the protected app only): ``concurrency`` requests run at a time and
-    ``max_queue`` wait; the AI upstream's breaker opens after ``failure_threshold``
-    failures in a row; ``retries`` retries with exponential backoff; timeouts
+    ``max_queue`` wait (at most ``queue_timeout`` seconds each; ``None``: no limit, the
+    route's timeout starts once a request runs); the ``/api/ai`` route's breaker opens
+    after ``failure_threshold`` failed requests in a row (``recovery_time`` seconds
+    open); ``retries`` retries with exponential backoff; timeouts
     ``timeout`` (default), ``ai_timeout`` and ``upload_timeout`` seconds; rate limits per
     user (the ``X-User`` header) or, for anonymous requests, per client address;
     the default rule also has a token bucket allowing bursts of ``burst`` requests;
@@ -46,7 +48,8 @@ class DemoSettings:
     every new request, and the garbage collector runs every ``collect_interval`` seconds
     (``memory_probe``: what measures memory, default the process's RSS); requests slower
     than ``slow_request`` seconds are logged; ``drain_timeout`` seconds to finish on
-    SIGTERM / SIGINT / SIGUSR2.
+    SIGTERM / SIGINT / SIGUSR2. ``clock``: the protections' clock (default
+    ``time.monotonic``; tests pass ``anyio.current_time`` to run in virtual time).
 
     The service itself (both apps): the database's ``db_connections`` and query latencies,
     and the AI upstream (``upstream_url``; ``None``: an in-process fake with
@@ -55,6 +58,7 @@ class DemoSettings:
 
     concurrency: int = 10
     max_queue: int = 1000
+    queue_timeout: float | None = None
     failure_threshold: int = 15
     recovery_time: float = 30.0
     retries: int = 3
@@ -70,6 +74,7 @@ class DemoSettings:
     memory_critical: int | None = 1024 * 2**20
     collect_interval: float | None = 300.0
     memory_probe: Callable[[], MemorySample | int] | None = None
+    clock: Callable[[], float] | None = None
     slow_request: float = 3.0
     drain_timeout: float = 30.0
     max_lag: float = 0.1
