@@ -25,7 +25,7 @@ from typing import Any
 
 import anyio
 import httpx
-import psutil
+import psutil  # type: ignore[import-untyped,unused-ignore]
 import pytest
 
 import brace
@@ -107,7 +107,7 @@ async def test_a_cancelled_drain_cancels_what_is_left_at_once() -> None:
     """A drain cut short (a second signal) cancels the pipeline's requests at once."""
     executor = brace.PriorityExecutor(1, 10, clock=anyio.current_time)
     middleware = BraceMiddleware(sleepy_app, rules=[Rule("/", timeout=120.0)], executor=executor)
-    answers: list[tuple[int, float]] = []
+    answers: list[tuple[int, object]] = []
     start = anyio.current_time()
     async with client(middleware) as http:
 
@@ -150,7 +150,7 @@ async def test_requests_in_time_finish_and_a_rule_timeout_is_still_504() -> None
 async def test_serve_while_draining_tells_the_server_after_the_drain() -> None:
     """With ``serve_while_draining=True`` the server's handler runs once the drain ended
     (the server keeps listening meanwhile); a second signal calls it at once."""
-    calls: list[tuple[int, float]] = []
+    calls: list[tuple[int, object]] = []
     start = anyio.current_time()
 
     def server_handler(signum: int, frame: FrameType | None) -> None:
@@ -406,7 +406,7 @@ def _exercise(process: subprocess.Popen[str], run: Run) -> None:
 
 def _alive(pid: int) -> bool:
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
 
