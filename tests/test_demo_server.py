@@ -103,6 +103,41 @@ async def test_drain_cancels_requests_holding_a_slot_and_waiting_at_its_timeout(
     assert middleware.statistics().shutting_down == 3
 
 
+async def test_drain_cuts_a_started_response_short_quietly() -> None:
+    """A response already streaming at the drain's timeout is cut short: the middleware
+    returns without raising, having sent what the application sent."""
+
+    async def streaming(
+        scope: Message,
+        receive: Callable[[], Awaitable[Message]],
+        send: Callable[[Message], Awaitable[None]],
+    ) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        await anyio.sleep(50)
+        await send({"type": "http.response.body", "body": b"last"})
+
+    executor = brace.PriorityExecutor(1, 10, clock=anyio.current_time)
+    middleware = BraceMiddleware(streaming, rules=[Rule("/", timeout=10.0)], executor=executor)
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        await anyio.sleep_forever()
+        raise AssertionError  # never reached
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope: Message = {"type": "http", "method": "GET", "path": "/", "headers": [], "client": None}
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(middleware, scope, receive, send)
+        await anyio.sleep(1)
+        report = await executor.drain(30.0)
+    assert [message.get("body") for message in sent] == [None, b"first"]
+    assert report.cancelled_running == 1
+    assert middleware.statistics().shutting_down == 1
+
+
 async def test_a_cancelled_drain_cancels_what_is_left_at_once() -> None:
     """A drain cut short (a second signal) cancels the pipeline's requests at once."""
     executor = brace.PriorityExecutor(1, 10, clock=anyio.current_time)

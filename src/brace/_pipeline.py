@@ -453,6 +453,9 @@ class Pipeline:
                         executor._untrack(scope)
                 if scope.cancelled_caught:
                     if executor is not None and executor._draining_cancel:
+                        if exchange.started:  # the response is cut short
+                            counters.shutting_down += 1
+                            return None
                         raise ShuttingDown(  # noqa: TRY301
                             "cancelled: the server drained and its timeout passed"
                         )
