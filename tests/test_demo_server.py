@@ -57,16 +57,18 @@ async def sleepy_app(
 
 
 async def test_drain_cancels_requests_holding_a_slot_and_waiting_at_its_timeout() -> None:
-    """At the drain's timeout a request holding a slot (with or without a rule timeout)
-    and one waiting for a slot are cancelled and answered 503 ``shutting_down`` with
-    ``Retry-After`` and ``Connection: close``; the report counts them and nothing is left
-    running; the rule's breaker does not count the drain as a failure."""
+    """At the drain's timeout a request holding a slot (with or without a rule timeout,
+    the middleware having a shutdown) and one waiting for a slot are cancelled and
+    answered 503 ``shutting_down`` with ``Retry-After`` and ``Connection: close``; the
+    report counts them and nothing is left running; the rule's breaker does not count the
+    drain as a failure."""
     executor = brace.PriorityExecutor(2, 10, clock=anyio.current_time)
     breaker = brace.CircuitBreaker(failure_threshold=1)
     middleware = BraceMiddleware(
         sleepy_app,
         rules=[Rule("/timed", timeout=120.0, breaker=breaker), Rule("/bare")],
         executor=executor,
+        shutdown=brace.GracefulShutdown(clock=anyio.current_time),  # (never triggered)
     )
     answers: dict[str, tuple[httpx.Response, float]] = {}
     start = anyio.current_time()
@@ -101,6 +103,26 @@ async def test_drain_cancels_requests_holding_a_slot_and_waiting_at_its_timeout(
     assert stats.running == 0
     assert stats.pending == 0
     assert middleware.statistics().shutting_down == 3
+
+
+async def test_without_timeout_or_shutdown_a_request_is_not_cancelled() -> None:
+    """A request whose rule has no timeout, through a middleware given no shutdown, has no
+    cancel scope (it costs about 3 us): the drain reports it ``still_running``."""
+    executor = brace.PriorityExecutor(1, 10, clock=anyio.current_time)
+    middleware = BraceMiddleware(sleepy_app, rules=[Rule("/")], executor=executor)
+    codes: list[int] = []
+    async with client(middleware) as http:
+
+        async def get() -> None:
+            codes.append((await http.get("/")).status_code)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(get)
+            await anyio.sleep(1)
+            report = await executor.drain(30.0)
+            assert report.still_running == 1
+            assert report.cancelled_running == 0
+    assert codes == [200]  # it ran its 50 s
 
 
 async def test_drain_cuts_a_started_response_short_quietly() -> None:

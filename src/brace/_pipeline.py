@@ -411,7 +411,10 @@ class Pipeline:
         With an executor, the request's cancel scope (the one its timeouts move) is put
         under the executor's drain from the moment it asks for a slot: when a drain's
         timeout passes, a request still waiting or running is cancelled and answered 503
-        ``shutting_down`` (a response already started is cut short)."""
+        ``shutting_down`` (a response already started is cut short). A request has a
+        cancel scope when its rule has a timeout, or when the pipeline has both an
+        executor and a `brace.GracefulShutdown`; without either, nothing would move or
+        cancel it, and it is spared the scope's cost."""
         rule = exchange.rule
         counters = self.counters
         priority = rule.priority
@@ -432,13 +435,14 @@ class Pipeline:
                 # asked before the queue: an open circuit refuses at once, taking no place
                 ticket = breaker.try_enter()
             executor = self.executor
-            if executor is None and (
-                rule.timeout is None and rule.stream_timeout is None and rule.idle_timeout is None
+            if (
+                rule.timeout is None
+                and rule.stream_timeout is None
+                and rule.idle_timeout is None
+                and (executor is None or self.shutdown is None)
             ):
-                memory = self.memory
-                if memory is not None:
-                    await memory.wait_admitted(priority)
-                await self._guarded(exchange, call, ticket, None)
+                # no timeout to keep and no shutdown to bound it: no cancel scope (~3 us)
+                await self._admitted(exchange, priority, call, ticket, None)
             else:
                 scope = anyio.CancelScope()
                 exchange.scope = scope
@@ -497,9 +501,9 @@ class Pipeline:
         priority: int,
         call: Callable[[], Awaitable[int | None]],
         ticket: CircuitTicket | None,
-        scope: anyio.CancelScope,
+        scope: anyio.CancelScope | None,
     ) -> None:
-        """Memory guard and executor slot, then the application under ``scope``."""
+        """Memory guard and executor slot, then the application (under ``scope``)."""
         memory = self.memory
         executor = self.executor
         # an executor given the same guard asks it itself (and counts what it holds)
