@@ -442,15 +442,32 @@ class Pipeline:
                 and (executor is None or self.shutdown is None)
             ):
                 # no timeout to keep and no shutdown to bound it: no cancel scope (~3 us)
-                await self._admitted(exchange, priority, call, ticket, None)
+                memory = self.memory
+                # an executor given the same guard asks it itself (and counts what it holds)
+                if memory is not None and (executor is None or executor.guard is not memory):
+                    await memory.wait_admitted(priority)
+                if executor is None:
+                    await self._guarded(exchange, call, ticket, None)
+                else:
+                    async with executor.slot(priority):
+                        await self._guarded(exchange, call, ticket, None)
             else:
                 scope = anyio.CancelScope()
                 exchange.scope = scope
                 if executor is not None:
                     executor._track(scope)
                 try:
-                    with scope:
-                        await self._admitted(exchange, priority, call, ticket, scope)
+                    with scope:  # (the same steps as above, under the scope)
+                        memory = self.memory
+                        if memory is not None and (
+                            executor is None or executor.guard is not memory
+                        ):
+                            await memory.wait_admitted(priority)
+                        if executor is None:
+                            await self._guarded(exchange, call, ticket, scope)
+                        else:
+                            async with executor.slot(priority):
+                                await self._guarded(exchange, call, ticket, scope)
                 finally:
                     exchange.scope = None
                     if executor is not None:
@@ -494,26 +511,6 @@ class Pipeline:
             if slow is not None:
                 self._report_slow(exchange, method, path, slow)
         return None
-
-    async def _admitted(
-        self,
-        exchange: Exchange,
-        priority: int,
-        call: Callable[[], Awaitable[int | None]],
-        ticket: CircuitTicket | None,
-        scope: anyio.CancelScope | None,
-    ) -> None:
-        """Memory guard and executor slot, then the application (under ``scope``)."""
-        memory = self.memory
-        executor = self.executor
-        # an executor given the same guard asks it itself (and counts what it holds)
-        if memory is not None and (executor is None or executor.guard is not memory):
-            await memory.wait_admitted(priority)
-        if executor is None:
-            await self._guarded(exchange, call, ticket, scope)
-        else:
-            async with executor.slot(priority):
-                await self._guarded(exchange, call, ticket, scope)
 
     async def _guarded(
         self,
