@@ -365,6 +365,7 @@ class Run:
     """What one ``brace-demo serve`` process did from its signal(s) to its exit."""
 
     signals: tuple[int, ...]
+    loop: str = "auto"  # uvloop when installed, as ``serve`` runs by default
     url: str = ""
     children: list[int] = field(default_factory=list)
     health_before: int | None = None
@@ -392,7 +393,7 @@ def _serve(run: Run) -> None:
         process = subprocess.Popen(
             [
                 *(sys.executable, "-m", "brace_demo", "serve", "--port", "0"),
-                *("--upstream-latency", "50", "--log-level", "warning", "--loop", "asyncio"),
+                *("--upstream-latency", "50", "--log-level", "warning", "--loop", run.loop),
             ],
             stdout=subprocess.PIPE,
             stderr=log,
@@ -478,7 +479,7 @@ def test_each_signal_drains_within_30_s_and_exits_with_no_child_left() -> None:
     runs = {
         "TERM": Run((signal.SIGTERM,)),
         "INT": Run((signal.SIGINT,)),
-        "USR2": Run((signal.SIGUSR2,)),
+        "USR2": Run((signal.SIGUSR2,), loop="asyncio"),
         "TERM twice": Run((signal.SIGTERM, signal.SIGTERM)),
         "KILL": Run((signal.SIGKILL,)),
     }
