@@ -144,20 +144,23 @@ async def test_two_slots_are_kept_for_high() -> None:
 
 
 async def test_ai_breaker_opens_after_failures() -> None:
-    """When the upstream keeps failing, retried calls end in 502 until the breaker has
-    seen 15 failures; then /api/ai answers 503 ``circuit_open`` without calling it."""
+    """When the upstream keeps failing, each request ends in 502 after its retries until
+    the /api/ai breaker has seen 15 failed requests; then /api/ai answers 503
+    ``circuit_open`` at once, before queueing, without calling the upstream."""
     settings = DemoSettings(upstream_latency=0.01, upstream_failure_rate=1.0)
     app = create_app(settings)
     breaker = app.app.state.breaker  # type: ignore[attr-defined]
     async with client(app) as http:
         codes = []
-        for number in range(6):
+        for number in range(16):
             answer = await http.post("/api/ai", json={}, headers={"x-user": f"u{number}"})
             codes.append(answer.status_code)
         assert breaker.state is brace.CircuitState.OPEN
-        assert codes[:3] == [502, 502, 502]  # 4 attempts each: 12 failures
-        assert codes[-1] == 503
+        assert codes == [502] * 15 + [503]
         assert answer.json()["error"] == "circuit_open"
+        assert int(answer.headers["retry-after"]) >= 1
+        admitted = app.executor.statistics().admitted  # type: ignore[union-attr]
+        assert admitted == 15  # the refused request took no slot
 
 
 async def test_twin_answers_the_same_routes() -> None:

@@ -123,9 +123,10 @@ class DrainReport:
     ``finished``: work that ran to an end (completed, failed or timed out) during the
     drain. ``cancelled_running`` / ``cancelled_queued``: work cancelled when the timeout
     passed, running or still waiting (``cancelled`` is their sum). ``rejected``: calls
-    refused with :class:`ShuttingDown` during the drain. ``still_running``: ``slot()``
-    holders that could not be cancelled (only ``run()`` work can be) and were still running
-    on return. ``timed_out``: whether the timeout passed before the executor was idle.
+    refused with :class:`ShuttingDown` during the drain. ``still_running``: plain
+    ``slot()`` holders, which carry no cancel scope and so could not be cancelled (``run()``
+    work and the HTTP pipeline's requests can be), still running on return. ``timed_out``:
+    whether the timeout passed before the executor was idle.
     """
 
     finished: int
@@ -304,8 +305,11 @@ class PriorityExecutor:
         """``async with executor.slot(priority=...)``: hold one slot for the block.
 
         Raises :class:`brace.QueueFull` (or :class:`Dropped`), :class:`brace.QueueTimeout`
-        or :class:`brace.ShuttingDown` when no slot is given. Work in a ``slot()`` block is
-        not cancelled by :meth:`drain`; use :meth:`run` for that.
+        or :class:`brace.ShuttingDown` when no slot is given. Work in a plain ``slot()``
+        block is not cancelled by :meth:`drain` (the block carries no cancel scope, which
+        keeps the uncontended path as cheap as a semaphore); use :meth:`run` for work the
+        drain must bound. brace's HTTP pipeline (`brace.asgi.BraceMiddleware` and the other
+        adapters) puts each request's cancel scope under the drain itself.
         """
         if priority is None:
             slot = self._default_slot
@@ -401,8 +405,12 @@ class PriorityExecutor:
         """Stop admitting, let queued and running work finish, cancel what is left.
 
         New calls get :class:`brace.ShuttingDown` from now on. When ``timeout`` seconds pass
-        before the executor is idle, queued waiters get :class:`brace.ShuttingDown` and
-        running :meth:`run` work is cancelled; the call returns once that work has unwound.
+        before the executor is idle, queued waiters get :class:`brace.ShuttingDown`, running
+        :meth:`run` work is cancelled (and raises :class:`brace.ShuttingDown`), and so are
+        the HTTP pipeline's requests (they answer 503); the call returns once that work has
+        unwound. Plain ``slot()`` holders are not cancelled: they are counted in the
+        report's ``still_running``. A drain that is itself cancelled (a second signal cuts
+        a `brace.GracefulShutdown` short) cancels what is left at once, as at its timeout.
         """
         timeout = check_positive(timeout, "timeout")
         core = self._core
@@ -410,18 +418,17 @@ class PriorityExecutor:
         core.close()
         finished_before = self._finished()
         rejected_before = core.rejected_closed
-        with anyio.move_on_after(timeout):
-            await self.wait_idle()
+        drained_before = self._drain_cancelled
+        try:
+            with anyio.move_on_after(timeout):
+                await self.wait_idle()
+        except BaseException:
+            self._cancel_left()  # cut short: nothing is left to run on
+            raise
         timed_out = bool(core.running or core.pending)
         cancelled_queued = 0
-        drained_before = self._drain_cancelled
-        if timed_out:
-            ended = core.cancel_all(self._clock())
-            cancelled_queued = len(ended)
-            self._wake(ended)
-            self._draining_cancel = True
-            for scope in list(self._scopes):
-                scope.cancel()
+        if timed_out or self._scopes:
+            cancelled_queued = self._cancel_left()
             while self._scopes:
                 self._scopes_empty = anyio.Event()
                 await self._scopes_empty.wait()
@@ -435,6 +442,29 @@ class PriorityExecutor:
             timed_out=timed_out,
             duration=max(0.0, self._clock() - start),
         )
+
+    def _cancel_left(self) -> int:
+        """End every queued waiter and cancel every registered scope (the drain's
+        timeout); return how many waiters were ended."""
+        ended = self._core.cancel_all(self._clock())
+        self._wake(ended)
+        self._draining_cancel = True
+        for scope in list(self._scopes):
+            scope.cancel()
+        return len(ended)
+
+    def _track(self, scope: anyio.CancelScope) -> None:
+        """Put ``scope`` (one request of the HTTP pipeline) under the drain: cancelled at
+        its timeout. Pair with :meth:`_untrack`."""
+        self._scopes.add(scope)
+        if self._draining_cancel:
+            scope.cancel()  # the drain's timeout has passed already
+
+    def _untrack(self, scope: anyio.CancelScope) -> None:
+        scopes = self._scopes
+        scopes.discard(scope)
+        if not scopes and self._scopes_empty is not None:
+            self._scopes_empty.set()
 
     async def wait_idle(self) -> None:
         """Wait until nothing runs and nothing waits."""
@@ -840,7 +870,8 @@ class _Slot:
                 executor._check_idle()
             return
         if issubclass(exc_type, anyio.get_cancelled_exc_class()):
-            executor._finish(None, _CANCELLED)
+            # after a drain's timeout: a pipeline request whose scope the drain cancelled
+            executor._finish(None, _DRAINED if executor._draining_cancel else _CANCELLED)
         else:
             executor._finish(None, _FAILED)
 
@@ -867,7 +898,7 @@ class _TimedSlot:
         if exc_type is None:
             outcome = _COMPLETED
         elif issubclass(exc_type, anyio.get_cancelled_exc_class()):
-            outcome = _CANCELLED
+            outcome = _DRAINED if self._executor._draining_cancel else _CANCELLED
         else:
             outcome = _FAILED
         self._executor._finish(self._started, outcome)

@@ -8,9 +8,10 @@ dependencies, the Litestar guard) translates its framework's request into a few 
    preflight, so the request goes straight to the application);
 2. `Pipeline.check_limits` keys the request (user, client address or a key function) and
    asks each of the rule's limits; a refusal is an `Answer` (429);
-3. `Pipeline.run` sheds on shutdown, load and memory, takes an executor slot, enters the
-   rule's breaker and runs the application under the rule's timeouts; a refusal or a
-   timeout is an `Answer` (503 / 504);
+3. `Pipeline.run` sheds on load, enters the rule's breaker (an open circuit refuses before
+   the request queues), passes the memory guard, takes an executor slot and runs the
+   application under the rule's timeouts, in one cancel scope that the executor's drain
+   cancels when its timeout passes; a refusal or a timeout is an `Answer` (503 / 504);
 4. the adapter sends the answer, or the application's own response with the rate-limit
    fields of `Pipeline.success_headers`.
 
@@ -34,6 +35,7 @@ import anyio
 import anyio.abc
 
 from ._asgi_rules import CompiledLimit, CompiledRule, Rule, RuleTable, default_priority
+from ._breaker import CircuitTicket
 from ._client_ip import ClientAddress, ForwardedHeader, TrustedProxies
 from ._core._validate import check_positive
 from ._decision import Decision
@@ -439,9 +441,17 @@ class Pipeline:
     ) -> Answer | None:
         """Run ``call`` (the application; it returns the response's status, or ``None``
         when the adapter reports it through `Exchange.response_started`) behind the
-        shedding, the executor slot, the breaker and the timeouts. A refusal, or a timeout
+        shedding, the breaker, the executor slot and the timeouts. A refusal, or a timeout
         before the response started, is the `Answer` to send; ``None``: the application
-        answered (a timeout after it started leaves the response cut short)."""
+        answered (a timeout after it started leaves the response cut short).
+
+        With an executor, the request's cancel scope (the one its timeouts move) is put
+        under the executor's drain from the moment it asks for a slot: when a drain's
+        timeout passes, a request still waiting or running is cancelled and answered 503
+        ``shutting_down`` (a response already started is cut short). A request has a
+        cancel scope when its rule has a timeout, or when the pipeline has both an
+        executor and a `brace.GracefulShutdown`; without either, nothing would move or
+        cancel it, and it is spared the scope's cost."""
         rule = exchange.rule
         counters = self.counters
         priority = rule.priority
@@ -450,23 +460,67 @@ class Pipeline:
         slow = self.slow
         exchange.begin = 0.0 if slow is None else self.clock()
         counters.active += 1
+        ticket = None
         try:
             load = self.load
             if load is not None and priority > Priority.HIGH and load.should_shed():
                 raise Overloaded(  # noqa: TRY301 (answered with every other refusal)
                     "the server is overloaded", retry_after=load.retry_after
                 )
-            memory = self.memory
+            breaker = rule.breaker
+            if breaker is not None:
+                # asked before the queue: an open circuit refuses at once, taking no place
+                ticket = breaker.try_enter()
             executor = self.executor
-            # an executor given the same guard asks it itself (and counts what it holds)
-            if memory is not None and (executor is None or executor.guard is not memory):
-                await memory.wait_admitted(priority)
-            if executor is None:
-                await self._guarded(exchange, call)
+            if (
+                rule.timeout is None
+                and rule.stream_timeout is None
+                and rule.idle_timeout is None
+                and (executor is None or self.shutdown is None)
+            ):
+                # no timeout to keep and no shutdown to bound it: no cancel scope (~3 us)
+                memory = self.memory
+                # an executor given the same guard asks it itself (and counts what it holds)
+                if memory is not None and (executor is None or executor.guard is not memory):
+                    await memory.wait_admitted(priority)
+                if executor is None:
+                    await self._guarded(exchange, call, ticket, None)
+                else:
+                    async with executor.slot(priority):
+                        await self._guarded(exchange, call, ticket, None)
             else:
-                async with executor.slot(priority):
-                    await self._guarded(exchange, call)
+                scope = anyio.CancelScope()
+                exchange.scope = scope
+                if executor is not None:
+                    executor._track(scope)
+                try:
+                    with scope:  # (the same steps as above, under the scope)
+                        memory = self.memory
+                        if memory is not None and (
+                            executor is None or executor.guard is not memory
+                        ):
+                            await memory.wait_admitted(priority)
+                        if executor is None:
+                            await self._guarded(exchange, call, ticket, scope)
+                        else:
+                            async with executor.slot(priority):
+                                await self._guarded(exchange, call, ticket, scope)
+                finally:
+                    exchange.scope = None
+                    if executor is not None:
+                        executor._untrack(scope)
+                if scope.cancelled_caught:
+                    if executor is not None and executor._draining_cancel:
+                        if exchange.started:  # the response is cut short
+                            counters.shutting_down += 1
+                            return None
+                        raise ShuttingDown(  # noqa: TRY301
+                            "cancelled: the server drained and its timeout passed"
+                        )
+                    raise TimedOut  # noqa: TRY301
         except Rejected as refusal:
+            if ticket is not None and ticket._breaker is not None:
+                ticket.cancel()  # refused before it ran: nothing learnt about the service
             if exchange.started:
                 raise
             return self.refusal(refusal, rule, priority)
@@ -480,8 +534,15 @@ class Pipeline:
                 {"error": "timeout", "detail": f"the request took over {rule.timeout} s"},
                 [],
             )
-        except Exception:
-            counters.errors += 1
+        except BaseException as error:
+            failed = isinstance(error, Exception)
+            if ticket is not None and ticket._breaker is not None:  # not reported yet
+                if failed:
+                    ticket.record_exception(error)
+                else:
+                    ticket.cancel()  # cancelled before it ran
+            if failed:
+                counters.errors += 1
             raise
         finally:
             counters.active -= 1
@@ -489,25 +550,27 @@ class Pipeline:
                 self._report_slow(exchange, method, path, slow)
         return None
 
-    async def _guarded(self, exchange: Exchange, call: Callable[[], Awaitable[int | None]]) -> None:
+    async def _guarded(
+        self,
+        exchange: Exchange,
+        call: Callable[[], Awaitable[int | None]],
+        ticket: CircuitTicket | None,
+        scope: anyio.CancelScope | None,
+    ) -> None:
         rule = exchange.rule
-        breaker = rule.breaker
-        ticket = None if breaker is None else breaker.try_enter()
+        if scope is not None and rule.timeout is not None:
+            # the time to start a response counts from here, once the request has a slot
+            scope.deadline = anyio.current_time() + rule.timeout
         try:
-            if rule.timeout is None and rule.stream_timeout is None and rule.idle_timeout is None:
-                status = await call()
-            else:
-                timeout = math.inf if rule.timeout is None else rule.timeout
-                with anyio.CancelScope(deadline=anyio.current_time() + timeout) as scope:
-                    exchange.scope = scope
-                    status = await call()
-                exchange.scope = None
-                if scope.cancelled_caught:
-                    raise TimedOut  # noqa: TRY301 (the breaker counts it, then it goes up)
+            status = await call()
         except BaseException as error:
             if ticket is not None:
-                if isinstance(error, TimedOut):
-                    ticket.failure()
+                if scope is not None and scope.cancel_called:
+                    executor = self.executor
+                    if executor is not None and executor._draining_cancel:
+                        ticket.cancel()  # the drain, not the service, ended it
+                    else:
+                        ticket.failure()  # the rule's timeout
                 else:
                     ticket.record_exception(error)
             raise

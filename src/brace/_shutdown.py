@@ -84,6 +84,13 @@ class GracefulShutdown:
     down as it always does while brace drains. A signal the server has no handler for
     (uvicorn installs none for SIGUSR2) is passed to the server's SIGTERM handler, so it
     stops the server the same way.
+
+    ``serve_while_draining=True`` (with ``chain=True``): the server's handler is called
+    only once the drain has ended (or a second signal arrived), so the server keeps its
+    listening socket while in-flight work finishes: new requests are answered (503 with
+    ``Retry-After`` and ``Connection: close`` by brace's middleware, ``/health`` 503)
+    instead of finding the port closed. Then the server stops as usual, with nothing left
+    to wait for.
     """
 
     __slots__ = (
@@ -95,12 +102,14 @@ class GracefulShutdown:
         "_on_event",
         "_previous",
         "_report",
+        "_server_told",
         "_signal",
         "_soon",
         "_started",
         "_trigger",
         "chain",
         "delay",
+        "serve_while_draining",
         "signals",
         "timeout",
     )
@@ -112,6 +121,7 @@ class GracefulShutdown:
         *,
         delay: float = 0.0,
         chain: bool = False,
+        serve_while_draining: bool = False,
         clock: Callable[[], float] | None = None,
         on_event: EventHook | Iterable[EventHook] | None = None,
     ) -> None:
@@ -127,6 +137,14 @@ class GracefulShutdown:
         if not isinstance(chain, bool):
             raise TypeError(f"chain must be a bool, got {type(chain).__name__}")
         self.chain = chain
+        if not isinstance(serve_while_draining, bool):
+            raise TypeError(
+                f"serve_while_draining must be a bool, got {type(serve_while_draining).__name__}"
+            )
+        if serve_while_draining and not chain:
+            raise ValueError("serve_while_draining=True needs chain=True (a server's handlers)")
+        self.serve_while_draining = serve_while_draining
+        self._server_told = False
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be a zero-argument callable, got {clock!r}")
         self._clock: Callable[[], float] = time.monotonic if clock is None else clock
@@ -258,8 +276,8 @@ class GracefulShutdown:
             self._on_event(ShutdownStarted(None, started, self._signal))
         if self.delay:
             await anyio.sleep(self.delay)
-        if self.chain and self.delay:
-            self._call_previous()
+        if self.chain and self.delay and not self.serve_while_draining:
+            self._tell_server()
         # Within [0, timeout]: a clock that stepped back must not lengthen the drain.
         remaining = min(max(self.timeout - (self._clock() - started), 0.0), self.timeout)
         results: list[object] = [None] * len(self._drainables)
@@ -271,6 +289,8 @@ class GracefulShutdown:
                     for index, drainable in enumerate(self._drainables):
                         tg.start_soon(self._drain_one, drainable, remaining, results, index)
         self._drain_scope = None
+        if self.serve_while_draining:
+            self._tell_server()  # the drain is over: now the server may stop listening
         timed_out = scope.cancelled_caught or remaining <= 0
         for result in results:
             timed_out = timed_out or bool(getattr(result, "timed_out", False))
@@ -327,8 +347,16 @@ class GracefulShutdown:
         soon = self._soon
         if soon is not None:
             soon(self._wake if first else self._cut_short)
-        if not first or not self.delay:
-            self._call_previous(signum, frame)  # with a delay, the sequence calls it later
+        if not first or not (self.delay or self.serve_while_draining):
+            # (with a delay, or serving while draining, the sequence calls it later)
+            self._server_told = True
+            self._call_previous(signum, frame)
+
+    def _tell_server(self) -> None:
+        """Call the server's handler for the first signal, unless a signal did already."""
+        if not self._server_told:
+            self._server_told = True
+            self._call_previous()
 
     def _call_previous(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         signum = self._signal if signum is None else signum

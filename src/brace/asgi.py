@@ -3,9 +3,10 @@
 `BraceMiddleware` is a pure ASGI middleware (no framework import), so it wraps Starlette,
 FastAPI, Litestar, Quart or a bare ASGI callable alike. For each HTTP request it finds the
 route's `Rule`, then in order: rate limits (per user and/or per client address), load
-shedding, the memory guard, a slot in the priority executor, the route's circuit breaker,
-and the route's timeouts; a refusal anywhere becomes a 429 or 503 answer with
-``Retry-After`` and the IETF ``RateLimit`` fields. WebSocket and other scopes pass straight
+shedding, the route's circuit breaker (an open circuit refuses before the request queues),
+the memory guard, a slot in the priority executor, and the route's timeouts; a refusal
+anywhere becomes a 429 or 503 answer with ``Retry-After`` and the IETF ``RateLimit``
+fields. WebSocket and other scopes pass straight
 through; the lifespan checks the stores, starts brace's background tasks and drains on
 shutdown. The work itself is done by the framework-neutral pipeline (``brace._pipeline``),
 shared with the aiohttp, FastAPI and Litestar adapters.

@@ -2,22 +2,31 @@
 
 `create_app` wraps the service (`brace_demo.service`) in `brace.asgi.BraceMiddleware`:
 
-- rate limits (sliding windows) per user (``X-User``) or, for anonymous requests, per
-  client address: ``/api/ai`` 10 per minute, ``/api/auth`` 20 per 15 minutes,
-  ``/api/upload`` 5 per minute, everything else 60 per minute; health checks unlimited;
+- rate limits per user (``X-User``) or, for anonymous requests, per client address
+  (sliding windows): ``/api/ai`` 10 per minute, ``/api/auth`` 20 per 15 minutes,
+  ``/api/upload`` 5 per minute, everything else 60 per minute plus a token bucket that
+  allows bursts of 10 (refilled at 60 per minute); health checks unlimited;
 - a `brace.PriorityExecutor`: 10 requests at a time, 1000 waiting, served HIGH (health,
   auth) before MEDIUM (reads, AI) before LOW (writes, uploads); when the queue is full a
   new request is refused with 503 unless it outranks a waiter, which is then dropped;
-- a `brace.MemoryGuard`: above 350 MB of RSS low-priority work waits;
+- a `brace.MemoryGuard` given to the executor: above 350 MB of RSS low-priority work is
+  held at the door (counted against the queue's 1000 places: 503 ``queue_full`` beyond),
+  above 1024 MB (the ceiling) every new request is refused (503 ``memory_pressure``), and
+  the garbage collector runs every 5 minutes;
 - a `brace.LoadMonitor`: when the event loop runs over 100 ms late, less urgent work is
   shed;
 - timeouts: 30 s, 60 s for AI, 120 s for uploads (504 when passed);
-- the AI upstream behind `brace.httpx.ResilientTransport`: 3 retries with exponential
-  backoff, a breaker that opens after 15 failures in a row;
-- `brace.GracefulShutdown` on SIGTERM / SIGINT / SIGUSR2: 30 s to drain;
+- the AI upstream: 3 retries with exponential backoff (`brace.httpx.ResilientTransport`),
+  and a breaker on the ``/api/ai`` route that opens after 15 failed requests; while it is
+  open, AI requests are refused at once (503 ``circuit_open`` with ``Retry-After``) before
+  they take a queue place;
+- `brace.GracefulShutdown` on SIGTERM / SIGINT / SIGUSR2: the server keeps listening while
+  it drains (new requests and ``/health`` get 503), every in-flight request has 30 s to
+  finish and is cancelled then (503 ``shutting_down``), then uvicorn closes and exits;
 - requests slower than 3 s are logged (logger ``brace.asgi``);
 - ``/health``, ``/api/health``, ``/api/health/full``, ``/api/health/queue``,
-  ``/api/health/metrics`` from `brace.asgi.health_app` and a `brace.Registry`.
+  ``/api/health/metrics`` from `brace.asgi.health_app` and a `brace.Registry` in which
+  every limiter, breaker, queue and guard is registered.
 """
 
 from __future__ import annotations
@@ -51,19 +60,35 @@ def create_app(settings: DemoSettings | None = None) -> BraceMiddleware:
     """
     settings = DemoSettings() if settings is None else settings
     registry = brace.Registry()
+    clock = settings.clock
+    memory = registry.register(
+        "process",
+        brace.MemoryGuard(
+            high=settings.memory_high,
+            critical=settings.memory_critical,
+            collect_interval=settings.collect_interval,
+            probe=settings.memory_probe,
+            clock=clock,
+        ),
+    )
     executor = registry.register(
         "default",
         brace.PriorityExecutor(
             concurrency=settings.concurrency,
             max_queue=settings.max_queue,
+            queue_timeout=settings.queue_timeout,
             on_full="drop_less_important",
             reserved=settings.reserved,  # HIGH starts at once, not after a 40 ms read
+            guard=memory,  # memory-held work counts against the queue's bound
+            clock=clock,
         ),
     )
-    memory = registry.register("process", brace.MemoryGuard(high=settings.memory_high))
-    load = registry.register("event_loop", brace.LoadMonitor(max_lag=settings.max_lag))
+    load = registry.register("event_loop", brace.LoadMonitor(max_lag=settings.max_lag, clock=clock))
     shutdown = registry.register(
-        "server", brace.GracefulShutdown(timeout=settings.drain_timeout, chain=True)
+        "server",
+        brace.GracefulShutdown(
+            timeout=settings.drain_timeout, chain=True, serve_while_draining=True, clock=clock
+        ),
     )
     shutdown.register(executor)
     breaker = registry.register(
@@ -72,6 +97,7 @@ def create_app(settings: DemoSettings | None = None) -> BraceMiddleware:
             failure_threshold=settings.failure_threshold,
             recovery_time=settings.recovery_time,
             name="ai_upstream",
+            clock=clock,
         ),
     )
     retry = registry.register(
@@ -99,9 +125,9 @@ def create_app(settings: DemoSettings | None = None) -> BraceMiddleware:
         transport=ResilientTransport(
             inner,
             retry=retry,
-            breaker=breaker,
             retry_methods=["GET", "POST"],  # a completion has no side effect: POST may retry
-            key=None,  # one upstream: the registered breaker itself, not one per host
+            # the breaker is the /api/ai rule's: it counts requests (after their retries),
+            # as SEED's queue does, and refuses before a request queues while open
         ),
         base_url=base_url,
         timeout=settings.ai_timeout,
@@ -151,6 +177,7 @@ def create_app(settings: DemoSettings | None = None) -> BraceMiddleware:
             limits=[Limit(settings.ai_limit, per=per_user)],
             priority=brace.Priority.MEDIUM,
             timeout=settings.ai_timeout,
+            breaker=breaker,  # open: 503 circuit_open at once, no queue place taken
             name="ai",
         ),
         Rule(
@@ -171,7 +198,18 @@ def create_app(settings: DemoSettings | None = None) -> BraceMiddleware:
     middleware = BraceMiddleware(
         starlette,
         rules=rules,
-        default=Rule(limits=[settings.default_limit], timeout=settings.timeout, name="default"),
+        default=Rule(
+            limits=[
+                Limit(settings.default_limit, per=per_user, name="api"),
+                Limit(
+                    brace.TokenBucket.from_rate(settings.default_limit, burst=settings.burst),
+                    per=per_user,
+                    name="burst",
+                ),
+            ],
+            timeout=settings.timeout,
+            name="default",
+        ),
         executor=executor,
         memory=memory,
         load=load,
@@ -179,8 +217,11 @@ def create_app(settings: DemoSettings | None = None) -> BraceMiddleware:
         user=user_of,
         slow_request=settings.slow_request,
         drain_timeout=settings.drain_timeout,
+        clock=clock,
     )
     registry.register("http", middleware)
+    for name, limiter in middleware.limiters.items():
+        registry.register(name, limiter)  # the health JSON's rate_limit section
     return middleware
 
 

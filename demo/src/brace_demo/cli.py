@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import math
 import os
 import re
 import signal
@@ -23,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 from .loadgen import DEFAULT_MIX, CapacityStep, LoadGenerator, Recorder, percentile
@@ -108,6 +110,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--loop", **_LOOP_OPTION)
+    serve.add_argument(
+        "--drain-timeout",
+        type=_bounded(0.1, 600),
+        default=30.0,
+        help="seconds in-flight requests get after SIGTERM / SIGINT / SIGUSR2 (default 30)",
+    )
+    serve.add_argument(
+        "--upstream-latency",
+        type=_bounded(0, 600),
+        default=0.5,
+        help="seconds the fake AI upstream takes per answer (without --upstream-url)",
+    )
 
     upstream = commands.add_parser("upstream", help="run the fake AI upstream")
     upstream.add_argument("--host", default="127.0.0.1")
@@ -188,9 +202,24 @@ def _loop_runner(loop: str) -> Callable[[Coroutine[Any, Any, T]], T]:
     return uvloop.run
 
 
-def _run_uvicorn(app: object, host: str, port: int, log_level: str, loop: str = "auto") -> None:
+def _run_uvicorn(
+    app: object,
+    host: str,
+    port: int,
+    log_level: str,
+    loop: str = "auto",
+    *,
+    graceful: float | None = None,
+) -> list[int]:
     """Run ``app`` under uvicorn on ``loop`` and print ``listening on http://host:port
-    (loop)`` once it listens (port 0 picks a free port)."""
+    (loop)`` once it listens (port 0 picks a free port); return the signals that stopped it.
+
+    SIGTERM, SIGINT and SIGUSR2 all stop the server the same way. uvicorn re-raises the
+    signals it caught once it has stopped; the handlers installed here (which uvicorn
+    restores before re-raising) only record them, so the caller can stop its children
+    and return instead of being killed on the spot. ``graceful``: uvicorn's own limit on
+    the requests still open once it starts closing (brace's drain comes before it).
+    """
     import uvicorn
 
     config = uvicorn.Config(
@@ -201,8 +230,16 @@ def _run_uvicorn(app: object, host: str, port: int, log_level: str, loop: str = 
         lifespan="on",
         access_log=False,
         backlog=4096,
+        timeout_graceful_shutdown=None if graceful is None else math.ceil(graceful),
     )
     server = uvicorn.Server(config)
+    received: list[int] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        server.handle_exit(signum, frame)  # (a no-op once the server has stopped)
+
+    previous = {number: signal.signal(number, stop) for number in _STOP_SIGNALS}
     _quiet_collector()
 
     async def run() -> None:
@@ -216,14 +253,26 @@ def _run_uvicorn(app: object, host: str, port: int, log_level: str, loop: str = 
             print(f"listening on http://{bound[0]}:{bound[1]} ({name})", flush=True)
         await task
 
-    _loop_runner(loop)(run())
+    try:
+        _loop_runner(loop)(run())
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    return received
+
+
+#: the signals that stop ``serve`` and ``upstream`` (SEED.md's three)
+_STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR2") if hasattr(signal, name)
+)
 
 
 def _upstream(args: argparse.Namespace) -> int:
     from .upstream import UpstreamApp
 
     app = UpstreamApp(latency=args.latency, failure_rate=args.failure_rate)
-    _run_uvicorn(app, args.host, args.port, "warning", args.loop)
+    # a stand-in for a remote service: on SIGTERM it waits at most 1 s for open requests
+    _run_uvicorn(app, args.host, args.port, "warning", args.loop, graceful=1.0)
     return 0
 
 
@@ -232,17 +281,36 @@ def _serve(args: argparse.Namespace) -> int:
     url = args.upstream_url
     if url is None:
         upstream = subprocess.Popen(
-            [sys.executable, "-m", "brace_demo", "upstream", "--port", "0", "--loop", args.loop],
+            [
+                sys.executable,
+                "-m",
+                "brace_demo",
+                "upstream",
+                "--port",
+                "0",
+                "--loop",
+                args.loop,
+                "--latency",
+                str(args.upstream_latency),
+            ],
             stdout=subprocess.PIPE,
+            # its own session: a Ctrl-C in the terminal reaches the server alone, which
+            # still needs the upstream while it drains; and it dies with the server
+            start_new_session=True,
+            preexec_fn=_die_with_parent(os.getpid()),  # (no threads yet)
         )
         assert upstream.stdout is not None
         found = _LISTENING.search(upstream.stdout.readline())
         if found is None:
-            upstream.kill()
+            _stop_child(upstream)
             print("the fake AI upstream did not start", file=sys.stderr)
             return 1
         url = f"http://{found[1].decode()}:{found[2].decode()}"
-    settings = DemoSettings(upstream_url=url)
+    settings = DemoSettings(
+        upstream_url=url,
+        drain_timeout=args.drain_timeout,
+        upstream_latency=args.upstream_latency,
+    )
     try:
         if args.app == "twin":
             from .twin import create_twin
@@ -251,12 +319,48 @@ def _serve(args: argparse.Namespace) -> int:
         else:
             from .app import create_app
 
-            _run_uvicorn(create_app(settings), args.host, args.port, args.log_level, args.loop)
+            _run_uvicorn(
+                create_app(settings),
+                args.host,
+                args.port,
+                args.log_level,
+                args.loop,
+                graceful=5.0,  # after brace's drain: anything brace does not see
+            )
     finally:
         if upstream is not None:
-            upstream.terminate()
-            upstream.wait(10)
+            _stop_child(upstream)
     return 0
+
+
+def _stop_child(child: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, up to 10 s to exit, then SIGKILL; reap it either way."""
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    if child.stdout is not None:
+        child.stdout.close()
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to SIGTERM the child when ``parent`` dies, however
+    it dies (``PR_SET_PDEATHSIG``); ``None`` elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def arrange() -> None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the call
+            os._exit(1)
+
+    return arrange
 
 
 # -- the overload demo -----------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,8 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from brace import MemorySample
 
 __all__ = ("DemoSettings", "FakeDatabase", "FakeDatabaseStatistics", "routes", "user_of")
 
@@ -34,13 +37,20 @@ class DemoSettings:
 
     Protections (the protected app only): ``concurrency`` requests run at a time
     (``reserved`` of the slots kept for HIGH work, which SEED processes immediately) and
-    ``max_queue`` wait; the AI upstream's breaker opens after ``failure_threshold``
-    failures in a row; ``retries`` retries with exponential backoff; timeouts
+    ``max_queue`` wait (at most ``queue_timeout`` seconds each; ``None``: no limit, the
+    route's timeout starts once a request runs); the ``/api/ai`` route's breaker opens
+    after ``failure_threshold`` failed requests in a row (``recovery_time`` seconds
+    open); ``retries`` retries with exponential backoff; timeouts
     ``timeout`` (default), ``ai_timeout`` and ``upload_timeout`` seconds; rate limits per
     user (the ``X-User`` header) or, for anonymous requests, per client address;
-    ``memory_high`` bytes of RSS starts queuing low-priority work; requests slower than
-    ``slow_request`` seconds are logged; ``drain_timeout`` seconds to finish on
-    SIGTERM / SIGINT / SIGUSR2.
+    the default rule also has a token bucket allowing bursts of ``burst`` requests;
+    ``memory_high`` bytes of RSS starts holding low-priority work back (it counts against
+    the queue's ``max_queue`` places), ``memory_critical`` bytes (the ceiling) refuses
+    every new request, and the garbage collector runs every ``collect_interval`` seconds
+    (``memory_probe``: what measures memory, default the process's RSS); requests slower
+    than ``slow_request`` seconds are logged; ``drain_timeout`` seconds to finish on
+    SIGTERM / SIGINT / SIGUSR2. ``clock``: the protections' clock (default
+    ``time.monotonic``; tests pass ``anyio.current_time`` to run in virtual time).
 
     The service itself (both apps): the database's ``db_connections`` and query latencies,
     and the AI upstream (``upstream_url``; ``None``: an in-process fake with
@@ -50,6 +60,7 @@ class DemoSettings:
     concurrency: int = 10
     reserved: int = 2
     max_queue: int = 1000
+    queue_timeout: float | None = None
     failure_threshold: int = 15
     recovery_time: float = 30.0
     retries: int = 3
@@ -60,7 +71,12 @@ class DemoSettings:
     auth_limit: str = "20/15 minutes"
     upload_limit: str = "5/minute"
     default_limit: str = "60/minute"
+    burst: int = 10
     memory_high: int = 350 * 2**20
+    memory_critical: int | None = 1024 * 2**20
+    collect_interval: float | None = 300.0
+    memory_probe: Callable[[], MemorySample | int] | None = None
+    clock: Callable[[], float] | None = None
     slow_request: float = 3.0
     drain_timeout: float = 30.0
     max_lag: float = 0.1

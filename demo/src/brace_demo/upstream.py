@@ -1,8 +1,9 @@
 """A slow fake AI upstream: the service ``/api/ai`` calls.
 
 A bare ASGI application (no framework): ``POST /v1/complete`` answers after ``latency``
-seconds with a made-up completion; ``failure_rate`` of the answers are 503s, so the
-circuit breaker and the retries in front of it have something to do. ``GET /health``
+seconds with a made-up completion (or stops early when the caller disconnects);
+``failure_rate`` of the answers are 503s, so the circuit breaker and the retries in front
+of it have something to do. ``GET /health``
 answers at once. Run it with ``python -m brace_demo upstream --port 9000``.
 """
 
@@ -69,7 +70,8 @@ class UpstreamApp:
         except (ValueError, AttributeError):
             await _answer(send, 400, {"error": "bad_request"})
             return
-        await anyio.sleep(self.latency)
+        if not await self._think(receive):
+            return  # the caller went away (a request cancelled by its timeout or a drain)
         if self._random.random() < self.failure_rate:
             await _answer(send, 503, {"error": "upstream_overloaded"}, retry_after=1)
             return
@@ -80,6 +82,23 @@ class UpstreamApp:
             200,
             {"completion": "A thoughtful answer about " + (" ".join(words) or "nothing") + "."},
         )
+
+    async def _think(self, receive: Callable[[], Awaitable[Message]]) -> bool:
+        """Wait ``latency`` seconds; False if the client disconnected meanwhile."""
+        disconnected = False
+        async with anyio.create_task_group() as tasks:
+
+            async def watch() -> None:
+                nonlocal disconnected
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                disconnected = True
+                tasks.cancel_scope.cancel()
+
+            tasks.start_soon(watch)
+            await anyio.sleep(self.latency)
+            tasks.cancel_scope.cancel()
+        return not disconnected
 
 
 async def _answer(
