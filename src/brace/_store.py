@@ -48,10 +48,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
+from ._core._inline import inline_steps
 from ._core._validate import check_int
-from ._core.gcra import EPSILON, GCRA
+from ._core.gcra import GCRA, gcra_step
 from ._core.window import EPSILON as WINDOW_EPSILON
-from ._core.window import CounterState, SlidingLog, SlidingLogCore, SlidingWindowCounter
+from ._core.window import (
+    CounterState,
+    SlidingLog,
+    SlidingLogCore,
+    SlidingWindowCounter,
+    window_admits,
+    window_weight,
+)
 from ._decision import Decision, Draft
 from ._keys import MAX_KEY_LENGTH, bound_key
 
@@ -288,14 +296,14 @@ class _GCRATable(_Table[float]):
             return -math.inf
         return sketch[hash(key) % self.slots]
 
+    @inline_steps
     def _hit_function(self) -> tuple[_Hit, _Counts]:
         shards = self.shards
         mask = self.mask
         policy = self.policy
         burst = policy.burst
         interval = policy.interval
-        tolerance = policy.tolerance
-        within = tolerance + EPSILON
+        within = policy.reach
         seed = self._seed
         insert = self._insert
         locate = self.locate
@@ -325,11 +333,8 @@ class _GCRATable(_Table[float]):
                     fresh = tat is None
                 if tat is None:
                     tat = no_seed if table.sketch is None else seed(key)
-            # GCRA.decide, inlined (same operations, so the same floats).
-            base = tat if tat > now else now
-            new_tat = base + cost * interval
-            ahead = new_tat - now
-            if ahead <= within:
+            new_tat = gcra_step(tat, now, cost, interval, within)
+            if new_tat is not None:
                 allowed += 1
                 if not fresh:
                     states[key] = new_tat
@@ -338,7 +343,9 @@ class _GCRATable(_Table[float]):
                 draft = Draft()
                 draft.allowed = True
                 draft.limit = burst
-                # floor, not int: the same for a non-negative number (ahead <= within), faster
+                ahead = new_tat - now
+                # GCRA.admitted, with floor, not int: the same for a non-negative number
+                # (ahead <= within), and faster
                 draft.remaining = floor((within - ahead) / interval)
                 draft.retry_after = 0.0
                 draft.reset_after = ahead
@@ -392,12 +399,13 @@ class _CounterTable(_Table[CounterState]):
             return None
         return sketch[hash(key) % self.slots]
 
+    @inline_steps
     def _hit_function(self) -> tuple[_Hit, _Counts]:
         shards = self.shards
         mask = self.mask
         policy = self.policy
         limit = policy.limit
-        within = limit + WINDOW_EPSILON  # the window core's slack, not GCRA's
+        within = policy.reach
         window = policy.window
         double = 2 * window
         seed = self._seed
@@ -425,7 +433,7 @@ class _CounterTable(_Table[CounterState]):
             state = states.get(key)
             if state is None:  # only short plain str keys are here: a key found is one
                 return hit_fresh(states, key, cost, now)
-            # SlidingWindowCounter.roll and .decide, inlined (same operations, same floats).
+            # SlidingWindowCounter.roll, inlined (same operations, same floats).
             if low <= now <= high:
                 index = cached
                 offset = now - start
@@ -443,8 +451,9 @@ class _CounterTable(_Table[CounterState]):
                     offset = 0.0
                 else:
                     current = previous = 0
-            weight = previous * (1.0 - offset / window) if previous else 0.0
-            if weight + current + cost <= within:
+            weight = window_weight(previous, offset, window)
+            admitted = window_admits(weight, current, cost, within)
+            if admitted:
                 allowed += 1
                 current += cost
                 states[key] = (index, current, previous)
