@@ -13,8 +13,18 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 import anyio
 from typing_extensions import ParamSpec
 
+from ._core._inline import inline_steps
 from ._core._validate import check_positive
-from ._core.admission import AdmissionCore, Discipline, FullPolicy, Reservoir, Ticket, TicketState
+from ._core.admission import (
+    AdmissionCore,
+    Discipline,
+    FullPolicy,
+    Reservoir,
+    Ticket,
+    TicketState,
+    admit_now,
+    release_idle,
+)
 from ._exceptions import QueueFull, QueueTimeout, ShuttingDown, TimeoutExceeded
 from ._memory import MemoryAdmission, MemoryGuard
 from ._priority import Priority, check_priority
@@ -661,31 +671,22 @@ class _Slot:
         self.priority = priority
         self.admitted = 0
 
+    @inline_steps
     async def __aenter__(self) -> None:
-        # PriorityExecutor._acquire with AdmissionCore.try_acquire inlined for FIFO: the
-        # fast path must cost no more than an asyncio.Semaphore and never reach the loop
+        # PriorityExecutor._acquire with the core's admission step inlined: the fast path
+        # must cost no more than an asyncio.Semaphore and never reach the loop
         executor = self._executor
         if executor._guard is not None:
             await executor._pass_guard(self.priority)
         core = executor._core
         now = executor._clock()
-        running = core.running
-        if (
-            running < core.concurrency
-            and not core.pending
-            and not core.closed
-            and not core._detector
-        ):
-            core.busy_time += running * (now - core._last_change)
-            core._last_change = now
-            core.running = running + 1
-            core.acquired_immediately += 1
-            self.admitted += 1
-        elif core.try_acquire(now):
+        admitted = admit_now(core, now)
+        if admitted:
             self.admitted += 1
         else:
             await executor._wait(self, now)
 
+    @inline_steps
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
@@ -694,18 +695,12 @@ class _Slot:
     ) -> None:
         executor = self._executor
         if exc_type is None:
-            # PriorityExecutor._finish for a completion, with AdmissionCore.release inlined
-            # while nobody waits (keep the two in step)
+            # PriorityExecutor._finish for a completion, with the core's release step
+            # inlined while nobody waits
             core = executor._core
             now = executor._clock()
-            running = core.running
-            if not core.pending and running > 0:
-                core.busy_time += running * (now - core._last_change)
-                core._last_change = now
-                core.running = running - 1
-                core.completions += 1
-                if now - core._epoch_start >= core.estimate_window:
-                    core.roll_epoch(now)
+            released = release_idle(core, now)
+            if released:
                 if executor._idle_event is not None:
                     executor._check_idle()
                 return
