@@ -214,7 +214,7 @@ class PriorityExecutor:
             raise TypeError(f"guard must be a brace.MemoryGuard or None, got {guard!r}")
         self._guard = guard
         if guard is not None:
-            guard._bind(self)
+            guard.bind(self)
         self._adaptive: AdaptiveLimit | None = None
         if limit is not None:
             limit.attach(self)
@@ -398,6 +398,12 @@ class PriorityExecutor:
 
     # -- statistics ----------------------------------------------------------------------
 
+    def queue_bounds(self) -> tuple[int, float | None]:
+        """``(free places in the queue, queue_timeout)``: what bounds work held for it
+        elsewhere (a memory guard given as ``guard=`` counts its held work against them)."""
+        core = self._core
+        return core.max_queue - core.pending, core.queue_timeout
+
     def statistics(self) -> ExecutorStatistics:
         """A consistent snapshot of the counters, averages and wait-time percentiles."""
         core = self._core
@@ -432,7 +438,7 @@ class PriorityExecutor:
             admitted_by_priority={p: s.admitted for p, s in self._slots.items() if s.admitted},
             pending_by_priority=core.pending_by_priority(),
             draining=core.closed,
-            held=0 if self._guard is None else self._guard._waiting,
+            held=0 if self._guard is None else self._guard.held,
         )
 
     def __repr__(self) -> str:
@@ -509,7 +515,7 @@ class PriorityExecutor:
         if self._core.closed:
             raise ShuttingDown("the executor is draining and admits no new work")
         if guard.check(priority) is MemoryAdmission.QUEUE:
-            await guard._hold()  # bounded by this executor's queue: see MemoryGuard._hold
+            await guard.hold()  # bounded by this executor's queue: see MemoryGuard.hold
 
     async def _acquire(self, slot: _Slot) -> float:
         """Take a slot (waiting if need be) and return the time the work starts."""

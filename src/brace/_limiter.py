@@ -152,7 +152,7 @@ class RateLimiter:
         self._store = store
         self._table: _AnyTable | None
         if isinstance(store, MemoryStore):
-            table = store._table(self._policy)
+            table = store.table_for(self._policy)
             self._table = table
             self._hit_now: Callable[[str, int, float], Decision] | None = table.hit_now
         else:

@@ -326,9 +326,9 @@ class MemoryGuard:
             return
         if admission is MemoryAdmission.REJECT:
             raise self._pressure_error()
-        await self._hold()
+        await self.hold()
 
-    def _bind(self, executor: PriorityExecutor) -> None:
+    def bind(self, executor: PriorityExecutor) -> None:
         """Let ``executor``'s queue bound the work held here (``PriorityExecutor(guard=)``)."""
         alive = tuple(ref for ref in self._bounds if ref() is not None)
         self._bounds = (*alive, weakref.ref(executor))
@@ -341,16 +341,13 @@ class MemoryGuard:
             executor = ref()
             if executor is None:
                 continue
-            core = executor._core
-            free = core.max_queue - core.pending
+            free, queue_timeout = executor.queue_bounds()
             room = free if room is None else min(room, free)
-            if core.queue_timeout is not None:
-                timeout = (
-                    core.queue_timeout if timeout is None else min(timeout, core.queue_timeout)
-                )
+            if queue_timeout is not None:
+                timeout = queue_timeout if timeout is None else min(timeout, queue_timeout)
         return room, timeout
 
-    async def _hold(self) -> None:
+    async def hold(self) -> None:
         """Wait, after ``admit`` said QUEUE, until memory is back to NORMAL (or refuse).
 
         Given to executors (``guard=``), held work counts against their ``max_queue``
@@ -433,6 +430,11 @@ class MemoryGuard:
         return decorate if fn is None else decorate(fn)
 
     # -- statistics ----------------------------------------------------------------------
+
+    @property
+    def held(self) -> int:
+        """Tasks held back now, waiting for memory to come back to NORMAL."""
+        return self._waiting
 
     def statistics(self) -> MemoryGuardStatistics:
         """The last sample, the thresholds it resolved to, and the counters."""

@@ -681,7 +681,8 @@ class MemoryStore:
         """The most keys held per policy."""
         return self._max_keys
 
-    def _table(self, policy: Policy) -> _AnyTable:
+    def table_for(self, policy: Policy) -> _AnyTable:
+        """The table holding ``policy``'s keys (a limiter over this store binds to it)."""
         identity = _policy_identity(policy)
         table = self._tables.get(identity)
         if table is None:
@@ -696,23 +697,23 @@ class MemoryStore:
 
     def hit_now(self, policy: Policy, key: str, cost: int, now: float) -> Decision:
         """`hit` at the time ``now``, synchronously."""
-        return self._table(policy).hit_now(key, cost, now)
+        return self.table_for(policy).hit_now(key, cost, now)
 
     def peek_now(self, policy: Policy, key: str, cost: int, now: float) -> Decision:
         """`peek` at the time ``now``, synchronously."""
-        return self._table(policy).peek_now(key, cost, now)
+        return self.table_for(policy).peek_now(key, cost, now)
 
     def reset_now(self, policy: Policy, key: str, now: float) -> None:
         """`reset` at the time ``now``, synchronously."""
-        self._table(policy).reset_now(key, now)
+        self.table_for(policy).reset_now(key, now)
 
     async def hit(self, policy: Policy, key: str, cost: int = 1) -> Decision:
         """Admit ``cost`` for ``key`` if ``policy`` allows, consuming it."""
-        return self._table(policy).hit_now(key, cost, self._clock())
+        return self.table_for(policy).hit_now(key, cost, self._clock())
 
     async def peek(self, policy: Policy, key: str, cost: int = 1) -> Decision:
         """The decision `hit` would return now, without consuming anything."""
-        return self._table(policy).peek_now(key, cost, self._clock())
+        return self.table_for(policy).peek_now(key, cost, self._clock())
 
     async def reset(self, policy: Policy, key: str) -> None:
         """Forget ``key`` under ``policy`` (a key spilled to the sketch may stay limited)."""
