@@ -14,11 +14,11 @@ import itertools
 import logging
 import random as _random
 import sys
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar
 
+from ._clock import check_clock
 from ._core.breaker import (
     CircuitBreakerCore,
     CircuitBreakerStatistics,
@@ -191,7 +191,7 @@ class CircuitBreaker:
         self._no_outcome: tuple[type[BaseException], ...] = (CircuitOpen, *self._ignore)
         self._is_failure = _optional_callable(is_failure, "is_failure")
         self._failure_result = _optional_callable(failure_result, "failure_result")
-        self._clock: Callable[[], float] = _optional_callable(clock, "clock") or time.monotonic
+        self._clock: Callable[[], float] = check_clock(clock)
         if on_state_change is None:
             hooks: tuple[StateChangeHook, ...] = ()
         elif callable(on_state_change):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 import anyio
 from typing_extensions import ParamSpec
 
+from ._clock import check_clock
 from ._core._inline import inline_steps
 from ._core._validate import check_positive
 from ._core.admission import (
@@ -25,7 +26,7 @@ from ._core.admission import (
     admit_now,
     release_idle,
 )
-from ._exceptions import QueueFull, QueueTimeout, ShuttingDown, TimeoutExceeded
+from ._exceptions import Dropped, QueueFull, QueueTimeout, ShuttingDown, TimeoutExceeded
 from ._memory import MemoryAdmission, MemoryGuard
 from ._priority import Priority, check_priority
 
@@ -53,10 +54,6 @@ class _Default(str, enum.Enum):
 # (a str enum: equal to "default", the value the signatures show and accept)
 _DEFAULT: Final = _Default.DEFAULT
 _DefaultTimeout = Literal["default"]
-
-
-class Dropped(QueueFull):
-    """A queued waiter was evicted to make room for more important work, or shed by CoDel."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,8 +191,7 @@ class PriorityExecutor:
         self._timeout = None if timeout is None else check_positive(timeout, "timeout")
         self._default_priority = check_priority(default_priority, "default_priority")
         self._waits = Reservoir(reservoir_size)
-        if clock is not None and not callable(clock):
-            raise TypeError(f"clock must be a zero-argument callable, got {clock!r}")
+        clock = check_clock(clock)
         self._clock: Callable[[], float] = time.monotonic if clock is None else clock
         # one reusable context per priority value used; it also counts that priority's work
         self._slots: dict[int, _Slot] = {}

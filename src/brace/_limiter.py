@@ -12,10 +12,11 @@ from typing import Any, Protocol, TypeVar
 import anyio
 from typing_extensions import ParamSpec
 
+from ._clock import check_clock
 from ._core._validate import shown
+from ._core.decision import Decision
 from ._core.gcra import GCRA
 from ._core.window import SlidingLog, SlidingWindowCounter
-from ._decision import Decision
 from ._exceptions import RateLimited
 from ._rate import Rate, parse_rate
 from ._store import MemoryStore, Policy, RateLimitStore, _AnyTable, check_key
@@ -134,8 +135,8 @@ class RateLimiter:
         clock: Callable[[], float] | None = None,
     ) -> None:
         self._policy: Policy = _as_policy(policy)
-        if clock is not None and not callable(clock):
-            raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
+        if clock is not None:
+            clock = check_clock(clock)
         self._clock: Callable[[], float] = time.monotonic if clock is None else clock
         if store is None:
             store = MemoryStore(max_keys, clock=self._clock)

@@ -18,6 +18,7 @@ import anyio
 import anyio.abc
 from typing_extensions import ParamSpec
 
+from ._clock import check_clock
 from ._core._validate import check_positive
 from ._core.load import LoadCore
 from ._exceptions import Overloaded
@@ -82,8 +83,7 @@ class LoadMonitor:
         if random is not None and not callable(random):
             raise TypeError(f"random must be a zero-argument callable, got {random!r}")
         self._random: Callable[[], float] = _random.random if random is None else random
-        if clock is not None and not callable(clock):
-            raise TypeError(f"clock must be a zero-argument callable, got {clock!r}")
+        clock = check_clock(clock)
         self._clock: Callable[[], float] = time.monotonic if clock is None else clock
         self._checks = 0
         self._shed = 0

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 import anyio
 from typing_extensions import ParamSpec
 
+from ._clock import check_clock
 from ._core._validate import check_positive
 from ._core.memory import MemoryLevel, MemoryLevelsCore
 from ._exceptions import MemoryPressure, QueueFull
@@ -211,8 +212,7 @@ class MemoryGuard:
         if not all(callable(hook) for hook in hooks):
             raise TypeError("on_change must be a callable or an iterable of callables")
         self._hooks: tuple[MemoryHook, ...] = hooks
-        if clock is not None and not callable(clock):
-            raise TypeError(f"clock must be a zero-argument callable, got {clock!r}")
+        clock = check_clock(clock)
         self._clock: Callable[[], float] = time.monotonic if clock is None else clock
         self._level = _NORMAL
         self._last = MemorySample(0)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import inspect
 import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -19,6 +18,7 @@ from typing import Any, Protocol, TypeVar, cast
 import anyio
 from typing_extensions import ParamSpec, Self
 
+from ._clock import check_clock
 from ._core._validate import check_int, check_positive
 from ._core.backoff import Backoff, RandomSource, as_backoff
 from ._core.budget import RetryBudgetCore
@@ -160,7 +160,7 @@ class RetryBudget:
         clock: Callable[[], float] | None = None,
     ) -> None:
         self._core = RetryBudgetCore(ratio, min_per_second, window)
-        self._clock = _check_clock(clock)
+        self._clock = check_clock(clock)
         self._refused = 0
         self._total_requests = 0
         self._total_retries = 0
@@ -288,7 +288,7 @@ class Retry:
         if on_retry is not None and not callable(on_retry):
             raise TypeError(f"on_retry must be a callable or None, got {type(on_retry).__name__}")
         self._on_retry = on_retry
-        self._clock = _check_clock(clock)
+        self._clock = check_clock(clock)
         if rng is not None and not callable(getattr(rng, "random", None)):
             raise TypeError(
                 f"rng must be a random.Random (anything with random()) or None, "
@@ -555,16 +555,6 @@ class AttemptIterator:
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def _check_clock(clock: Callable[[], float] | None) -> Callable[[], float]:
-    if clock is None:
-        return time.monotonic
-    if not callable(clock):
-        raise TypeError(
-            f"clock must be a zero-argument callable or None, got {type(clock).__name__}"
-        )
-    return clock
 
 
 def _check_retry_on(

@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 import anyio
 import anyio.abc
 
+from ._clock import check_clock
 from ._core._validate import check_finite, check_positive
 
 __all__ = ("Drainable", "GracefulShutdown", "ShutdownReport", "ShutdownStatistics")
@@ -123,8 +124,7 @@ class GracefulShutdown:
         if not isinstance(chain, bool):
             raise TypeError(f"chain must be a bool, got {type(chain).__name__}")
         self.chain = chain
-        if clock is not None and not callable(clock):
-            raise TypeError(f"clock must be a zero-argument callable, got {clock!r}")
+        clock = check_clock(clock)
         self._clock: Callable[[], float] = time.monotonic if clock is None else clock
         self._drainables: list[Drainable] = []
         self._previous: dict[signal.Signals, _SignalHandler] = {}

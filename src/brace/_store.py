@@ -48,8 +48,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
+from ._clock import check_clock
 from ._core._inline import inline_steps
 from ._core._validate import check_int
+from ._core.decision import Decision, Draft
 from ._core.gcra import GCRA, gcra_step
 from ._core.window import EPSILON as WINDOW_EPSILON
 from ._core.window import (
@@ -60,7 +62,6 @@ from ._core.window import (
     window_admits,
     window_weight,
 )
-from ._decision import Decision, Draft
 from ._keys import MAX_KEY_LENGTH, bound_key
 
 __all__ = (
@@ -671,8 +672,7 @@ class MemoryStore:
         self, max_keys: int = 100_000, *, clock: Callable[[], float] | None = None
     ) -> None:
         self._max_keys = check_int(max_keys, "max_keys", minimum=1, maximum=MAX_KEYS)
-        if clock is not None and not callable(clock):
-            raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
+        clock = check_clock(clock)
         self._clock: Callable[[], float] = time.monotonic if clock is None else clock
         self._tables: dict[tuple[object, ...], _AnyTable] = {}
 

@@ -27,7 +27,6 @@ A cost of 0 is a query: it is always allowed and never waits.
 from __future__ import annotations
 
 import functools
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, Protocol, TypeVar
@@ -35,8 +34,9 @@ from typing import Any, Generic, Protocol, TypeVar
 import anyio
 from typing_extensions import ParamSpec
 
+from ._clock import check_clock
 from ._core._validate import check_cost
-from ._decision import Decision
+from ._core.decision import Decision
 
 __all__ = ("LimiterCore", "LimiterShell", "WaiterQueue", "check_clock")
 
@@ -142,18 +142,6 @@ class WaiterQueue:
                 event = waiters[0].event
                 assert event is not None
                 event.set()
-
-
-def check_clock(clock: object) -> Callable[[], float]:
-    """``time.monotonic`` for ``None``, the clock itself if callable, else a ``TypeError``."""
-    if clock is None:
-        return time.monotonic
-    if not callable(clock):
-        raise TypeError(
-            "clock must be a zero-argument callable returning monotonic seconds "
-            f"(such as time.monotonic or anyio.current_time), got {type(clock).__name__}"
-        )
-    return clock
 
 
 class LimiterShell(Generic[CoreT]):

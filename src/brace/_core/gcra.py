@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import math
 
-from .._decision import Decision
 from ._inline import inline_steps, step
 from ._validate import (
     MAX_COUNT,
@@ -59,6 +58,7 @@ from ._validate import (
     check_seconds,
     shown,
 )
+from .decision import Decision
 
 __all__ = ("EPSILON", "GCRA", "TokenBucketCore", "gcra_step")
 

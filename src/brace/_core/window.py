@@ -55,9 +55,9 @@ import math
 from collections import deque
 from collections.abc import Callable
 
-from .._decision import Decision
 from ._inline import inline_steps, step
 from ._validate import MAX_COUNT, MIN_WINDOW, check_cost, check_int, check_seconds
+from .decision import Decision
 
 __all__ = (
     "CounterState",

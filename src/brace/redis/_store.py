@@ -54,10 +54,11 @@ from typing import Any, Literal, Protocol
 import anyio
 from typing_extensions import Self
 
+from .._clock import check_clock
 from .._core._validate import check_int, check_positive
+from .._core.decision import Decision, Draft
 from .._core.gcra import GCRA
 from .._core.window import SlidingLog, SlidingWindowCounter
-from .._decision import Decision, Draft
 from .._keys import bound_key, encode_key
 from .._store import MemoryStore, Policy, RateLimitStore, _policy_identity, check_key
 from ._clients import (
@@ -312,8 +313,7 @@ class RedisStore:
                 raise TypeError(
                     f"fallback must be a brace.RateLimitStore, got {type(fallback).__name__}"
                 )
-        if clock is not None and not callable(clock):
-            raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
+        clock = check_clock(clock)
         self._clock: Callable[[], float] = time.monotonic if clock is None else clock
         self._prefix = prefix
         self._on_error = on_error
