@@ -126,6 +126,18 @@ def _expand(definition: ast.FunctionDef, call: ast.Call, where: ast.stmt) -> lis
             local = f"_{definition.name}_{serial}_{param}"
             prologue.append(ast.Assign([ast.Name(local, ast.Store())], argument))
             names[param] = ast.Name(local, ast.Load())
+    assert isinstance(where, ast.Assign)
+    returned = definition.body[-1]
+    assert isinstance(returned, ast.Return)
+    target = where.targets[0] if len(where.targets) == 1 else None
+    if (
+        isinstance(returned.value, ast.Name)
+        and returned.value.id not in params
+        and isinstance(target, ast.Name)
+        and not any(_mentions(argument, target.id) for argument in call.args)
+    ):
+        # ``return local``: the step's local is the caller's target (no copy at the end)
+        names[returned.value.id] = ast.Name(target.id, ast.Load())
     for node in ast.walk(ast.Module(body=definition.body, type_ignores=[])):
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id not in names:
             names[node.id] = ast.Name(f"_{definition.name}_{serial}_{node.id}", ast.Load())
@@ -133,8 +145,11 @@ def _expand(definition: ast.FunctionDef, call: ast.Call, where: ast.stmt) -> lis
     result = body.pop()
     assert isinstance(result, ast.Return)
     assert result.value is not None
-    assert isinstance(where, ast.Assign)
-    out = [*prologue, *body, ast.Assign(where.targets, result.value)]
+    out = [*prologue, *body]
+    if not (isinstance(result.value, ast.Name) and isinstance(target, ast.Name)) or (
+        result.value.id != target.id
+    ):
+        out.append(ast.Assign(where.targets, result.value))
     for statement in out:
         ast.copy_location(statement, where)
         ast.fix_missing_locations(statement)
@@ -145,6 +160,10 @@ def _expand(definition: ast.FunctionDef, call: ast.Call, where: ast.stmt) -> lis
                 node.col_offset = where.col_offset
                 node.end_col_offset = where.end_col_offset
     return out
+
+
+def _mentions(node: ast.expr, name: str) -> bool:
+    return any(isinstance(child, ast.Name) and child.id == name for child in ast.walk(node))
 
 
 def _copy_stmt(statement: ast.stmt) -> ast.stmt:

@@ -108,14 +108,16 @@ def admit_now(core: AdmissionCore, now: float) -> bool:
     copy of the admission order is also the shell's fast path.
     """
     running = core.running
-    admitted = running < core.concurrency and not core.pending and not core.closed
-    if admitted:
+    if running < core.concurrency and not core.pending and not core.closed:
         core.busy_time += running * (now - core._last_change)
         core._last_change = now
         core.running = running + 1
         core.acquired_immediately += 1
         if core._detector:
             core._observe(0.0, now)
+        admitted = True
+    else:
+        admitted = False
     return admitted
 
 
@@ -123,14 +125,16 @@ def admit_now(core: AdmissionCore, now: float) -> bool:
 def release_idle(core: AdmissionCore, now: float) -> bool:
     """Free the slot of completed work if nobody waits; False when :meth:`release` must."""
     running = core.running
-    released = running > 0 and not core.pending
-    if released:
+    if not core.pending and running > 0:
         core.busy_time += running * (now - core._last_change)
         core._last_change = now
         core.running = running - 1
         core.completions += 1
         if now - core._epoch_start >= core.estimate_window:
             core.roll_epoch(now)
+        released = True
+    else:
+        released = False
     return released
 
 
