@@ -8,7 +8,6 @@ calls the probe, runs the garbage collector when told, and waits or raises.
 
 from __future__ import annotations
 
-import enum
 import functools
 import gc
 import logging
@@ -23,8 +22,9 @@ import anyio
 from typing_extensions import ParamSpec
 
 from ._clock import check_clock
+from ._core._inline import inline_steps
 from ._core._validate import check_positive
-from ._core.memory import MemoryLevel, MemoryLevelsCore
+from ._core.memory import MemoryAdmission, MemoryLevel, MemoryLevelsCore, memory_admission
 from ._exceptions import MemoryPressure, QueueFull
 from ._priority import Priority, check_priority
 from ._probes import MemoryProbe, MemorySample, ProcessMemoryProbe
@@ -49,18 +49,6 @@ logger = logging.getLogger("brace.memory")
 _NORMAL = MemoryLevel.NORMAL
 _HIGH = MemoryLevel.HIGH
 _CRITICAL = MemoryLevel.CRITICAL
-
-
-class MemoryAdmission(enum.Enum):
-    """What an executor should do with new work, given the memory level.
-
-    ``ADMIT``: run it as usual. ``QUEUE``: do not start it now; let it wait (in the queue)
-    until memory recovers. ``REJECT``: refuse it with :class:`brace.MemoryPressure`.
-    """
-
-    ADMIT = "admit"
-    QUEUE = "queue"
-    REJECT = "reject"
 
 
 _ADMIT = MemoryAdmission.ADMIT
@@ -237,6 +225,7 @@ class MemoryGuard:
             self.sample()
         return self._level
 
+    @inline_steps
     def admit(self, priority: int | None = None) -> MemoryAdmission:
         """What to do with new work of this priority (``default_priority`` when omitted).
 
@@ -247,20 +236,15 @@ class MemoryGuard:
         if self._lazy and self._clock() >= self._next_sample:
             self.sample()
         level = self._level
-        if level is _NORMAL:
+        work = self.default_priority if priority is None else priority
+        admission = memory_admission(level, work, self._shed_priority, self._shedding)
+        if admission is _ADMIT:
             self._admitted += 1
-            return _ADMIT
-        if level is _CRITICAL:
+        elif admission is MemoryAdmission.REJECT:
             self._rejected += 1
-            return MemoryAdmission.REJECT
-        if (self.default_priority if priority is None else priority) < self._shed_priority:
-            self._admitted += 1
-            return MemoryAdmission.ADMIT
-        if self._shedding:
-            self._rejected += 1
-            return MemoryAdmission.REJECT
-        self._queued += 1
-        return MemoryAdmission.QUEUE
+        else:
+            self._queued += 1
+        return admission
 
     def check(self, priority: int | None = None) -> MemoryAdmission:
         """Like :meth:`admit`, but raise :class:`brace.MemoryPressure` instead of ``REJECT``."""

@@ -13,7 +13,9 @@ is *generated* from the core's one copy and runs the same operations on the same
 
 A step is written in a restricted form that makes this substitution exact: its body is
 a sequence of statements with a single ``return`` at the end, no ``return`` elsewhere, no
-``yield``, no nested function, and no name bound by ``global`` / ``nonlocal``. A step may
+``yield``, no nested function, no name bound by ``global`` / ``nonlocal``, and no
+assignment to a parameter. A module-level name it reads (an enum, a constant) must be
+imported by the caller's module too: the inliner checks it is the same object there. A step may
 still be called normally (from any shell, and by the tests), and a function whose source
 cannot be read (a frozen application, ``python -OO``) keeps its calls: the same decision,
 at the cost of one call.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import __future__
 
 import ast
+import builtins
 import functools
 import inspect
 import itertools
@@ -35,6 +38,9 @@ __all__ = ("inline_steps", "step")
 F = TypeVar("F", bound=Callable[..., Any])
 
 _STEPS: dict[str, ast.FunctionDef] = {}
+# the module-level names each step reads, with their values: inlined into another module,
+# the step must find the same objects there
+_GLOBALS: dict[str, dict[str, object]] = {}
 _fresh = itertools.count()
 
 
@@ -78,7 +84,21 @@ def step(function: F) -> F:
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id in params:
             raise TypeError(f"{function.__qualname__}: a step does not assign its parameters")
     tree.body = body
+    code = ast.Module(body=body, type_ignores=[])
+    stored = {
+        n.id for n in ast.walk(code) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+    }
+    free = {
+        n.id
+        for n in ast.walk(code)
+        if isinstance(n, ast.Name)
+        and isinstance(n.ctx, ast.Load)
+        and n.id not in params
+        and n.id not in stored
+        and n.id not in vars(builtins)
+    }
     _STEPS[function.__name__] = tree
+    _GLOBALS[function.__name__] = {name: function.__globals__[name] for name in free}
     return function
 
 
@@ -170,9 +190,13 @@ def _copy_stmt(statement: ast.stmt) -> ast.stmt:
     return ast.parse(ast.unparse(statement)).body[0]
 
 
+_MISSING = object()
+
+
 class _Inline(ast.NodeTransformer):
-    def __init__(self) -> None:
+    def __init__(self, namespace: dict[str, Any]) -> None:
         self.inlined = 0
+        self.namespace = namespace
 
     def _block(self, statements: list[ast.stmt]) -> list[ast.stmt]:
         out: list[ast.stmt] = []
@@ -187,6 +211,12 @@ class _Inline(ast.NodeTransformer):
                 name = func.id if isinstance(func, ast.Name) else func.attr
                 definition = _STEPS.get(name)
                 if definition is not None:
+                    for free, value in _GLOBALS[name].items():
+                        if self.namespace.get(free, _MISSING) is not value:
+                            raise TypeError(
+                                f"inline {name}: the step reads {free!r}, which the caller's "
+                                f"module must import too"
+                            )
                     out.extend(_expand(definition, statement.value, statement))
                     self.inlined += 1
                     continue
@@ -230,7 +260,7 @@ def inline_steps(function: F) -> F:
         for d in definition.decorator_list
         if not (isinstance(d, ast.Name) and d.id == "inline_steps")
     ]
-    transformer = _Inline()
+    transformer = _Inline(function.__globals__)
     transformer.visit(module)
     if not transformer.inlined:
         raise TypeError(f"{function.__qualname__}: no `x = step(...)` statement to inline")
