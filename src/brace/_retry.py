@@ -22,6 +22,7 @@ from ._clock import check_clock
 from ._core._validate import check_int, check_positive
 from ._core.backoff import Backoff, RandomSource, as_backoff
 from ._core.budget import RetryBudgetCore
+from ._core.retry import RetryStop, plan_retry
 
 __all__ = (
     "Attempt",
@@ -149,7 +150,7 @@ class RetryBudget:
     one budget between the :class:`Retry` objects that call the same dependency.
     """
 
-    __slots__ = ("__weakref__", "_clock", "_core", "_refused", "_total_requests", "_total_retries")
+    __slots__ = ("__weakref__", "_clock", "_core")
 
     def __init__(
         self,
@@ -161,9 +162,6 @@ class RetryBudget:
     ) -> None:
         self._core = RetryBudgetCore(ratio, min_per_second, window)
         self._clock = check_clock(clock)
-        self._refused = 0
-        self._total_requests = 0
-        self._total_retries = 0
 
     @property
     def ratio(self) -> float:
@@ -177,18 +175,22 @@ class RetryBudget:
     def window(self) -> float:
         return self._core.window
 
+    @property
+    def core(self) -> RetryBudgetCore:
+        """The pure state machine (what :class:`Retry` plans with, given its clock)."""
+        return self._core
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
+
     def record_request(self) -> None:
         """Count one request (the first attempt of a call)."""
         self._core.record_request(self._clock())
-        self._total_requests += 1
 
     def try_retry(self) -> bool:
         """Grant (and count) one retry if the budget allows it now; never waits."""
-        if self._core.try_retry(self._clock()):
-            self._total_retries += 1
-            return True
-        self._refused += 1
-        return False
+        return self._core.try_retry(self._clock())
 
     def statistics(self) -> RetryBudgetStatistics:
         now = self._clock()
@@ -197,9 +199,9 @@ class RetryBudget:
             requests=requests,
             retries=retries,
             available=self._core.available(now),
-            total_requests=self._total_requests,
-            total_retries=self._total_retries,
-            refused=self._refused,
+            total_requests=self._core.requested,
+            total_retries=self._core.granted,
+            refused=self._core.refused,
         )
 
     def __repr__(self) -> str:
@@ -430,30 +432,32 @@ class Retry:
         attempts = self._attempts
         if testing is not None and testing.attempts is not None and testing.attempts < attempts:
             attempts = testing.attempts
-        if number >= attempts:
-            self._exhausted += 1
-            return None
-        delay = self._backoff.delay(number, previous, self._rng)
-        sleep = delay
-        if failure is not None:
-            retry_after = getattr(failure, "retry_after", None)
-            if (
-                isinstance(retry_after, (int, float))
-                and not isinstance(retry_after, bool)
-                and retry_after > sleep  # also false for NaN
-            ):
-                sleep = float(retry_after)
-        if testing is not None:
-            sleep = 0.0
         elapsed = 0.0
-        if self._needs_start:
+        if self._needs_start and number < attempts:
             elapsed = max(0.0, self._clock() - start)  # 0: the clock stepped back
-            if self._deadline is not None and elapsed + sleep >= self._deadline:
+        budget = self._budget
+        plan = plan_retry(
+            number,
+            previous,
+            attempts=attempts,
+            backoff=self._backoff,
+            random=self._rng,
+            retry_after=None if failure is None else getattr(failure, "retry_after", None),
+            elapsed=elapsed,
+            deadline=self._deadline,
+            budget=None if budget is None else budget.core,
+            now=0.0 if budget is None else budget.clock(),
+            sleeps=testing is None,
+        )
+        if isinstance(plan, RetryStop):
+            if plan is RetryStop.EXHAUSTED:
+                self._exhausted += 1
+            elif plan is RetryStop.DEADLINE:
                 self._deadline_exceeded += 1
-                return None
-        if self._budget is not None and not self._budget.try_retry():
-            self._budget_exhausted += 1
+            else:
+                self._budget_exhausted += 1
             return None
+        sleep, delay = plan
         self._retries += 1
         if self._on_retry is not None:
             self._on_retry(RetryDetails(self._name, number, failure, result, sleep, elapsed))

@@ -44,8 +44,11 @@ class RetryBudgetCore:
         "_total_requests",
         "_total_retries",
         "buckets",
+        "granted",
         "min_per_second",
         "ratio",
+        "refused",
+        "requested",
         "reserve",
         "width",
         "window",
@@ -75,6 +78,10 @@ class RetryBudgetCore:
         self._slot: int | None = None
         self._total_requests = 0
         self._total_retries = 0
+        # lifetime totals: requests recorded, retries granted and refused
+        self.requested = 0
+        self.granted = 0
+        self.refused = 0
 
     def slot_of(self, now: float) -> int:
         """The index of the time slot holding ``now``."""
@@ -110,14 +117,17 @@ class RetryBudgetCore:
         i = self._advance(now)
         self._requests[i] += 1
         self._total_requests += 1
+        self.requested += 1
 
     def try_retry(self, now: float) -> bool:
         """Grant and count one retry at ``now`` if the budget allows it, else count nothing."""
         i = self._advance(now)
         if self._total_retries + 1 > self.ratio * self._total_requests + self.reserve + EPSILON:
+            self.refused += 1
             return False
         self._retries[i] += 1
         self._total_retries += 1
+        self.granted += 1
         return True
 
     def counts(self, now: float) -> tuple[int, int]:
