@@ -139,9 +139,14 @@ def _expand(definition: ast.FunctionDef, call: ast.Call, where: ast.stmt) -> lis
     serial = next(_fresh)
     prologue: list[ast.stmt] = []
     names: dict[str, ast.expr] = {}
+    uses = _loads(definition.body)
     for param, argument in zip(params, call.args, strict=True):
-        if isinstance(argument, ast.Name | ast.Constant):
-            names[param] = argument  # bound directly: no copy into a local
+        if isinstance(argument, ast.Name | ast.Constant) or (
+            uses.get(param, 0) <= 1 and _is_path(argument)
+        ):
+            # bound directly, no copy into a local: a name or a constant, or an attribute
+            # read once (steps have no side effect that could come between)
+            names[param] = argument
         else:
             local = f"_{definition.name}_{serial}_{param}"
             prologue.append(ast.Assign([ast.Name(local, ast.Store())], argument))
@@ -180,6 +185,21 @@ def _expand(definition: ast.FunctionDef, call: ast.Call, where: ast.stmt) -> lis
                 node.col_offset = where.col_offset
                 node.end_col_offset = where.end_col_offset
     return out
+
+
+def _loads(body: list[ast.stmt]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in ast.walk(ast.Module(body=body, type_ignores=[])):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            counts[node.id] = counts.get(node.id, 0) + 1
+    return counts
+
+
+def _is_path(node: ast.expr) -> bool:
+    """``a.b.c``: attribute reads of a name."""
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return isinstance(node, ast.Name)
 
 
 def _mentions(node: ast.expr, name: str) -> bool:
