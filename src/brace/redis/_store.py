@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -58,6 +57,7 @@ from .._clock import check_clock
 from .._core._validate import check_int, check_positive
 from .._core.decision import Decision, Draft
 from .._core.gcra import GCRA
+from .._core.outage import OutageCore
 from .._core.window import SlidingLog, SlidingWindowCounter
 from .._keys import bound_key, encode_key
 from .._store import MemoryStore, Policy, RateLimitStore, _policy_identity, check_key
@@ -263,16 +263,15 @@ class RedisStore:
         "_clock",
         "_closed_retry_after",
         "_decisions",
-        "_down_until",
         "_errors",
         "_fallback",
         "_fallbacks",
         "_in_flight",
         "_last_error",
-        "_latency",
         "_logged",
         "_nodes",
         "_on_error",
+        "_outage",
         "_owns_client",
         "_plans",
         "_prefix",
@@ -332,7 +331,7 @@ class RedisStore:
         )
         self._in_flight = False
         self._queue: list[_Call] = []
-        self._down_until = -math.inf
+        self._outage = OutageCore(self._recovery_time, latency_alpha=_EWMA_ALPHA)
         self._decisions = 0
         self._errors = 0
         self._call_errors = 0
@@ -340,7 +339,6 @@ class RedisStore:
         self._fallbacks = 0
         self._script_loads = 0
         self._round_trips = 0
-        self._latency = 0.0
         self._last_error: str | None = None
         self._logged: set[str] = set()
         self._owns_client = False
@@ -462,7 +460,7 @@ class RedisStore:
         check_key(key)
         if self._fallback is not None:
             await self._fallback.reset(plan.local, key)
-        if self._clock() >= self._down_until:
+        if self._outage.available(self._clock()):
             await self._guarded(plan, self._redis_key(plan, key), ("reset", 0, ""))
 
     async def open(self) -> None:
@@ -541,7 +539,7 @@ class RedisStore:
             error = check_error(exc, backend=backend)
             self._last_error = _text(exc)
             raise error from exc
-        self._down_until = -math.inf
+        self._outage.answered()
 
     def _redis_key(self, plan: _Plan, key: str) -> bytes:
         if len(key) < 128 and key.isascii():
@@ -556,7 +554,8 @@ class RedisStore:
             check_key(key)
         if cost.__class__ is not int or cost < 0 or cost > plan.limit:
             policy.check_cost(cost)
-        if self._down_until != -math.inf and self._clock() < self._down_until:
+        outage = self._outage
+        if not outage.up and not outage.available(self._clock()):
             return await self._on_failure(plan, key, cost, mode)
         reply = await self._guarded(
             plan, self._redis_key(plan, key), (mode, cost, "", *plan.params)
@@ -569,10 +568,8 @@ class RedisStore:
         """Run the plan's script within ``timeout``; ``None`` (counted) when Redis fails."""
         clock = self._clock
         started = clock()
-        probing = self._down_until != -math.inf
-        if probing:
-            # Probing after a failure: the other callers keep away until this one is done.
-            self._down_until = started + self._recovery_time
+        outage = self._outage
+        probing = outage.start(started)  # a probe: the others keep away until it is done
         try:
             if self._in_flight and self._batches:
                 reply = await self._join(_Call(plan.script, redis_key, args, _new_event()))
@@ -589,14 +586,11 @@ class RedisStore:
             scope = error_scope(exc)
             if scope == "call":
                 self._call_errors += 1
-                if probing:  # this call's error says nothing about Redis: let others try
-                    self._down_until = clock()
+                outage.call_failed(probing, clock())  # says nothing about Redis
             self._failed(clock(), exc, scope)
             return None
-        finished = clock()
-        self._latency += _EWMA_ALPHA * ((finished - started) - self._latency)
+        outage.succeeded(started, clock())
         self._decisions += 1
-        self._down_until = -math.inf
         return reply
 
     # Coalescing. While one call is in flight, the calls made meanwhile queue up; when it
@@ -691,7 +685,7 @@ class RedisStore:
     def _failed(self, now: float, exc: BaseException, scope: str) -> None:
         """Count a failure; a server failure makes Redis unavailable for a while."""
         if scope == "server":
-            self._down_until = now + self._recovery_time
+            self._outage.server_failed(now)
         self._record(exc, scope)
 
     def _record(self, exc: BaseException, scope: str) -> None:
@@ -827,8 +821,8 @@ class RedisStore:
             fallbacks=self._fallbacks,
             script_loads=self._script_loads,
             round_trips=self._round_trips,
-            latency=self._latency,
-            available=self._down_until == -math.inf or self._clock() >= self._down_until,
+            latency=self._outage.latency,
+            available=self._outage.available(self._clock()),
             last_error=self._last_error,
             call_errors=self._call_errors,
         )
