@@ -7,6 +7,7 @@ import ast
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -174,3 +175,36 @@ if __name__ == "__main__":  # pragma: no cover - lint another tree: python this.
     every = [f for p in shell_modules(root) for f in findings(p.read_text(), str(p))]
     print("\n".join(every))
     raise SystemExit(1 if every else 0)
+
+
+def test_fast_paths_are_generated_from_the_steps() -> None:
+    """The hot paths run the core's step inlined (no call left), from the core's source."""
+    import dis
+
+    from brace._executor import _Slot
+    from brace._store import _CounterTable, _GCRATable
+
+    def called(code: object) -> set[str]:
+        names: set[str] = set()
+        for instruction in dis.get_instructions(code):  # type: ignore[arg-type]
+            if instruction.opname in ("LOAD_GLOBAL", "LOAD_DEREF", "LOAD_NAME"):
+                names.add(str(instruction.argval))
+        for const in getattr(code, "co_consts", ()):
+            if hasattr(const, "co_code"):
+                names |= called(const)
+        return names
+
+    import brace
+
+    paths: dict[str, list[Any]] = {
+        "gcra_step": [brace.TokenBucket.__aenter__, _GCRATable._hit_function],
+        "window_weight": [_CounterTable._hit_function],
+        "admit_now": [_Slot.__aenter__],
+        "release_idle": [_Slot.__aexit__],
+        "memory_admission": [brace.MemoryGuard.admit],
+    }
+    for step_name, functions in paths.items():
+        for function in functions:
+            code = function.__code__
+            assert step_name not in called(code), (step_name, function)
+            assert hasattr(function, "__wrapped_source__"), function  # made by inline_steps
