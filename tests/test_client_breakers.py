@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import brace
 from brace._client import _MIN_SLOTS, _BreakerTable
-from brace.testing import FakeClock
+from brace.testing import FakeClock, FixedRandom
 
 
 def distinct_slots(count: int) -> list[str]:
@@ -170,7 +170,7 @@ def test_replica_copies_every_argument() -> None:
         failure_result=bool,
         on_state_change=hooks.append,
         clock=clock,
-        random=lambda: 0.5,
+        random=FixedRandom(0.5),
         name="api",
     )
     template.force_open()

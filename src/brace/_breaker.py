@@ -19,6 +19,8 @@ from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from ._clock import check_clock
+from ._core._validate import check_random
+from ._core.backoff import RandomSource
 from ._core.breaker import (
     CircuitBreakerCore,
     CircuitBreakerStatistics,
@@ -127,7 +129,8 @@ class CircuitBreaker:
             decorator: ``True`` makes it a failure (say, an HTTP 503 response).
         on_state_change: A hook, or hooks, called with a :class:`CircuitStateChange`.
         clock: Zero-argument callable returning monotonic seconds.
-        random: Zero-argument callable returning floats in [0, 1), for the jitter.
+        random: The source of the jitter: a ``random.Random`` (anything with ``random()``);
+            default the ``random`` module's.
         name: Name carried by statistics, state changes and :class:`~brace.CircuitOpen`.
 
     Cancellation is neither a failure nor a success, and a cancelled probe gives its permit
@@ -181,7 +184,7 @@ class CircuitBreaker:
         failure_result: Callable[[Any], bool] | None = None,
         on_state_change: StateChangeHook | Iterable[StateChangeHook] | None = None,
         clock: Callable[[], float] | None = None,
-        random: Callable[[], float] | None = None,
+        random: RandomSource | None = None,
         name: str | None = None,
     ) -> None:
         self._exceptions = _exception_types(exceptions, "exceptions")
@@ -244,7 +247,7 @@ class CircuitBreaker:
             recovery_backoff=recovery_backoff,
             max_recovery_time=max_recovery_time,
             recovery_jitter=recovery_jitter,
-            random=_optional_callable(random, "random") or _random.random,
+            random=_random.random if random is None else _random_source(random).random,
             max_half_open_wait=max_half_open_wait,
             name=name,
             listener=self._changed,
@@ -543,3 +546,8 @@ class CircuitTicket:
     def record_result(self, result: object) -> None:
         """The call returned ``result``: a failure if ``failure_result`` says so."""
         self._take()._returned(self._ticket, self._start, result)
+
+
+def _random_source(value: object) -> RandomSource:
+    check_random(value)
+    return value  # type: ignore[return-value]

@@ -19,7 +19,8 @@ import anyio.abc
 from typing_extensions import ParamSpec
 
 from ._clock import check_clock
-from ._core._validate import check_positive
+from ._core._validate import check_positive, check_random
+from ._core.backoff import RandomSource
 from ._core.load import LoadCore
 from ._exceptions import Overloaded
 
@@ -74,15 +75,14 @@ class LoadMonitor:
         interval: float = 0.1,
         smoothing: float = 0.3,
         retry_after: float = 1.0,
-        random: Callable[[], float] | None = None,
+        random: RandomSource | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self._core = LoadCore(max_lag, smoothing=smoothing)
         self._interval = check_positive(interval, "interval")
         self.retry_after = check_positive(retry_after, "retry_after")
-        if random is not None and not callable(random):
-            raise TypeError(f"random must be a zero-argument callable, got {random!r}")
-        self._random: Callable[[], float] = _random.random if random is None else random
+        check_random(random)
+        self._random: Callable[[], float] = _random.random if random is None else random.random
         clock = check_clock(clock)
         self._clock: Callable[[], float] = time.monotonic if clock is None else clock
         self._checks = 0

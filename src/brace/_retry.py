@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-import random
+import random as _random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -19,7 +19,7 @@ import anyio
 from typing_extensions import ParamSpec, Self
 
 from ._clock import check_clock
-from ._core._validate import check_int, check_positive
+from ._core._validate import check_int, check_positive, check_random
 from ._core.backoff import Backoff, RandomSource, as_backoff
 from ._core.budget import RetryBudgetCore
 from ._core.retry import RetryStop, plan_retry
@@ -269,7 +269,7 @@ class Retry:
         budget: RetryBudget | None = None,
         on_retry: RetryHook | None = None,
         clock: Callable[[], float] | None = None,
-        rng: RandomSource | None = None,
+        random: RandomSource | None = None,
         name: str = "",
     ) -> None:
         self._attempts = check_int(attempts, "attempts", minimum=1)
@@ -291,12 +291,8 @@ class Retry:
             raise TypeError(f"on_retry must be a callable or None, got {type(on_retry).__name__}")
         self._on_retry = on_retry
         self._clock = check_clock(clock)
-        if rng is not None and not callable(getattr(rng, "random", None)):
-            raise TypeError(
-                f"rng must be a random.Random (anything with random()) or None, "
-                f"got {type(rng).__name__}"
-            )
-        self._rng: RandomSource = rng if rng is not None else random.Random()
+        check_random(random)
+        self._rng: RandomSource = random if random is not None else _random.Random()
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, got {type(name).__name__}")
         self._name = name

@@ -335,6 +335,9 @@ def check_cap(value: object, base: float) -> float:
     """A cap in ``[base, inf]`` (``math.inf`` means no cap)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"cap must be a number of seconds, got {type(value).__name__}")
-    if math.isnan(value) or value < base:
+    if value != value or value < base:  # NaN; math.isnan overflows on a huge int
         raise ValueError(f"cap must be a number of seconds >= base ({base!r}), got {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond any float: no cap
+        return math.inf
