@@ -312,9 +312,9 @@ def schedules(draw: st.DrawFn) -> Backoff:
     if kind == "constant":
         return Backoff.constant(base)
     if kind == "exponential":
-        return Backoff.exponential(base, draw(st.floats(1.0, 3.0)), base * 20)
+        return Backoff.exponential(base, factor=draw(st.floats(1.0, 3.0)), cap=base * 20)
     if kind == "full":
-        return Backoff.full_jitter(base, 2.0, base * 20)
+        return Backoff.full_jitter(base, factor=2.0, cap=base * 20)
     return Backoff.decorrelated_jitter(base, base * 20)
 
 
@@ -651,7 +651,9 @@ async def test_books_balance_under_random_cancellation() -> None:
     """Cancelled at random moments, a Retry's and its budget's counts still agree."""
     rng = random.Random(7)
     budget = RetryBudget(ratio=0.5, min_per_second=1.0, window=5.0, clock=anyio.current_time)
-    retry = make(attempts=4, backoff=Backoff.full_jitter(0.5, 2.0, 4.0), budget=budget, random=rng)
+    retry = make(
+        attempts=4, backoff=Backoff.full_jitter(0.5, factor=2.0, cap=4.0), budget=budget, random=rng
+    )
     fn_calls = 0
 
     async def sometimes() -> str:

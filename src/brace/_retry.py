@@ -155,9 +155,9 @@ class RetryBudget:
     def __init__(
         self,
         ratio: float = 0.2,
+        *,
         min_per_second: float = 10.0,
         window: float = 10.0,
-        *,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self._core = RetryBudgetCore(ratio, min_per_second, window)
