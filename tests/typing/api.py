@@ -30,3 +30,26 @@ def errors() -> None:
     assert issubclass(brace.Dropped, brace.QueueFull)
     error: brace.Rejected = brace.RateLimited("limited", retry_after=1.0)
     assert_type(error.retry_after, float | None)
+
+
+def conventions() -> None:
+    # options are keyword-only after the first one or two
+    breaker = brace.CircuitBreaker(15, 30.0, half_open_max_calls=1)
+    assert_type(breaker.state, brace.CircuitState)
+    budget = brace.RetryBudget(0.2, min_per_second=1.0, window=10.0)
+    retry = brace.Retry(3, backoff=brace.Backoff.exponential(0.1, cap=10.0), budget=budget)
+    assert_type(retry.attempts, int)
+    # one randomness parameter: random=, anything with random()
+    import random
+
+    from brace.testing import FakeClock, FixedRandom
+
+    brace.Retry(3, random=random.Random(1))
+    brace.CircuitBreaker(recovery_jitter=0.5, random=FixedRandom(0.5), clock=FakeClock())
+    brace.LoadMonitor(0.1, random=random.Random(2))
+    assert_type(brace.Backoff.full_jitter(0.1).delay(1, 0.0, FixedRandom(0.5)), float)
+
+
+def wrong() -> None:
+    brace.CircuitBreaker(15, 30.0, 1)  # type: ignore[call-arg]
+    brace.Retry(3, rng=None)  # type: ignore[call-arg]
