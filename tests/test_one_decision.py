@@ -102,11 +102,68 @@ def findings(source: str, name: str) -> Iterator[str]:
             yield f"{name}:{node.lineno}: reads another object's {node.attr}"
 
 
+def foreign_private_reads(source: str, name: str) -> Iterator[str]:
+    """``other._name`` where the module defines no ``_name`` of its own (as ``self._name``,
+    a slot, a def, a class or a module-level name): one object reading another's private
+    state across modules. Modules imported by name are not objects."""
+    tree = ast.parse(source)
+    own: set[str] = set()
+    modules: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            own.add(node.name)
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.ctx, ast.Store)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in ("self", "cls")
+        ):
+            own.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            own.add(node.id)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            own.add(node.value)  # __slots__ entries
+        elif isinstance(node, ast.Import):
+            modules.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            modules.update(alias.asname or alias.name for alias in node.names)
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and node.attr not in own
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+            and not (isinstance(node.value, ast.Name) and node.value.id in modules)
+        ):
+            yield f"{name}:{node.lineno}: reads another object's {ast.unparse(node)}"
+
+
 def shell_modules(root: Path) -> Iterator[Path]:
     """The library's modules outside the cores."""
     for path in sorted(root.rglob("*.py")):
         if "_core" not in path.relative_to(root).parts:
             yield path
+
+
+def test_no_object_reads_another_modules_private_state() -> None:
+    """Across modules, objects use each other's public or internal methods only."""
+    found = [
+        finding
+        for path in sorted(SOURCE.rglob("*.py"))
+        for finding in foreign_private_reads(path.read_text(), str(path.relative_to(SOURCE)))
+    ]
+    assert found == []
+
+
+def test_the_private_state_rule_catches_the_old_reads() -> None:
+    """The reads issue 16 removed are caught by the general rule too."""
+    old = """
+def get(self, breaker):
+    threshold = breaker._core.failure_threshold
+    core._last_change = now
+"""
+    assert len(list(foreign_private_reads(old, "old"))) == 2
 
 
 def test_no_decision_outside_the_cores() -> None:
@@ -173,6 +230,7 @@ def test_cores_hold_the_formulas() -> None:
 if __name__ == "__main__":  # pragma: no cover - lint another tree: python this.py src/brace
     root = Path(sys.argv[1])
     every = [f for p in shell_modules(root) for f in findings(p.read_text(), str(p))]
+    every += [f for p in root.rglob("*.py") for f in foreign_private_reads(p.read_text(), str(p))]
     print("\n".join(every))
     raise SystemExit(1 if every else 0)
 

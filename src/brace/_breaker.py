@@ -265,6 +265,16 @@ class CircuitBreaker:
     # -- observation ---------------------------------------------------------------------
 
     @property
+    def clock(self) -> Callable[[], float]:
+        """The clock the breaker reads (what its replicas share)."""
+        return self._clock
+
+    @property
+    def failure_threshold(self) -> int | None:
+        """Failures in a row that open the circuit (None: only the failure rate does)."""
+        return self._core.failure_threshold
+
+    @property
     def name(self) -> str | None:
         return self._core.name
 

@@ -413,7 +413,7 @@ def _acquirer(
         return acquire
     if keyed and isinstance(limiter, (TokenBucket, SlidingWindow)):
         # a TokenBucket / SlidingWindow as a template: one of its kind per key, same clock
-        return RateLimiter(limiter, max_keys=max_keys, clock=limiter._clock).acquire
+        return RateLimiter(limiter, max_keys=max_keys, clock=limiter.clock).acquire
     shared = limiter.acquire
 
     async def acquire_shared(key: str) -> object:
@@ -442,7 +442,7 @@ class _BreakerTable:
         self.max_keys = max_keys
         self.held: OrderedDict[str, CircuitBreaker] = OrderedDict()
         self.evictions = 0
-        self._clock: Callable[[], float] = template._clock
+        self._clock: Callable[[], float] = template.clock
         self._until: array[float] | None = None  # both allocated on the first spill
         self._failures: array[int] | None = None
         # the hash of the one key spilled into a nonempty slot, or _SHARED
@@ -499,7 +499,7 @@ class _BreakerTable:
         slot = self._slot(key)
         if not failures[slot]:
             return  # nothing was spilled here
-        threshold = breaker._core.failure_threshold
+        threshold = breaker.failure_threshold
         if threshold is not None:
             for _ in range(min(failures[slot], threshold - 1)):
                 breaker.try_enter().failure()

@@ -171,6 +171,11 @@ class LimiterShell(Generic[CoreT]):
         self._acquired = 0
         self._rejected = 0
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock the limiter reads."""
+        return self._clock
+
     def try_acquire(self, cost: int = 1) -> Decision:
         """Take ``cost`` now if it is available and nobody waits; never blocks.
 
