@@ -140,12 +140,16 @@ def _expand(definition: ast.FunctionDef, call: ast.Call, where: ast.stmt) -> lis
     prologue: list[ast.stmt] = []
     names: dict[str, ast.expr] = {}
     uses = _loads(definition.body)
+    mutates = any(
+        isinstance(node, ast.Attribute | ast.Subscript) and isinstance(node.ctx, ast.Store)
+        for node in ast.walk(ast.Module(body=definition.body, type_ignores=[]))
+    )
     for param, argument in zip(params, call.args, strict=True):
         if isinstance(argument, ast.Name | ast.Constant) or (
-            uses.get(param, 0) <= 1 and _is_path(argument)
+            uses.get(param, 0) <= 1 and not mutates and _is_path(argument)
         ):
             # bound directly, no copy into a local: a name or a constant, or an attribute
-            # read once (steps have no side effect that could come between)
+            # read once by a step that changes no object (nothing can come between)
             names[param] = argument
         else:
             local = f"_{definition.name}_{serial}_{param}"
