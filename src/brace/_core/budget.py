@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 
-from ._validate import check_finite, check_int
+from ._validate import MIN_WINDOW, check_finite, check_int, check_seconds
 
 __all__ = ("RetryBudgetCore",)
 
@@ -67,9 +67,8 @@ class RetryBudgetCore:
         self.min_per_second = check_finite(min_per_second, "min_per_second", ">= 0")
         if self.min_per_second < 0:
             raise ValueError(f"min_per_second must be a finite number >= 0, got {min_per_second!r}")
-        self.window = check_finite(window, "window", "> 0")
-        if self.window <= 0:
-            raise ValueError(f"window must be a finite number of seconds > 0, got {window!r}")
+        # at least MIN_WINDOW: a slot of a subnormal width divides ``now`` into infinity
+        self.window = check_seconds(window, "window", minimum=MIN_WINDOW)
         self.buckets = check_int(buckets, "buckets", minimum=1)
         self.width = self.window / self.buckets
         self.reserve = self.min_per_second * self.window
