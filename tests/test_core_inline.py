@@ -84,3 +84,18 @@ def test_inlined_step_computes_what_the_call_does(
     assert inlined is not shell_like
     assert "gcra_step" not in inlined.__code__.co_names
     assert inlined(tat, now, cost, interval, reach) == shell_like(tat, now, cost, interval, reach)
+
+
+def shell_reading_after(tat: float, now: float) -> tuple[bool, float | None]:
+    new_tat = gcra_step(tat, now, 1, 1.0, 2.0)
+    if new_tat is not None:
+        return True, new_tat
+    return False, new_tat  # read again: the test is not fused away
+
+
+def test_the_none_test_is_fused_only_when_nothing_else_reads_the_result() -> None:
+    """``if x is not None`` after a step becomes the step's own test only when ``x`` is read
+    nowhere else; either way the function computes what the call does."""
+    fused = inline_steps(shell_reading_after)
+    for tat, now in ((0.0, 0.0), (5.0, 0.0), (-3.0, 1.0)):
+        assert fused(tat, now) == shell_reading_after(tat, now)

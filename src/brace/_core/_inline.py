@@ -221,6 +221,69 @@ class _Inline(ast.NodeTransformer):
     def __init__(self, namespace: dict[str, Any]) -> None:
         self.inlined = 0
         self.namespace = namespace
+        self.functions: list[ast.FunctionDef | ast.AsyncFunctionDef] = []
+        self.results: set[int] = set()  # the ids of the statements that take a step's result
+
+    def _fuse(self, statements: list[ast.stmt]) -> list[ast.stmt]:
+        """``t = a if c else None`` (a step's result) then ``if t is not None: ...`` becomes
+        ``if c: t = a; ...`` when nothing else reads ``t``: the test the step made, made once."""
+        out: list[ast.stmt] = []
+        index = 0
+        while index < len(statements):
+            statement = statements[index]
+            following = statements[index + 1] if index + 1 < len(statements) else None
+            if (
+                id(statement) in self.results
+                and isinstance(statement, ast.Assign)
+                and isinstance(statement.value, ast.IfExp)
+                and isinstance(statement.value.orelse, ast.Constant)
+                and statement.value.orelse.value is None
+                and len(statement.targets) == 1
+                and isinstance(statement.targets[0], ast.Name)
+                and isinstance(following, ast.If)
+                and self._tests_not_none(following.test, statement.targets[0].id)
+                and self._read_only_in(statement.targets[0].id, following)
+            ):
+                guess = statement.value
+                assign = ast.Assign([statement.targets[0]], guess.body)
+                ast.copy_location(assign, statement)
+                fused = ast.If(guess.test, [assign, *following.body], following.orelse)
+                ast.copy_location(fused, following)
+                out.append(fused)
+                index += 2
+                continue
+            out.append(statement)
+            index += 1
+        return out
+
+    @staticmethod
+    def _tests_not_none(test: ast.expr, name: str) -> bool:
+        return (
+            isinstance(test, ast.Compare)
+            and isinstance(test.left, ast.Name)
+            and test.left.id == name
+            and len(test.ops) == 1
+            and isinstance(test.ops[0], ast.IsNot)
+            and isinstance(test.comparators[0], ast.Constant)
+            and test.comparators[0].value is None
+        )
+
+    def _read_only_in(self, name: str, branch: ast.If) -> bool:
+        """True if ``name`` is read nowhere in the function but in ``branch``'s body."""
+        if not self.functions:
+            return False
+        inside = {
+            id(node)
+            for statement in branch.body
+            for node in ast.walk(statement)
+            if isinstance(node, ast.Name) and node.id == name
+        }
+        inside.add(id(branch.test.left))  # type: ignore[attr-defined]
+        return all(
+            id(node) in inside
+            for node in ast.walk(self.functions[-1])
+            if isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Load)
+        )
 
     def _block(self, statements: list[ast.stmt]) -> list[ast.stmt]:
         out: list[ast.stmt] = []
@@ -241,13 +304,24 @@ class _Inline(ast.NodeTransformer):
                                 f"inline {name}: the step reads {free!r}, which the caller's "
                                 f"module must import too"
                             )
-                    out.extend(_expand(definition, statement.value, statement))
+                    expanded = _expand(definition, statement.value, statement)
+                    self.results.add(id(expanded[-1]))
+                    out.extend(expanded)
                     self.inlined += 1
                     continue
             out.append(statement)
-        return out
+        return self._fuse(out)
 
     def generic_visit(self, node: ast.AST) -> ast.AST:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            self.functions.append(node)
+            try:
+                return self._visit_fields(node)
+            finally:
+                self.functions.pop()
+        return self._visit_fields(node)
+
+    def _visit_fields(self, node: ast.AST) -> ast.AST:
         for field in ("body", "orelse", "finalbody"):
             block = getattr(node, field, None)
             if isinstance(block, list) and block and isinstance(block[0], ast.stmt):
