@@ -31,9 +31,10 @@ def examples(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package and the tests."""
+    """mypy --strict on the package and the tests; pyright on the public API's type tests."""
     session.install("-e", ".[lint]")
     session.run("mypy", "--strict", "src", "tests", "examples")
+    session.run("pyright", "tests/typing")
 
 
 @nox.session(python="3.11")

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route
 
 import brace
+import brace.testing
 from brace import Priority
 from brace.asgi import (
     BraceMiddleware,
@@ -420,7 +421,9 @@ async def test_memory_critical_is_503_and_high_memory_sheds_low_priority() -> No
 
 async def test_load_monitor_sheds_but_not_high_priority() -> None:
     """Under full shedding probability ordinary requests get 503 overloaded, auth still passes."""
-    monitor = brace.LoadMonitor(max_lag=0.1, random=lambda: 0.0, clock=anyio.current_time)
+    monitor = brace.LoadMonitor(
+        max_lag=0.1, random=brace.testing.FixedRandom(0.0), clock=anyio.current_time
+    )
     for _ in range(20):
         monitor.observe(1.0)
     assert monitor.shed_probability == 1.0

@@ -116,7 +116,7 @@ def test_backoff_jitter_stays_within_bounds() -> None:
         max_recovery_time=50.0,
         recovery_jitter=0.4,
         clock=clock,
-        random=draws.random,
+        random=draws,
     )
     for trips in range(1, 8):
         ticket = breaker.try_enter()

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from brace import CircuitBreaker, CircuitOpen, CircuitState, CircuitStateChange
-from brace.testing import FakeClock
+from brace.testing import FakeClock, FixedRandom
 
 BACKENDS = ("asyncio", "trio")
 
@@ -99,8 +99,7 @@ def test_replica_has_the_configuration_and_a_fresh_state() -> None:
     clock = FakeClock()
     seen: list[CircuitStateChange] = []
 
-    def rng() -> float:
-        return 0.25
+    rng = FixedRandom(0.25)
 
     def is_failure(error: BaseException) -> bool:
         return not isinstance(error, Soft)
@@ -223,7 +222,7 @@ def test_a_replica_decides_as_a_breaker_built_with_the_same_arguments(
         "failure_result": lambda result: result == "bad",
         "on_state_change": hook,
         "clock": clock,
-        "random": lambda: 0.5,
+        "random": FixedRandom(0.5),
     }
     original = CircuitBreaker(**arguments, name="original")
 

@@ -33,7 +33,7 @@ def test_should_inject_draws_once_per_enabled_call(
     source = random.Random(seed)
     mirror = random.Random(seed)
     for flag in flags:
-        injected = should_inject(flag, rate, source)
+        injected = should_inject(flag, rate, random=source)
         if flag:
             assert injected is (mirror.random() < rate)
         else:

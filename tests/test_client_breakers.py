@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import brace
-from brace._client import _MIN_SLOTS, _BreakerTable, replica
-from brace.testing import FakeClock
+from brace._client import _MIN_SLOTS, _BreakerTable
+from brace.testing import FakeClock, FixedRandom
 
 
 def distinct_slots(count: int) -> list[str]:
@@ -59,9 +59,41 @@ def test_bounded_table_decides_as_unbounded_breakers(
     reference: dict[str, brace.CircuitBreaker] = {}
     for key, failed, pause in steps:
         clock.advance(pause)
-        own = reference.setdefault(key, replica(template, key))
+        own = reference.setdefault(key, template.replica(name=key))
         assert admitted(table.get(key), failed) == admitted(own, failed)
         assert len(table.held) <= max_keys
+
+
+def test_recovered_run_is_not_held_against_a_key() -> None:
+    """A key back from the sketch that then recovers (a success ends its run) and is
+    dropped at rest comes back with no run of failures: its slot was emptied on return
+    (a regression: the stale run opened it one failure early)."""
+    clock = FakeClock()
+    table = _BreakerTable(brace.CircuitBreaker(failure_threshold=2, clock=clock), 1)
+    first, second = KEYS[:2]
+    assert admitted(table.get(first), failed=True)  # a run of 1
+    assert admitted(table.get(second), failed=False)  # first spilled with its run
+    assert admitted(table.get(first), failed=False)  # back with its run; a success ends it
+    assert admitted(table.get(second), failed=False)  # first dropped at rest
+    assert admitted(table.get(first), failed=True)  # a run of 1 again, not 2
+    assert table.get(first).state is brace.CircuitState.CLOSED
+
+
+def test_shared_slot_keeps_the_strictest() -> None:
+    """Two keys spilled into one slot: the first back does not empty it, so the other
+    comes back no less closed than it left."""
+    table = _BreakerTable(brace.CircuitBreaker(failure_threshold=3, clock=FakeClock()), 1)
+    slot_of: dict[int, str] = {}
+    for index in range(100_000):
+        second = f"k{index}"
+        first = slot_of.setdefault(hash(second) % _MIN_SLOTS, second)
+        if first != second:
+            break
+    assert admitted(table.get(first), failed=True)  # a run of 1
+    assert admitted(table.get(second), failed=True)  # from the slot (1), then 2
+    assert admitted(table.get(first), failed=False)  # second spilled: the slot is shared
+    assert admitted(table.get(second), failed=True)  # first dropped; second back at 2: 3
+    assert table.get(second).state is brace.CircuitState.OPEN
 
 
 def test_open_breaker_survives_eviction() -> None:
@@ -138,11 +170,11 @@ def test_replica_copies_every_argument() -> None:
         failure_result=bool,
         on_state_change=hooks.append,
         clock=clock,
-        random=lambda: 0.5,
+        random=FixedRandom(0.5),
         name="api",
     )
     template.force_open()
-    copy = replica(template, "api a:80")
+    copy = template.replica(name="api a:80")
     assert copy.state is brace.CircuitState.CLOSED
     assert copy.name == "api a:80"
     core, original = copy._core, template._core
@@ -164,5 +196,5 @@ def test_replica_copies_every_argument() -> None:
     for name in ("_exceptions", "_exclude", "_is_failure", "_failure_result", "_hooks", "_clock"):
         assert getattr(copy, name) == getattr(template, name), name
     assert isinstance(core.window, type(original.window))
-    counted = replica(brace.CircuitBreaker(failure_rate=0.5, window_calls=20), None)
+    counted = brace.CircuitBreaker(failure_rate=0.5, window_calls=20).replica()
     assert counted._core.window.size == 20  # type: ignore[union-attr]

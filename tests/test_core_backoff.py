@@ -55,7 +55,7 @@ def test_exponential_is_min_of_cap_and_geometric(
 ) -> None:
     """exponential(base, factor, cap) is min(cap, base * factor ** (n - 1)), never above cap."""
     base, cap = bc
-    delay = Backoff.exponential(base, factor, cap).delay(n, 0.0, LOW)
+    delay = Backoff.exponential(base, factor=factor, cap=cap).delay(n, 0.0, LOW)
     try:
         expected = min(cap, base * factor ** (n - 1))
     except OverflowError:
@@ -71,7 +71,7 @@ def test_exponential_min_is_a_floor(
     """exponential(..., min=m) is max(m, min(cap, base * factor ** (n - 1))), within [m, cap]."""
     base, cap = bc
     floor = share * cap
-    delay = Backoff.exponential(base, factor, cap, min=floor).delay(n, 0.0, LOW)
+    delay = Backoff.exponential(base, factor=factor, cap=cap, min=floor).delay(n, 0.0, LOW)
     try:
         expected = max(floor, min(cap, base * factor ** (n - 1)))
     except OverflowError:
@@ -99,7 +99,7 @@ def test_exponential_min_agrees_with_tenacity(multiplier: float, floor: float, n
 
 def test_exponential_huge_attempt_does_not_overflow() -> None:
     """A very late attempt gets the cap rather than an OverflowError."""
-    assert Backoff.exponential(0.1, 2, 10.0).delay(100_000, 0.0, LOW) == 10.0
+    assert Backoff.exponential(0.1, factor=2, cap=10.0).delay(100_000, 0.0, LOW) == 10.0
 
 
 @given(base_and_cap(), factors, attempts, seeds)
@@ -108,8 +108,8 @@ def test_full_jitter_within_zero_and_the_exponential(
 ) -> None:
     """Full jitter draws from [0, exponential delay]."""
     base, cap = bc
-    ceiling = Backoff.exponential(base, factor, cap).delay(n, 0.0, LOW)
-    delay = Backoff.full_jitter(base, factor, cap).delay(n, 0.0, random.Random(seed))
+    ceiling = Backoff.exponential(base, factor=factor, cap=cap).delay(n, 0.0, LOW)
+    delay = Backoff.full_jitter(base, factor=factor, cap=cap).delay(n, 0.0, random.Random(seed))
     assert 0.0 <= delay <= ceiling
 
 
@@ -181,7 +181,7 @@ def deterministic_schedules(draw: st.DrawFn, depth: int = 3) -> Backoff:
         st.floats(0.0, 5.0).map(Backoff.constant),
         st.tuples(st.floats(0.0, 5.0), st.floats(0.0, 5.0)).map(lambda a: Backoff.linear(*a)),
         st.tuples(bases, factors, st.floats(0.0, 50.0)).map(
-            lambda a: Backoff.exponential(a[0], a[1], a[0] + a[2])
+            lambda a: Backoff.exponential(a[0], factor=a[1], cap=a[0] + a[2])
         ),
     )
     if depth == 0 or draw(st.booleans()):
@@ -211,7 +211,7 @@ def test_reprs_read_like_the_constructors() -> None:
     """repr shows how the schedule was built."""
     assert repr(Backoff.constant(1.0).capped(0.5)) == "Backoff.constant(1.0).capped(0.5)"
     assert "decorrelated_jitter" in repr(Backoff.decorrelated_jitter())
-    assert repr(Backoff.exponential(1.0, 2.0, 8.0, min=3.0)) == (
+    assert repr(Backoff.exponential(1.0, factor=2.0, cap=8.0, min=3.0)) == (
         "Backoff.exponential(base=1.0, factor=2.0, cap=8.0, min=3.0)"
     )
 

@@ -136,7 +136,7 @@ def test_checker_accepts_pure_code() -> None:
         """
         import math
         from collections import deque
-        from .._decision import Decision
+        from .decision import Decision
 
         def decide(now: float, tat: float) -> bool:
             return math.isfinite(now) and tat <= now

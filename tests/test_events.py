@@ -30,7 +30,7 @@ from brace.events import (
     SlowRequest,
 )
 from brace.httpx import ResilientTransport
-from brace.testing import FakeClock
+from brace.testing import FakeClock, FixedRandom
 
 
 def refused(events: list[Event]) -> list[Refused]:
@@ -397,7 +397,9 @@ def test_memory_level_changes_and_refusals() -> None:
 def test_the_load_monitor_reports_shed_work() -> None:
     """LoadMonitor.check() shedding is one Refused (load)."""
     events: list[Event] = []
-    load = brace.LoadMonitor(0.1, random=lambda: 0.0, clock=FakeClock(), on_event=events.append)
+    load = brace.LoadMonitor(
+        0.1, random=FixedRandom(0.0), clock=FakeClock(), on_event=events.append
+    )
     for _ in range(50):
         load.observe(1.0)
     with pytest.raises(brace.Overloaded):

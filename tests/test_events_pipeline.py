@@ -4,6 +4,7 @@ time (issue 14's acceptance test for events)."""
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -34,6 +35,16 @@ _BODY_REASONS = {
 }
 
 ROUTES = ("/limited", "/breaker", "/slow", "/high", "/low")
+
+
+class Draws:
+    """The load monitor's shedding draws: 0.0 (shed) or 1.0 (keep), in turn, cycling."""
+
+    def __init__(self, shed: list[bool]) -> None:
+        self._draws = itertools.cycle([0.0 if s else 1.0 for s in shed])
+
+    def random(self) -> float:
+        return next(self._draws)
 
 
 @dataclass(frozen=True)
@@ -98,8 +109,7 @@ async def serve(mix: Mix) -> tuple[Counter[str], dict[str, int], Counter[str], d
     the per-rule counters."""
     now = anyio.current_time
     start = now()
-    draws = iter(mix.shed * 1000)
-    load = brace.LoadMonitor(max_lag=0.1, random=lambda: 0.0 if next(draws) else 1.0, clock=now)
+    load = brace.LoadMonitor(max_lag=0.1, random=Draws(mix.shed), clock=now)
     for _ in range(50):
         load.observe(0.15)  # a steady shedding probability between 0 and 1
     assert 0.0 < load.shed_probability < 1.0

@@ -206,3 +206,20 @@ def test_the_library_wheel_holds_the_library_alone(tmp_path: Path) -> None:
     assert all(n.startswith(("brace/", "brace-")) for n in names), sorted(names)
     assert not any("demo" in n for n in names), [n for n in names if "demo" in n]
     assert "brace-demo" not in scripts
+
+
+def test_version_comes_from_the_package_metadata() -> None:
+    """``brace.__version__`` is the installed distribution's version, not a second copy."""
+    import importlib.metadata
+
+    assert brace.__version__ == importlib.metadata.version("brace")
+
+
+def test_every_exception_lives_in_one_module() -> None:
+    """Every public exception class is defined in ``brace._exceptions``; ``Decision`` in
+    the cores."""
+    for name in brace.__all__:
+        value = getattr(brace, name)
+        if isinstance(value, type) and issubclass(value, BaseException):
+            assert value.__module__ == "brace._exceptions", name
+    assert brace.Decision.__module__ == "brace._core.decision"

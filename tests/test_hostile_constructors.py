@@ -258,10 +258,13 @@ def test_backoff(kind: str, a: Any, b: Any, c: Any, cap: Any, jitter: Any, floor
         "constant": (lambda: brace.Backoff.constant(a), ("delay",)),
         "linear": (lambda: brace.Backoff.linear(a, b), ("start", "step")),
         "exponential": (
-            lambda: brace.Backoff.exponential(a, b, c, min=floor),
+            lambda: brace.Backoff.exponential(a, factor=b, cap=c, min=floor),
             ("base", "factor", "cap", "min"),
         ),
-        "full_jitter": (lambda: brace.Backoff.full_jitter(a, b, c), ("base", "factor", "cap")),
+        "full_jitter": (
+            lambda: brace.Backoff.full_jitter(a, factor=b, cap=c),
+            ("base", "factor", "cap"),
+        ),
         "decorrelated": (lambda: brace.Backoff.decorrelated_jitter(a, b), ("base", "cap")),
     }
     make, names = makers[kind]

@@ -9,9 +9,9 @@ import anyio
 import pytest
 
 import brace
+from brace._core.decision import Decision
 from brace._core.gcra import GCRA
 from brace._core.window import SlidingLog, SlidingWindowCounter
-from brace._decision import Decision
 from brace._store import Policy
 from brace.testing import FakeClock
 
@@ -71,7 +71,7 @@ def test_bad_configuration() -> None:
         brace.RateLimiter("1/s", max_keys=0)
     with pytest.raises(TypeError, match="max_keys must be an int"):
         brace.RateLimiter("1/s", max_keys="many")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="clock must be a callable"):
+    with pytest.raises(TypeError, match="clock must be a zero-argument callable"):
         brace.RateLimiter("1/s", clock=3.0)  # type: ignore[arg-type]
 
 

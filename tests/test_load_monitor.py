@@ -14,6 +14,16 @@ from brace import LoadMonitor, Overloaded
 from brace._core.load import LoadCore, shed_probability
 
 
+class Draw:
+    """A random source whose next value the test sets (``draw[0]``)."""
+
+    def __init__(self, draw: list[float]) -> None:
+        self.draw = draw
+
+    def random(self) -> float:
+        return self.draw[0]
+
+
 @pytest.mark.parametrize(
     ("lag", "expected"),
     [(0.0, 0.0), (0.1, 0.0), (0.125, 0.25), (0.15, 0.5), (0.19, 0.9), (0.2, 1.0), (5.0, 1.0)],
@@ -103,7 +113,7 @@ async def test_blocked_loop_raises_lag_and_shedding_follows_the_curve() -> None:
     """Each blocked interval adds its lag; the smoothed lag and probability follow the EWMA."""
     clock = BlockableClock()
     draw = [0.0]
-    monitor = LoadMonitor(0.1, interval=1.0, smoothing=0.5, clock=clock, random=lambda: draw[0])
+    monitor = LoadMonitor(0.1, interval=1.0, smoothing=0.5, clock=clock, random=Draw(draw))
     expected = 0.0
     async with anyio.create_task_group() as tg:
         await tg.start(monitor.run)

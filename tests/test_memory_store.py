@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 import brace
+from brace._core.decision import Decision
 from brace._core.gcra import GCRA, TokenBucketCore
 from brace._core.window import CounterState, SlidingLog, SlidingLogCore, SlidingWindowCounter
-from brace._decision import Decision
 from brace._store import Policy, _window_end, merge_counters
 from brace.testing import FakeClock
 
@@ -250,7 +250,7 @@ def test_store_validates_arguments() -> None:
         brace.MemoryStore(0)
     with pytest.raises(TypeError, match="max_keys must be an int"):
         brace.MemoryStore(10.0)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="clock must be a callable"):
+    with pytest.raises(TypeError, match="clock must be a zero-argument callable"):
         brace.MemoryStore(clock=1.0)  # type: ignore[arg-type]
     store = brace.MemoryStore()
     with pytest.raises(TypeError, match="policy must be"):

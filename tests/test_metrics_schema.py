@@ -17,6 +17,7 @@ import brace
 from brace._executor import Dropped
 from brace._metrics import KINDS, REFUSAL_REASONS, Histogram, collect, specs
 from brace.prometheus import RegistryCollector
+from brace.testing import FixedRandom
 
 bounds_strategy = st.lists(
     st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=20, unique=True
@@ -107,7 +108,7 @@ async def test_every_refusal_reason_counts_once() -> None:
     bucket = registry.register("bucket", brace.TokenBucket(1, clock=clock))
     window = registry.register("window", brace.SlidingWindow(1, 60.0, clock=clock))
     guard = registry.register("guard", brace.MemoryGuard(high=10, critical=20, probe=lambda: 30))
-    load = registry.register("load", brace.LoadMonitor(0.1, random=lambda: 0.0, clock=clock))
+    load = registry.register("load", brace.LoadMonitor(0.1, random=FixedRandom(0.0), clock=clock))
     timeout = registry.register("timeout", brace.Timeout(0.5))
     before = refusals(registry)
     assert set(before.values()) == {0.0}

@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from brace._core.decision import Decision
 from brace._core.gcra import GCRA
 from brace._core.window import CounterState, SlidingLog, SlidingLogCore, SlidingWindowCounter
-from brace._decision import Decision
 from brace.redis import RedisStore
 from brace.redis._store import _parse
 from redis_server import RedisServer, open_client

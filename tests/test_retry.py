@@ -164,7 +164,7 @@ def test_decorator_refuses_sync_functions() -> None:
 
 async def test_default_backoff_is_decorrelated_jitter() -> None:
     """Without backoff=, sleeps follow decorrelated jitter from 0.1 s (within [0.1, 0.3])."""
-    retry = Retry(2, clock=anyio.current_time, rng=random.Random(1))
+    retry = Retry(2, clock=anyio.current_time, random=random.Random(1))
     assert "decorrelated_jitter" in repr(retry.backoff)
     flaky = Flaky(Boom())
     await retry.call(flaky)
@@ -312,9 +312,9 @@ def schedules(draw: st.DrawFn) -> Backoff:
     if kind == "constant":
         return Backoff.constant(base)
     if kind == "exponential":
-        return Backoff.exponential(base, draw(st.floats(1.0, 3.0)), base * 20)
+        return Backoff.exponential(base, factor=draw(st.floats(1.0, 3.0)), cap=base * 20)
     if kind == "full":
-        return Backoff.full_jitter(base, 2.0, base * 20)
+        return Backoff.full_jitter(base, factor=2.0, cap=base * 20)
     return Backoff.decorrelated_jitter(base, base * 20)
 
 
@@ -344,7 +344,7 @@ async def test_deadline_is_never_slept_past(
         deadline=deadline,
         on_retry=details.append,
         clock=anyio.current_time,
-        rng=random.Random(seed),
+        random=random.Random(seed),
     )
     starts: list[float] = []
     remaining = list(durations)
@@ -651,7 +651,9 @@ async def test_books_balance_under_random_cancellation() -> None:
     """Cancelled at random moments, a Retry's and its budget's counts still agree."""
     rng = random.Random(7)
     budget = RetryBudget(ratio=0.5, min_per_second=1.0, window=5.0, clock=anyio.current_time)
-    retry = make(attempts=4, backoff=Backoff.full_jitter(0.5, 2.0, 4.0), budget=budget, rng=rng)
+    retry = make(
+        attempts=4, backoff=Backoff.full_jitter(0.5, factor=2.0, cap=4.0), budget=budget, random=rng
+    )
     fn_calls = 0
 
     async def sometimes() -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _distribution_version
+
 from . import chaos as chaos
 from . import events as events
 from ._adaptive import AdaptiveLimit as AdaptiveLimit
@@ -19,10 +22,11 @@ from ._core.breaker import CircuitBreakerStatistics as CircuitBreakerStatistics
 from ._core.breaker import CircuitEvent as CircuitEvent
 from ._core.breaker import CircuitState as CircuitState
 from ._core.breaker import CircuitStateChange as CircuitStateChange
+from ._core.decision import Decision as Decision
 from ._core.memory import MemoryLevel as MemoryLevel
-from ._decision import Decision as Decision
 from ._exceptions import BraceError as BraceError
 from ._exceptions import CircuitOpen as CircuitOpen
+from ._exceptions import Dropped as Dropped
 from ._exceptions import MemoryPressure as MemoryPressure
 from ._exceptions import Overloaded as Overloaded
 from ._exceptions import QueueFull as QueueFull
@@ -32,7 +36,6 @@ from ._exceptions import Rejected as Rejected
 from ._exceptions import ShuttingDown as ShuttingDown
 from ._exceptions import TimeoutExceeded as TimeoutExceeded
 from ._executor import DrainReport as DrainReport
-from ._executor import Dropped as Dropped
 from ._executor import ExecutorStatistics as ExecutorStatistics
 from ._executor import PriorityExecutor as PriorityExecutor
 from ._fallback import Fallback as Fallback
@@ -85,7 +88,10 @@ from ._timeout import TimeoutStatistics as TimeoutStatistics
 from ._window import SlidingWindow as SlidingWindow
 from ._window import SlidingWindowStatistics as SlidingWindowStatistics
 
-__version__ = "0.1.0"
+try:
+    __version__: str = _distribution_version("brace")
+except _PackageNotFoundError:  # pragma: no cover - run from a source tree never installed
+    __version__ = "0+unknown"
 
 __all__ = (
     "AdaptiveLimit",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Literal
 
 from ._breaker import CircuitBreaker
@@ -91,6 +91,7 @@ class Limit:
 
     rate: Any
     per: Per = "client"
+    _: KW_ONLY
     name: str | None = None
     _policy: Policy = field(init=False, repr=False, compare=False)
 
@@ -151,6 +152,7 @@ class Rule:
 
     path: str | re.Pattern[str] | None = None
     limits: Sequence[LimitLike] = ()
+    _: KW_ONLY
     methods: Iterable[str] | None = None
     priority: int | None = None
     timeout: float | None = None

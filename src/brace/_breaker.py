@@ -14,11 +14,13 @@ import itertools
 import logging
 import random as _random
 import sys
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar
 
+from ._clock import check_clock
+from ._core._validate import check_random
+from ._core.backoff import RandomSource
 from ._core.breaker import (
     CircuitBreakerCore,
     CircuitBreakerStatistics,
@@ -134,7 +136,8 @@ class CircuitBreaker:
             ``brace.breaker`` and swallowed. State changes are logged there too (WARNING
             when the circuit opens, INFO otherwise), refusals at DEBUG.
         clock: Zero-argument callable returning monotonic seconds.
-        random: Zero-argument callable returning floats in [0, 1), for the jitter.
+        random: The source of the jitter: a ``random.Random`` (anything with ``random()``);
+            default the ``random`` module's.
         name: Name carried by statistics, state changes and :class:`~brace.CircuitOpen`.
         record_durations: Time every call into the ``call_duration`` histogram the
             metric exporters read (it takes the breaker off its untimed fast path; a
@@ -173,6 +176,7 @@ class CircuitBreaker:
         self,
         failure_threshold: int | None = 15,
         recovery_time: float = 30.0,
+        *,
         half_open_max_calls: int = 1,
         failure_rate: float | None = None,
         minimum_calls: int = 10,
@@ -180,7 +184,6 @@ class CircuitBreaker:
         slow_call_duration: float | None = None,
         exceptions: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
         exclude: type[BaseException] | tuple[type[BaseException], ...] = (),
-        *,
         window_calls: int | None = None,
         window_buckets: int = 10,
         slow_call_rate: float = 1.0,
@@ -194,7 +197,7 @@ class CircuitBreaker:
         failure_result: Callable[[Any], bool] | None = None,
         on_state_change: StateChangeHook | Iterable[StateChangeHook] | None = None,
         clock: Callable[[], float] | None = None,
-        random: Callable[[], float] | None = None,
+        random: RandomSource | None = None,
         name: str | None = None,
         on_event: EventHook | Iterable[EventHook] | None = None,
         record_durations: bool = False,
@@ -206,7 +209,7 @@ class CircuitBreaker:
         self._no_outcome: tuple[type[BaseException], ...] = (CircuitOpen, *self._ignore)
         self._is_failure = _optional_callable(is_failure, "is_failure")
         self._failure_result = _optional_callable(failure_result, "failure_result")
-        self._clock: Callable[[], float] = _optional_callable(clock, "clock") or time.monotonic
+        self._clock: Callable[[], float] = check_clock(clock)
         if on_state_change is None:
             hooks: tuple[StateChangeHook, ...] = ()
         elif callable(on_state_change):
@@ -263,7 +266,7 @@ class CircuitBreaker:
             recovery_backoff=recovery_backoff,
             max_recovery_time=max_recovery_time,
             recovery_jitter=recovery_jitter,
-            random=_optional_callable(random, "random") or _random.random,
+            random=_random.random if random is None else _random_source(random).random,
             max_half_open_wait=max_half_open_wait,
             name=name,
             listener=self._changed,
@@ -283,6 +286,16 @@ class CircuitBreaker:
         )
 
     # -- observation ---------------------------------------------------------------------
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock the breaker reads (what its replicas share)."""
+        return self._clock
+
+    @property
+    def failure_threshold(self) -> int | None:
+        """Failures in a row that open the circuit (None: only the failure rate does)."""
+        return self._core.failure_threshold
 
     @property
     def name(self) -> str | None:
@@ -587,3 +600,8 @@ class CircuitTicket:
     def record_result(self, result: object) -> None:
         """The call returned ``result``: a failure if ``failure_result`` says so."""
         self._take()._returned(self._ticket, self._start, result)
+
+
+def _random_source(value: object) -> RandomSource:
+    check_random(value)
+    return value  # type: ignore[return-value]

@@ -60,7 +60,7 @@ class RandomSource(Protocol):
 Enabled = bool | Callable[[], bool]
 
 
-def should_inject(enabled: Enabled, rate: float, source: RandomSource) -> bool:
+def should_inject(enabled: Enabled, rate: float, *, random: RandomSource) -> bool:
     """Whether to inject into this call: enabled now, and one draw below ``rate``.
 
     A disabled call draws nothing; an enabled one draws exactly one number, whatever the
@@ -68,7 +68,7 @@ def should_inject(enabled: Enabled, rate: float, source: RandomSource) -> bool:
     """
     if enabled is not True and (enabled is False or not enabled()):
         return False
-    return source.random() < rate
+    return random.random() < rate
 
 
 ChaosKind = Literal["latency", "exception", "outcome", "behavior"]
@@ -183,7 +183,7 @@ class ChaosStrategy(abc.ABC):
     def try_inject(self) -> bool:
         """Decide (and count) whether this call gets the fault; never waits."""
         self._calls += 1
-        if should_inject(self._enabled, self._rate, self._random):
+        if should_inject(self._enabled, self._rate, random=self._random):
             self._injected += 1
             return True
         return False

@@ -27,7 +27,10 @@ of ``max(max_keys, 1024)`` slots, indexed by the key's hash, each keeping the la
 time until which a key spilled there was open and the longest run of failures. A new
 breaker starts from its slot: with that run of failures (up to one short of opening)
 and open for the rest of that time. So an evicted host comes back at least as closed to
-traffic as it left; a host sharing its slot may start a little stricter. (A breaker's
+traffic as it left; a host sharing its slot may start a little stricter. A slot also
+remembers the hash of the one key spilled there (or that several were): when that key
+comes back, its state moves back into its breaker and the slot is emptied, so a run of
+failures it later recovers from is not held against it at its next return. (A breaker's
 rate window is not spilled: only its state and its run of failures are.)
 """
 
@@ -86,6 +89,10 @@ _MIN_SLOTS = 1024
 # The run of failures spilled for a breaker that was open or half-open: on its return
 # it is one failure away from opening again.
 _OPEN_RUN = 2**62
+# The owner of a sketch slot that more than one key was spilled into (``hash()`` is never
+# -1: CPython reserves it for errors). A slot is empty while its run of failures is 0:
+# every breaker spilled has a run of at least 1.
+_SHARED = -1
 
 RequestT = TypeVar("RequestT")
 ResponseT = TypeVar("ResponseT")
@@ -432,7 +439,7 @@ def _acquirer(
         return acquire
     if keyed and isinstance(limiter, (TokenBucket, SlidingWindow)):
         # a TokenBucket / SlidingWindow as a template: one of its kind per key, same clock
-        return RateLimiter(limiter, max_keys=max_keys, clock=limiter._clock).acquire
+        return RateLimiter(limiter, max_keys=max_keys, clock=limiter.clock).acquire
     shared = limiter.acquire
 
     async def acquire_shared(key: str) -> object:
@@ -441,25 +448,31 @@ def _acquirer(
     return acquire_shared
 
 
-def replica(template: CircuitBreaker, name: str | None) -> CircuitBreaker:
-    """A new, closed breaker made with the arguments of ``template``, named ``name``."""
-    return template.replica(name=name)
-
-
 class _BreakerTable:
     """The breakers of the keys seen: at most ``max_keys``, the least recently used out
     first, spilled into a sketch unless at rest (see the module's theory of operation)."""
 
-    __slots__ = ("_clock", "_failures", "_until", "evictions", "held", "max_keys", "template")
+    __slots__ = (
+        "_clock",
+        "_failures",
+        "_owners",
+        "_until",
+        "evictions",
+        "held",
+        "max_keys",
+        "template",
+    )
 
     def __init__(self, template: CircuitBreaker, max_keys: int) -> None:
         self.template = template
         self.max_keys = max_keys
         self.held: OrderedDict[str, CircuitBreaker] = OrderedDict()
         self.evictions = 0
-        self._clock: Callable[[], float] = template._clock
+        self._clock: Callable[[], float] = template.clock
         self._until: array[float] | None = None  # both allocated on the first spill
         self._failures: array[int] | None = None
+        # the hash of the one key spilled into a nonempty slot, or _SHARED
+        self._owners: array[int] | None = None
 
     def get(self, key: str) -> CircuitBreaker:
         """The breaker of ``key``, made (from its slot of the sketch) if it has none."""
@@ -471,7 +484,7 @@ class _BreakerTable:
         if len(held) >= self.max_keys:
             self._evict(*held.popitem(last=False))
         name = self.template.name
-        breaker = replica(self.template, key if name is None else f"{name} {key}")
+        breaker = self.template.replica(name=key if name is None else f"{name} {key}")
         if self._until is not None:
             self._restore(key, breaker)
         held[key] = breaker
@@ -485,11 +498,16 @@ class _BreakerTable:
         if stats.state is CircuitState.CLOSED and not stats.consecutive_failures:
             return  # at rest: a new breaker knows as much
         self.evictions += 1
-        if self._until is None or self._failures is None:
+        if self._until is None or self._failures is None or self._owners is None:
             slots = max(self.max_keys, _MIN_SLOTS)
             self._until = array("d", [-math.inf]) * slots
             self._failures = array("q", [0]) * slots
+            self._owners = array("q", [_SHARED]) * slots
         slot = self._slot(key)
+        if not self._failures[slot]:
+            self._owners[slot] = hash(key)
+        elif self._owners[slot] != hash(key):
+            self._owners[slot] = _SHARED
         if stats.state is CircuitState.CLOSED:
             run = stats.consecutive_failures
         else:  # open or half-open: back one failure away from opening
@@ -500,14 +518,20 @@ class _BreakerTable:
         self._failures[slot] = max(self._failures[slot], run)
 
     def _restore(self, key: str, breaker: CircuitBreaker) -> None:
-        until, failures = self._until, self._failures
+        until, failures, owners = self._until, self._failures, self._owners
         assert until is not None
         assert failures is not None
+        assert owners is not None
         slot = self._slot(key)
-        threshold = breaker._core.failure_threshold
+        if not failures[slot]:
+            return  # nothing was spilled here
+        threshold = breaker.failure_threshold
         if threshold is not None:
             for _ in range(min(failures[slot], threshold - 1)):
                 breaker.try_enter().failure()
         wait = until[slot] - self._clock()
         if wait > 0:
             breaker.open_for(wait)
+        if owners[slot] == hash(key):  # the slot held this key alone: it is back in full
+            failures[slot] = 0
+            until[slot] = -math.inf

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._core.breaker import CircuitState
-    from ._decision import Decision
+    from ._core.decision import Decision
 
 __all__ = (
     "BraceError",
     "CircuitOpen",
+    "Dropped",
     "MemoryPressure",
     "Overloaded",
     "QueueFull",
@@ -67,6 +68,10 @@ class RateLimited(Rejected):
 
 class QueueFull(Rejected):
     """The executor's queue is full (or the waiter was dropped to make room)."""
+
+
+class Dropped(QueueFull):
+    """A queued waiter was evicted to make room for more important work, or shed by CoDel."""
 
 
 class QueueTimeout(Rejected):

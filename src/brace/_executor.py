@@ -15,10 +15,22 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 import anyio
 from typing_extensions import ParamSpec
 
+from ._clock import check_clock
+from ._core._inline import inline_steps
 from ._core._validate import check_positive
-from ._core.admission import AdmissionCore, Discipline, FullPolicy, Reservoir, Ticket, TicketState
+from ._core.admission import (
+    AdmissionCore,
+    Discipline,
+    FullPolicy,
+    Reservoir,
+    Ticket,
+    TicketState,
+    admit_now,
+    release_idle,
+)
 from ._events import EventHook, Reason, RefusalCounter, Refused, event_hook
 from ._exceptions import (
+    Dropped,
     MemoryPressure,
     QueueFull,
     QueueTimeout,
@@ -65,10 +77,6 @@ class _Default(str, enum.Enum):
 # (a str enum: equal to "default", the value the signatures show and accept)
 _DEFAULT: Final = _Default.DEFAULT
 _DefaultTimeout = Literal["default"]
-
-
-class Dropped(QueueFull):
-    """A queued waiter was evicted to make room for more important work, or shed by CoDel."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,8 +251,7 @@ class PriorityExecutor:
         # cost stays one attribute test while nobody exports.
         self._wait_histogram = Histogram(WAIT_BUCKETS)
         self._processing_histogram: Histogram | None = None
-        if clock is not None and not callable(clock):
-            raise TypeError(f"clock must be a zero-argument callable, got {clock!r}")
+        clock = check_clock(clock)
         self._clock: Callable[[], float] = time.monotonic if clock is None else clock
         # one reusable context per priority value used; it also counts that priority's work
         self._slots: dict[int, _Slot] = {}
@@ -263,7 +270,7 @@ class PriorityExecutor:
             raise TypeError(f"guard must be a brace.MemoryGuard or None, got {guard!r}")
         self._guard = guard
         if guard is not None:
-            guard._bind(self)
+            guard.bind(self)
         self._adaptive: AdaptiveLimit | None = None
         if limit is not None:
             limit.attach(self)
@@ -476,6 +483,12 @@ class PriorityExecutor:
 
     # -- statistics ----------------------------------------------------------------------
 
+    def queue_bounds(self) -> tuple[int, float | None]:
+        """``(free places in the queue, queue_timeout)``: what bounds work held for it
+        elsewhere (a memory guard given as ``guard=`` counts its held work against them)."""
+        core = self._core
+        return core.max_queue - core.pending, core.queue_timeout
+
     def statistics(self) -> ExecutorStatistics:
         """A consistent snapshot of the counters, averages and wait-time percentiles."""
         core = self._core
@@ -510,7 +523,7 @@ class PriorityExecutor:
             admitted_by_priority={p: s.admitted for p, s in self._slots.items() if s.admitted},
             pending_by_priority=core.pending_by_priority(),
             draining=core.closed,
-            held=0 if self._guard is None else self._guard._waiting,
+            held=0 if self._guard is None else self._guard.held,
             refusals=self._refusals.snapshot(),
         )
 
@@ -597,7 +610,7 @@ class PriorityExecutor:
             )
         try:
             if guard.check(priority) is MemoryAdmission.QUEUE:
-                await guard._hold()  # bounded by this executor's queue: see MemoryGuard._hold
+                await guard.hold()  # bounded by this executor's queue: see MemoryGuard.hold
         except MemoryPressure as error:
             raise self._refuse("memory", error, priority) from None
         except QueueFull as error:
@@ -815,31 +828,22 @@ class _Slot:
         self.priority = priority
         self.admitted = 0
 
+    @inline_steps
     async def __aenter__(self) -> None:
-        # PriorityExecutor._acquire with AdmissionCore.try_acquire inlined for FIFO: the
-        # fast path must cost no more than an asyncio.Semaphore and never reach the loop
+        # PriorityExecutor._acquire with the core's admission step inlined: the fast path
+        # must cost no more than an asyncio.Semaphore and never reach the loop
         executor = self._executor
         if executor._guard is not None:
             await executor._pass_guard(self.priority)
         core = executor._core
         now = executor._clock()
-        running = core.running
-        if (
-            running < core.open_limit  # (== concurrency unless slots are reserved)
-            and not core.pending
-            and not core.closed
-            and not core._detector
-        ):
-            core.busy_time += running * (now - core._last_change)
-            core._last_change = now
-            core.running = running + 1
-            core.acquired_immediately += 1
-            self.admitted += 1
-        elif core.try_acquire(now, self.priority):
+        admitted = admit_now(core, now, self.priority)
+        if admitted:
             self.admitted += 1
         else:
             await executor._wait(self, now)
 
+    @inline_steps
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
@@ -848,18 +852,12 @@ class _Slot:
     ) -> None:
         executor = self._executor
         if exc_type is None:
-            # PriorityExecutor._finish for a completion, with AdmissionCore.release inlined
-            # while nobody waits (keep the two in step)
+            # PriorityExecutor._finish for a completion, with the core's release step
+            # inlined while nobody waits
             core = executor._core
             now = executor._clock()
-            running = core.running
-            if not core.pending and running > 0:
-                core.busy_time += running * (now - core._last_change)
-                core._last_change = now
-                core.running = running - 1
-                core.completions += 1
-                if now - core._epoch_start >= core.estimate_window:
-                    core.roll_epoch(now)
+            released = release_idle(core, now)
+            if released:
                 if executor._idle_event is not None:
                     executor._check_idle()
                 return

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
+from ._clock import check_clock
 from ._core._validate import check_positive
 
 if TYPE_CHECKING:
@@ -121,8 +122,7 @@ class Health:
         self.timeout = check_positive(timeout, "timeout")
         self.shutdown = shutdown
         self.memory = memory
-        if clock is not None and not callable(clock):
-            raise TypeError(f"clock must be a zero-argument callable, got {clock!r}")
+        clock = check_clock(clock)
         self._clock: Callable[[], float] = time.monotonic if clock is None else clock
         self._checks: dict[str, _Check] = {}
 

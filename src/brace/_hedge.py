@@ -36,6 +36,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 import anyio
 from typing_extensions import ParamSpec
 
+from ._clock import check_clock
 from ._core._validate import check_finite, check_int
 from ._events import Event, EventHook, event_hook
 from ._retry import RetryBudget
@@ -285,8 +286,8 @@ class Hedge:
                     f"alternatives[{index}] must be an async callable, got {alternative!r}"
                 )
         self._alternatives = tuple(alternatives)
-        if clock is not None and not callable(clock):
-            raise TypeError(f"clock must be a zero-argument callable or None, got {clock!r}")
+        if clock is not None:
+            clock = check_clock(clock)  # None: anyio.current_time, below
         if budget is None:
             budget = RetryBudget(ratio=0.1, min_per_second=1.0, window=10.0, clock=clock)
         elif not isinstance(budget, RetryBudget):

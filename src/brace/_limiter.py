@@ -13,10 +13,11 @@ from typing import Any, Protocol, TypeVar
 import anyio
 from typing_extensions import ParamSpec
 
+from ._clock import check_clock
 from ._core._validate import shown
+from ._core.decision import Decision
 from ._core.gcra import GCRA
 from ._core.window import SlidingLog, SlidingWindowCounter
-from ._decision import Decision
 from ._events import EventHook, Refused, event_hook, refusals
 from ._exceptions import RateLimited
 from ._rate import Rate, parse_rate
@@ -155,8 +156,8 @@ class RateLimiter:
             raise TypeError(f"name must be a str or None, got {name!r}")
         self._name = name
         self._on_event = event_hook(on_event)
-        if clock is not None and not callable(clock):
-            raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
+        if clock is not None:
+            clock = check_clock(clock)
         self._clock: Callable[[], float] = time.monotonic if clock is None else clock
         if store is None:
             store = MemoryStore(max_keys, clock=self._clock)
@@ -173,7 +174,7 @@ class RateLimiter:
         self._store = store
         self._table: _AnyTable | None
         if isinstance(store, MemoryStore):
-            table = store._table(self._policy)
+            table = store.table_for(self._policy)
             self._table = table
             self._hit_now: Callable[[str, int, float], Decision] | None = table.hit_now
             if self._on_event is not None or logger.isEnabledFor(logging.DEBUG):

@@ -19,7 +19,9 @@ import anyio
 import anyio.abc
 from typing_extensions import ParamSpec
 
-from ._core._validate import check_positive
+from ._clock import check_clock
+from ._core._validate import check_positive, check_random
+from ._core.backoff import RandomSource
 from ._core.load import LoadCore
 from ._events import EventHook, Refused, event_hook
 from ._exceptions import Overloaded
@@ -91,7 +93,7 @@ class LoadMonitor:
         interval: float = 0.1,
         smoothing: float = 0.3,
         retry_after: float = 1.0,
-        random: Callable[[], float] | None = None,
+        random: RandomSource | None = None,
         clock: Callable[[], float] | None = None,
         on_event: EventHook | Iterable[EventHook] | None = None,
         cpu_clock: Callable[[], float] | None = None,
@@ -100,15 +102,13 @@ class LoadMonitor:
         self._on_event = event_hook(on_event)
         self._interval = check_positive(interval, "interval")
         self.retry_after = check_positive(retry_after, "retry_after")
-        if random is not None and not callable(random):
-            raise TypeError(f"random must be a zero-argument callable, got {random!r}")
-        self._random: Callable[[], float] = _random.random if random is None else random
-        if clock is not None and not callable(clock):
-            raise TypeError(f"clock must be a zero-argument callable, got {clock!r}")
-        self._clock: Callable[[], float] = time.monotonic if clock is None else clock
+        check_random(random)
+        self._random: Callable[[], float] = _random.random if random is None else random.random
+        real_clock = clock is None
+        self._clock: Callable[[], float] = check_clock(clock)
         if cpu_clock is not None and not callable(cpu_clock):
             raise TypeError(f"cpu_clock must be a zero-argument callable, got {cpu_clock!r}")
-        if cpu_clock is None and clock is None:
+        if cpu_clock is None and real_clock:
             cpu_clock = time.thread_time
         self._cpu_clock = cpu_clock
         self._uncounted = 0.0

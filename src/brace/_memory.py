@@ -8,7 +8,6 @@ calls the probe, runs the garbage collector when told, and waits or raises.
 
 from __future__ import annotations
 
-import enum
 import functools
 import gc
 import logging
@@ -22,8 +21,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar, ove
 import anyio
 from typing_extensions import ParamSpec
 
+from ._clock import check_clock
+from ._core._inline import inline_steps
 from ._core._validate import check_positive
-from ._core.memory import MemoryLevel, MemoryLevelsCore
+from ._core.memory import MemoryAdmission, MemoryLevel, MemoryLevelsCore, memory_admission
 from ._events import Event, EventHook, Reason, Refused, event_hook
 from ._exceptions import MemoryPressure, QueueFull
 from ._priority import Priority, check_priority
@@ -49,18 +50,6 @@ logger = logging.getLogger("brace.memory")
 _NORMAL = MemoryLevel.NORMAL
 _HIGH = MemoryLevel.HIGH
 _CRITICAL = MemoryLevel.CRITICAL
-
-
-class MemoryAdmission(enum.Enum):
-    """What an executor should do with new work, given the memory level.
-
-    ``ADMIT``: run it as usual. ``QUEUE``: do not start it now; let it wait (in the queue)
-    until memory recovers. ``REJECT``: refuse it with :class:`brace.MemoryPressure`.
-    """
-
-    ADMIT = "admit"
-    QUEUE = "queue"
-    REJECT = "reject"
 
 
 _ADMIT = MemoryAdmission.ADMIT
@@ -230,8 +219,7 @@ class MemoryGuard:
         if not all(callable(hook) for hook in hooks):
             raise TypeError("on_change must be a callable or an iterable of callables")
         self._hooks: tuple[MemoryHook, ...] = hooks
-        if clock is not None and not callable(clock):
-            raise TypeError(f"clock must be a zero-argument callable, got {clock!r}")
+        clock = check_clock(clock)
         self._clock: Callable[[], float] = time.monotonic if clock is None else clock
         self._level = _NORMAL
         self._last = MemorySample(0)
@@ -256,6 +244,7 @@ class MemoryGuard:
             self.sample()
         return self._level
 
+    @inline_steps
     def admit(self, priority: int | None = None) -> MemoryAdmission:
         """What to do with new work of this priority (``default_priority`` when omitted).
 
@@ -266,20 +255,15 @@ class MemoryGuard:
         if self._lazy and self._clock() >= self._next_sample:
             self.sample()
         level = self._level
-        if level is _NORMAL:
+        work = self.default_priority if priority is None else priority
+        admission = memory_admission(level, work, self._shed_priority, self._shedding)
+        if admission is _ADMIT:
             self._admitted += 1
-            return _ADMIT
-        if level is _CRITICAL:
+        elif admission is MemoryAdmission.REJECT:
             self._rejected += 1
-            return MemoryAdmission.REJECT
-        if (self.default_priority if priority is None else priority) < self._shed_priority:
-            self._admitted += 1
-            return MemoryAdmission.ADMIT
-        if self._shedding:
-            self._rejected += 1
-            return MemoryAdmission.REJECT
-        self._queued += 1
-        return MemoryAdmission.QUEUE
+        else:
+            self._queued += 1
+        return admission
 
     def check(self, priority: int | None = None) -> MemoryAdmission:
         """Like :meth:`admit`, but raise :class:`brace.MemoryPressure` instead of ``REJECT``."""
@@ -355,9 +339,9 @@ class MemoryGuard:
             return
         if admission is MemoryAdmission.REJECT:
             raise self._pressure_error()
-        await self._hold()
+        await self.hold()
 
-    def _bind(self, executor: PriorityExecutor) -> None:
+    def bind(self, executor: PriorityExecutor) -> None:
         """Let ``executor``'s queue bound the work held here (``PriorityExecutor(guard=)``)."""
         alive = tuple(ref for ref in self._bounds if ref() is not None)
         self._bounds = (*alive, weakref.ref(executor))
@@ -370,16 +354,13 @@ class MemoryGuard:
             executor = ref()
             if executor is None:
                 continue
-            core = executor._core
-            free = core.max_queue - core.pending
+            free, queue_timeout = executor.queue_bounds()
             room = free if room is None else min(room, free)
-            if core.queue_timeout is not None:
-                timeout = (
-                    core.queue_timeout if timeout is None else min(timeout, core.queue_timeout)
-                )
+            if queue_timeout is not None:
+                timeout = queue_timeout if timeout is None else min(timeout, queue_timeout)
         return room, timeout
 
-    async def _hold(self) -> None:
+    async def hold(self) -> None:
         """Wait, after ``admit`` said QUEUE, until memory is back to NORMAL (or refuse).
 
         Given to executors (``guard=``), held work counts against their ``max_queue``
@@ -463,6 +444,11 @@ class MemoryGuard:
         return decorate if fn is None else decorate(fn)
 
     # -- statistics ----------------------------------------------------------------------
+
+    @property
+    def held(self) -> int:
+        """Tasks held back now, waiting for memory to come back to NORMAL."""
+        return self._waiting
 
     def statistics(self) -> MemoryGuardStatistics:
         """The last sample, the thresholds it resolved to, and the counters."""

@@ -37,8 +37,9 @@ import anyio.abc
 from ._asgi_rules import CompiledLimit, CompiledRule, Rule, RuleTable, default_priority
 from ._breaker import CircuitTicket
 from ._client_ip import ClientAddress, ForwardedHeader, TrustedProxies
+from ._clock import check_clock
 from ._core._validate import check_positive
-from ._decision import Decision
+from ._core.decision import Decision
 from ._events import REASONS, EventHook, Reason, Refused, SlowRequest, event_hook
 from ._exceptions import (
     CircuitOpen,
@@ -312,8 +313,7 @@ class Pipeline:
         if user is not None and not callable(user):
             raise TypeError(f"user must be a callable (request) -> str | None, got {user!r}")
         self.user = user
-        if clock is not None and not callable(clock):
-            raise TypeError(f"clock must be a zero-argument callable, got {clock!r}")
+        clock = check_clock(clock)
         self.clock: Callable[[], float] = time.monotonic if clock is None else clock
         self.rules = RuleTable(rules, default, store=store, max_keys=max_keys, clock=clock)
         self._opened: list[Any] = []  # stores opened by check_stores, for close_stores

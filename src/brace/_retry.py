@@ -11,8 +11,7 @@ import functools
 import inspect
 import logging
 import math
-import random
-import time
+import random as _random
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
@@ -21,9 +20,11 @@ from typing import Any, ClassVar, Protocol, TypeVar, cast
 import anyio
 from typing_extensions import ParamSpec, Self
 
-from ._core._validate import check_int, check_positive
+from ._clock import check_clock
+from ._core._validate import check_int, check_positive, check_random
 from ._core.backoff import Backoff, RandomSource, as_backoff
 from ._core.budget import RetryBudgetCore
+from ._core.retry import RetryStop, plan_retry
 from ._events import Event, EventHook, event_hook
 
 __all__ = (
@@ -161,21 +162,18 @@ class RetryBudget:
     one budget between the :class:`Retry` objects that call the same dependency.
     """
 
-    __slots__ = ("__weakref__", "_clock", "_core", "_refused", "_total_requests", "_total_retries")
+    __slots__ = ("__weakref__", "_clock", "_core")
 
     def __init__(
         self,
         ratio: float = 0.2,
+        *,
         min_per_second: float = 10.0,
         window: float = 10.0,
-        *,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self._core = RetryBudgetCore(ratio, min_per_second, window)
-        self._clock = _check_clock(clock)
-        self._refused = 0
-        self._total_requests = 0
-        self._total_retries = 0
+        self._clock = check_clock(clock)
 
     @property
     def ratio(self) -> float:
@@ -189,18 +187,22 @@ class RetryBudget:
     def window(self) -> float:
         return self._core.window
 
+    @property
+    def core(self) -> RetryBudgetCore:
+        """The pure state machine (what :class:`Retry` plans with, given its clock)."""
+        return self._core
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
+
     def record_request(self) -> None:
         """Count one request (the first attempt of a call)."""
         self._core.record_request(self._clock())
-        self._total_requests += 1
 
     def try_retry(self) -> bool:
         """Grant (and count) one retry if the budget allows it now; never waits."""
-        if self._core.try_retry(self._clock()):
-            self._total_retries += 1
-            return True
-        self._refused += 1
-        return False
+        return self._core.try_retry(self._clock())
 
     def statistics(self) -> RetryBudgetStatistics:
         now = self._clock()
@@ -209,9 +211,9 @@ class RetryBudget:
             requests=requests,
             retries=retries,
             available=self._core.available(now),
-            total_requests=self._total_requests,
-            total_retries=self._total_retries,
-            refused=self._refused,
+            total_requests=self._core.requested,
+            total_retries=self._core.granted,
+            refused=self._core.refused,
         )
 
     def __repr__(self) -> str:
@@ -280,7 +282,7 @@ class Retry:
         budget: RetryBudget | None = None,
         on_retry: RetryHook | None = None,
         clock: Callable[[], float] | None = None,
-        rng: RandomSource | None = None,
+        random: RandomSource | None = None,
         name: str = "",
         on_event: EventHook | Iterable[EventHook] | None = None,
     ) -> None:
@@ -303,13 +305,9 @@ class Retry:
             raise TypeError(f"on_retry must be a callable or None, got {type(on_retry).__name__}")
         self._on_retry = on_retry
         self._on_event = event_hook(on_event)
-        self._clock = _check_clock(clock)
-        if rng is not None and not callable(getattr(rng, "random", None)):
-            raise TypeError(
-                f"rng must be a random.Random (anything with random()) or None, "
-                f"got {type(rng).__name__}"
-            )
-        self._rng: RandomSource = rng if rng is not None else random.Random()
+        self._clock = check_clock(clock)
+        check_random(random)
+        self._rng: RandomSource = random if random is not None else _random.Random()
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, got {type(name).__name__}")
         self._name = name
@@ -447,32 +445,34 @@ class Retry:
         attempts = self._attempts
         if testing is not None and testing.attempts is not None and testing.attempts < attempts:
             attempts = testing.attempts
-        if number >= attempts:
-            self._exhausted += 1
-            return None
-        delay = self._backoff.delay(number, previous, self._rng)
-        sleep = delay
-        if failure is not None:
-            retry_after = getattr(failure, "retry_after", None)
-            if (
-                isinstance(retry_after, (int, float))
-                and not isinstance(retry_after, bool)
-                and retry_after > sleep  # also false for NaN
-            ):
-                sleep = float(retry_after)
-        if testing is not None:
-            sleep = 0.0
         elapsed = 0.0
         now = math.nan
-        if self._needs_start:
+        if self._needs_start and number < attempts:
             now = self._clock()
             elapsed = max(0.0, now - start)  # 0: the clock stepped back
-            if self._deadline is not None and elapsed + sleep >= self._deadline:
+        budget = self._budget
+        plan = plan_retry(
+            number,
+            previous,
+            attempts=attempts,
+            backoff=self._backoff,
+            random=self._rng,
+            retry_after=None if failure is None else getattr(failure, "retry_after", None),
+            elapsed=elapsed,
+            deadline=self._deadline,
+            budget=None if budget is None else budget.core,
+            now=0.0 if budget is None else budget.clock(),
+            sleeps=testing is None,
+        )
+        if isinstance(plan, RetryStop):
+            if plan is RetryStop.EXHAUSTED:
+                self._exhausted += 1
+            elif plan is RetryStop.DEADLINE:
                 self._deadline_exceeded += 1
-                return None
-        if self._budget is not None and not self._budget.try_retry():
-            self._budget_exhausted += 1
+            else:
+                self._budget_exhausted += 1
             return None
+        sleep, delay = plan
         self._retries += 1
         logger.debug(
             "retry %r: attempt %d failed (%r); retrying in %.3f s",
@@ -585,16 +585,6 @@ class AttemptIterator:
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def _check_clock(clock: Callable[[], float] | None) -> Callable[[], float]:
-    if clock is None:
-        return time.monotonic
-    if not callable(clock):
-        raise TypeError(
-            f"clock must be a zero-argument callable or None, got {type(clock).__name__}"
-        )
-    return clock
 
 
 def _check_retry_on(

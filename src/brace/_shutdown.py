@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 import anyio
 import anyio.abc
 
+from ._clock import check_clock
 from ._core._validate import check_finite, check_positive
 from ._events import EventHook, ShutdownStarted, event_hook
 
@@ -145,8 +146,7 @@ class GracefulShutdown:
             raise ValueError("serve_while_draining=True needs chain=True (a server's handlers)")
         self.serve_while_draining = serve_while_draining
         self._server_told = False
-        if clock is not None and not callable(clock):
-            raise TypeError(f"clock must be a zero-argument callable, got {clock!r}")
+        clock = check_clock(clock)
         self._clock: Callable[[], float] = time.monotonic if clock is None else clock
         self._drainables: list[Drainable] = []
         self._previous: dict[signal.Signals, _SignalHandler] = {}

@@ -48,11 +48,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
+from ._clock import check_clock
+from ._core._inline import inline_steps
 from ._core._validate import check_int
-from ._core.gcra import EPSILON, GCRA
+from ._core.decision import Decision, Draft
+from ._core.gcra import GCRA, gcra_step
 from ._core.window import EPSILON as WINDOW_EPSILON
-from ._core.window import CounterState, SlidingLog, SlidingLogCore, SlidingWindowCounter
-from ._decision import Decision, Draft
+from ._core.window import (
+    CounterState,
+    SlidingLog,
+    SlidingLogCore,
+    SlidingWindowCounter,
+    window_admits,
+    window_weight,
+)
 from ._keys import MAX_KEY_LENGTH, bound_key
 
 __all__ = (
@@ -288,14 +297,14 @@ class _GCRATable(_Table[float]):
             return -math.inf
         return sketch[hash(key) % self.slots]
 
+    @inline_steps
     def _hit_function(self) -> tuple[_Hit, _Counts]:
         shards = self.shards
         mask = self.mask
         policy = self.policy
         burst = policy.burst
         interval = policy.interval
-        tolerance = policy.tolerance
-        within = tolerance + EPSILON
+        within = policy.reach
         seed = self._seed
         insert = self._insert
         locate = self.locate
@@ -325,11 +334,8 @@ class _GCRATable(_Table[float]):
                     fresh = tat is None
                 if tat is None:
                     tat = no_seed if table.sketch is None else seed(key)
-            # GCRA.decide, inlined (same operations, so the same floats).
-            base = tat if tat > now else now
-            new_tat = base + cost * interval
-            ahead = new_tat - now
-            if ahead <= within:
+            new_tat = gcra_step(tat, now, cost, interval, within)
+            if new_tat is not None:
                 allowed += 1
                 if not fresh:
                     states[key] = new_tat
@@ -338,7 +344,9 @@ class _GCRATable(_Table[float]):
                 draft = Draft()
                 draft.allowed = True
                 draft.limit = burst
-                # floor, not int: the same for a non-negative number (ahead <= within), faster
+                ahead = new_tat - now
+                # GCRA.admitted, with floor, not int: the same for a non-negative number
+                # (ahead <= within), and faster
                 draft.remaining = floor((within - ahead) / interval)
                 draft.retry_after = 0.0
                 draft.reset_after = ahead
@@ -392,12 +400,13 @@ class _CounterTable(_Table[CounterState]):
             return None
         return sketch[hash(key) % self.slots]
 
+    @inline_steps
     def _hit_function(self) -> tuple[_Hit, _Counts]:
         shards = self.shards
         mask = self.mask
         policy = self.policy
         limit = policy.limit
-        within = limit + WINDOW_EPSILON  # the window core's slack, not GCRA's
+        within = policy.reach
         window = policy.window
         double = 2 * window
         seed = self._seed
@@ -425,7 +434,7 @@ class _CounterTable(_Table[CounterState]):
             state = states.get(key)
             if state is None:  # only short plain str keys are here: a key found is one
                 return hit_fresh(states, key, cost, now)
-            # SlidingWindowCounter.roll and .decide, inlined (same operations, same floats).
+            # SlidingWindowCounter.roll, inlined (same operations, same floats).
             if low <= now <= high:
                 index = cached
                 offset = now - start
@@ -443,8 +452,9 @@ class _CounterTable(_Table[CounterState]):
                     offset = 0.0
                 else:
                     current = previous = 0
-            weight = previous * (1.0 - offset / window) if previous else 0.0
-            if weight + current + cost <= within:
+            weight = window_weight(previous, offset, window)
+            admitted = window_admits(weight, current, cost, within)
+            if admitted:
                 allowed += 1
                 current += cost
                 states[key] = (index, current, previous)
@@ -662,8 +672,7 @@ class MemoryStore:
         self, max_keys: int = 100_000, *, clock: Callable[[], float] | None = None
     ) -> None:
         self._max_keys = check_int(max_keys, "max_keys", minimum=1, maximum=MAX_KEYS)
-        if clock is not None and not callable(clock):
-            raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
+        clock = check_clock(clock)
         self._clock: Callable[[], float] = time.monotonic if clock is None else clock
         self._tables: dict[tuple[object, ...], _AnyTable] = {}
 
@@ -672,7 +681,8 @@ class MemoryStore:
         """The most keys held per policy."""
         return self._max_keys
 
-    def _table(self, policy: Policy) -> _AnyTable:
+    def table_for(self, policy: Policy) -> _AnyTable:
+        """The table holding ``policy``'s keys (a limiter over this store binds to it)."""
         identity = _policy_identity(policy)
         table = self._tables.get(identity)
         if table is None:
@@ -687,23 +697,23 @@ class MemoryStore:
 
     def hit_now(self, policy: Policy, key: str, cost: int, now: float) -> Decision:
         """`hit` at the time ``now``, synchronously."""
-        return self._table(policy).hit_now(key, cost, now)
+        return self.table_for(policy).hit_now(key, cost, now)
 
     def peek_now(self, policy: Policy, key: str, cost: int, now: float) -> Decision:
         """`peek` at the time ``now``, synchronously."""
-        return self._table(policy).peek_now(key, cost, now)
+        return self.table_for(policy).peek_now(key, cost, now)
 
     def reset_now(self, policy: Policy, key: str, now: float) -> None:
         """`reset` at the time ``now``, synchronously."""
-        self._table(policy).reset_now(key, now)
+        self.table_for(policy).reset_now(key, now)
 
     async def hit(self, policy: Policy, key: str, cost: int = 1) -> Decision:
         """Admit ``cost`` for ``key`` if ``policy`` allows, consuming it."""
-        return self._table(policy).hit_now(key, cost, self._clock())
+        return self.table_for(policy).hit_now(key, cost, self._clock())
 
     async def peek(self, policy: Policy, key: str, cost: int = 1) -> Decision:
         """The decision `hit` would return now, without consuming anything."""
-        return self._table(policy).peek_now(key, cost, self._clock())
+        return self.table_for(policy).peek_now(key, cost, self._clock())
 
     async def reset(self, policy: Policy, key: str) -> None:
         """Forget ``key`` under ``policy`` (a key spilled to the sketch may stay limited)."""

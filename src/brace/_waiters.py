@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -36,8 +35,9 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 import anyio
 from typing_extensions import ParamSpec
 
+from ._clock import check_clock
 from ._core._validate import check_cost
-from ._decision import Decision
+from ._core.decision import Decision
 from ._events import EventHook, Refused, event_hook
 
 __all__ = ("LimiterCore", "LimiterShell", "WaiterQueue", "check_clock")
@@ -146,18 +146,6 @@ class WaiterQueue:
                 event.set()
 
 
-def check_clock(clock: object) -> Callable[[], float]:
-    """``time.monotonic`` for ``None``, the clock itself if callable, else a ``TypeError``."""
-    if clock is None:
-        return time.monotonic
-    if not callable(clock):
-        raise TypeError(
-            "clock must be a zero-argument callable returning monotonic seconds "
-            f"(such as time.monotonic or anyio.current_time), got {type(clock).__name__}"
-        )
-    return clock
-
-
 class LimiterShell(Generic[CoreT]):
     """``try_acquire`` / ``acquire`` / ``async with`` / decorator / ``call`` over a core."""
 
@@ -200,6 +188,11 @@ class LimiterShell(Generic[CoreT]):
         self._admit = core.admit
         self._acquired = 0
         self._rejected = 0
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock the limiter reads."""
+        return self._clock
 
     def try_acquire(self, cost: int = 1) -> Decision:
         """Take ``cost`` now if it is available and nobody waits; never blocks.

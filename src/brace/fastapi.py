@@ -32,7 +32,7 @@ except ImportError as error:  # the extra is not installed
 
 from ._asgi_rules import CompiledRule, Limit, Rule
 from ._client_ip import ClientAddress, ForwardedHeader, TrustedProxies
-from ._decision import Decision
+from ._core.decision import Decision
 from ._exceptions import Rejected
 from ._executor import PriorityExecutor
 from ._pipeline import Answer, Exchange, Pipeline

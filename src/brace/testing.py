@@ -17,10 +17,44 @@ from ._core._validate import shown
 
 __all__ = (
     "FakeClock",
+    "FixedRandom",
     "disable_retry_sleep",
     "is_retry_testing",
     "set_retry_testing",
 )
+
+
+class FixedRandom:
+    """A source of "random" floats that draws the given values in turn, then the last again.
+
+    Every primitive with randomness takes ``random=`` (a ``random.Random``, or anything
+    with a ``random()`` method); this one makes a jittered delay or a shedding draw exact:
+
+    >>> draws = FixedRandom(0.25, 0.5)
+    >>> [draws.random() for _ in range(3)]
+    [0.25, 0.5, 0.5]
+    """
+
+    __slots__ = ("_index", "_values")
+
+    def __init__(self, *values: float) -> None:
+        if not values:
+            raise TypeError("FixedRandom needs at least one value")
+        for value in values:
+            if not (isinstance(value, int | float) and 0.0 <= value < 1.0):
+                raise ValueError(f"values must be floats in [0, 1), got {value!r}")
+        self._values = tuple(float(value) for value in values)
+        self._index = 0
+
+    def random(self) -> float:
+        """The next value (the last one once all were drawn)."""
+        values = self._values
+        value = values[min(self._index, len(values) - 1)]
+        self._index += 1
+        return value
+
+    def __repr__(self) -> str:
+        return f"FixedRandom{self._values!r}"
 
 
 class FakeClock:

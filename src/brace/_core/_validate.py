@@ -119,3 +119,14 @@ def check_cost(cost: object, limit: int) -> int:
             f"got {shown(cost)}"
         )
     return cost
+
+
+def check_random(value: object, name: str = "random") -> object:
+    """``value`` if it is None or has a ``random()`` method (a ``random.Random``), else a
+    ``TypeError``: the one randomness parameter of every primitive."""
+    if value is not None and not callable(getattr(value, "random", None)):
+        raise TypeError(
+            f"{name} must be a random.Random (anything with random()) or None, "
+            f"got {type(value).__name__}"
+        )
+    return value

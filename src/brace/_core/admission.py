@@ -66,6 +66,7 @@ import math
 from collections import deque
 from typing import Literal, overload
 
+from ._inline import inline_steps, step
 from ._validate import check_int, check_positive
 
 __all__ = (
@@ -77,6 +78,8 @@ __all__ = (
     "Reservoir",
     "Ticket",
     "TicketState",
+    "admit_now",
+    "release_idle",
 )
 
 EPSILON = 1e-9
@@ -102,6 +105,56 @@ class TicketState(enum.Enum):
 
 _QUEUED = TicketState.QUEUED
 _GRANTED = TicketState.GRANTED
+
+
+@step
+def admit_now(core: AdmissionCore, now: float, priority: int | None) -> bool:
+    """Take a free slot if one is free to ``priority`` (see ``reserved``; ``None``: not
+    urgent) and nobody waits; never queues (the fast path).
+
+    The executor's ``slot()`` inlines this step (and :func:`release_idle`): the core's one
+    copy of the admission order is also the shell's fast path.
+    """
+    running = core.running
+    if (
+        (
+            running < core.open_limit  # (== concurrency unless slots are reserved)
+            or (
+                running < core.concurrency
+                and priority is not None
+                and priority <= core.reserved_for
+            )
+        )
+        and not core.pending
+        and not core.closed
+    ):
+        core.busy_time += running * (now - core._last_change)
+        core._last_change = now
+        core.running = running + 1
+        core.acquired_immediately += 1
+        if core._detector:
+            core._observe(0.0, now)
+        admitted = True
+    else:
+        admitted = False
+    return admitted
+
+
+@step
+def release_idle(core: AdmissionCore, now: float) -> bool:
+    """Free the slot of completed work if nobody waits; False when :meth:`release` must."""
+    running = core.running
+    if not core.pending and running > 0:
+        core.busy_time += running * (now - core._last_change)
+        core._last_change = now
+        core.running = running - 1
+        core.completions += 1
+        if now - core._epoch_start >= core.estimate_window:
+            core.roll_epoch(now)
+        released = True
+    else:
+        released = False
+    return released
 
 
 class Ticket:
@@ -236,34 +289,12 @@ class AdmissionCore:
 
     # -- arrivals ------------------------------------------------------------------------
 
+    @inline_steps
     def try_acquire(self, now: float, priority: int | None = None) -> bool:
         """Take a free slot if one is free to ``priority`` (see ``reserved``; None: not
-        urgent) and nobody waits; never queues.
-
-        (The executor's ``slot()`` inlines this, and :meth:`release` while nobody waits,
-        for speed: a change here must be made there too.)
-        """
-        running = self.running
-        if (
-            (
-                running < self.open_limit
-                or (
-                    running < self.concurrency
-                    and priority is not None
-                    and priority <= self.reserved_for
-                )
-            )
-            and not self.pending
-            and not self.closed
-        ):
-            self.busy_time += running * (now - self._last_change)
-            self._last_change = now
-            self.running = running + 1
-            self.acquired_immediately += 1
-            if self._detector:
-                self._observe(0.0, now)
-            return True
-        return False
+        urgent) and nobody waits; never queues (:func:`admit_now`)."""
+        admitted = admit_now(self, now, priority)
+        return admitted
 
     def arrive(self, priority: int, now: float) -> tuple[Ticket | None, tuple[Ticket, ...]]:
         """Queue a newcomer that found no free slot (call :meth:`try_acquire` first).
@@ -309,12 +340,17 @@ class AdmissionCore:
 
     # -- leaving -------------------------------------------------------------------------
 
+    @inline_steps
     def release(self, now: float, completed: bool = True) -> tuple[Ticket, ...]:
         """A slot is free again; ``completed`` is False when no work ran in it.
 
         Returns the tickets that changed state: the next waiter(s) granted, and any shed or
         expired on the way.
         """
+        if completed:
+            released = release_idle(self, now)
+            if released:
+                return _NOTHING
         running = self.running
         if running <= 0:
             raise RuntimeError("release() without a matching acquisition")

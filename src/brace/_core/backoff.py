@@ -3,13 +3,13 @@
 Theory of operation
 -------------------
 A schedule is a small immutable object with one pure method,
-``delay(attempt, previous, rng) -> seconds``:
+``delay(attempt, previous, random) -> seconds``:
 
 - ``attempt`` is the number of the attempt that just failed (1 for the first one), so
   ``delay(1, ...)`` is the wait before the second attempt;
 - ``previous`` is what the same schedule returned for the attempt before (0.0 before the
   first): only decorrelated jitter, a Markov chain, looks at it;
-- ``rng`` is the random source (anything with ``random() -> float`` in ``[0, 1)``, such
+- ``random`` is the random source (anything with ``random() -> float`` in ``[0, 1)``, such
   as a ``random.Random``); only the jittered schedules draw from it.
 
 Schedules combine like tenacity's ``wait`` objects: ``a + b`` adds two delays,
@@ -55,7 +55,7 @@ class RandomSource(Protocol):
 
 
 class Backoff:
-    """A backoff schedule: ``delay(attempt, previous, rng)`` seconds before the next attempt.
+    """A backoff schedule: ``delay(attempt, previous, random)`` seconds before the next attempt.
 
     Build one with the constructors below and combine them with ``+``, :meth:`capped` and
     :meth:`with_jitter`::
@@ -71,7 +71,7 @@ class Backoff:
         """True when ``delay`` never decreases as ``attempt`` grows (for any ``previous``)."""
         return False
 
-    def delay(self, attempt: int, previous: float, rng: RandomSource) -> float:
+    def delay(self, attempt: int, previous: float, random: RandomSource) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
         raise NotImplementedError
 
@@ -107,7 +107,7 @@ class Backoff:
 
     @staticmethod
     def exponential(
-        base: float = 0.1, factor: float = 2.0, cap: float = 10.0, *, min: float = 0.0
+        base: float = 0.1, *, factor: float = 2.0, cap: float = 10.0, min: float = 0.0
     ) -> Backoff:
         """``max(min, min(cap, base * factor ** (attempt - 1)))`` seconds, no randomness.
 
@@ -117,7 +117,7 @@ class Backoff:
         return Exponential(base, factor, cap, min)
 
     @staticmethod
-    def full_jitter(base: float = 0.1, factor: float = 2.0, cap: float = 10.0) -> Backoff:
+    def full_jitter(base: float = 0.1, *, factor: float = 2.0, cap: float = 10.0) -> Backoff:
         """AWS "full jitter": ``uniform(0, min(cap, base * factor ** (attempt - 1)))``."""
         return Jittered(Exponential(base, factor, cap), 1.0)
 
@@ -139,7 +139,7 @@ class Constant(Backoff):
     def __init__(self, delay: float) -> None:
         self.seconds = check_delay(delay, "delay")
 
-    def delay(self, attempt: int, previous: float, rng: RandomSource) -> float:
+    def delay(self, attempt: int, previous: float, random: RandomSource) -> float:
         return self.seconds
 
     def __repr__(self) -> str:
@@ -159,7 +159,7 @@ class Linear(Backoff):
         self.start = check_delay(start, "start")
         self.step = check_delay(step, "step")
 
-    def delay(self, attempt: int, previous: float, rng: RandomSource) -> float:
+    def delay(self, attempt: int, previous: float, random: RandomSource) -> float:
         return self.start + self.step * (attempt - 1)
 
     def __repr__(self) -> str:
@@ -187,7 +187,7 @@ class Exponential(Backoff):
                 f"min must be a number of seconds <= cap ({self.cap!r}), got {self.floor!r}"
             )
 
-    def delay(self, attempt: int, previous: float, rng: RandomSource) -> float:
+    def delay(self, attempt: int, previous: float, random: RandomSource) -> float:
         try:
             seconds = self.base * self.factor ** (attempt - 1)
         except OverflowError:
@@ -213,10 +213,10 @@ class DecorrelatedJitter(Backoff):
         self.base = check_delay(base, "base", positive=True)
         self.cap = check_cap(cap, self.base)
 
-    def delay(self, attempt: int, previous: float, rng: RandomSource) -> float:
+    def delay(self, attempt: int, previous: float, random: RandomSource) -> float:
         base = self.base
         high = 3.0 * previous if previous > base else 3.0 * base
-        seconds = base + (high - base) * rng.random()
+        seconds = base + (high - base) * random.random()
         return seconds if seconds < self.cap else self.cap
 
     def __repr__(self) -> str:
@@ -236,8 +236,10 @@ class Sum(Backoff):
     def monotonic(self) -> bool:  # a sum of non-decreasing schedules is non-decreasing
         return self.first.monotonic and self.second.monotonic
 
-    def delay(self, attempt: int, previous: float, rng: RandomSource) -> float:
-        return self.first.delay(attempt, previous, rng) + self.second.delay(attempt, previous, rng)
+    def delay(self, attempt: int, previous: float, random: RandomSource) -> float:
+        return self.first.delay(attempt, previous, random) + self.second.delay(
+            attempt, previous, random
+        )
 
     def __repr__(self) -> str:
         return f"({self.first!r} + {self.second!r})"
@@ -256,8 +258,8 @@ class Capped(Backoff):
     def monotonic(self) -> bool:  # min(m, f) keeps f non-decreasing
         return self.inner.monotonic
 
-    def delay(self, attempt: int, previous: float, rng: RandomSource) -> float:
-        seconds = self.inner.delay(attempt, previous, rng)
+    def delay(self, attempt: int, previous: float, random: RandomSource) -> float:
+        seconds = self.inner.delay(attempt, previous, random)
         return seconds if seconds < self.maximum else self.maximum
 
     def __repr__(self) -> str:
@@ -275,9 +277,9 @@ class Jittered(Backoff):
         if not 0 <= self.fraction <= 1:
             raise ValueError(f"fraction must be a number in [0, 1], got {fraction!r}")
 
-    def delay(self, attempt: int, previous: float, rng: RandomSource) -> float:
-        seconds = self.inner.delay(attempt, previous, rng)
-        return seconds * (1.0 - self.fraction * rng.random())
+    def delay(self, attempt: int, previous: float, random: RandomSource) -> float:
+        seconds = self.inner.delay(attempt, previous, random)
+        return seconds * (1.0 - self.fraction * random.random())
 
     def __repr__(self) -> str:
         return f"{self.inner!r}.with_jitter({self.fraction!r})"
@@ -291,7 +293,7 @@ class FromCallable(Backoff):
     def __init__(self, function: Callable[[int], float]) -> None:
         self.function = function
 
-    def delay(self, attempt: int, previous: float, rng: RandomSource) -> float:
+    def delay(self, attempt: int, previous: float, random: RandomSource) -> float:
         seconds = self.function(attempt)
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
             raise TypeError(
@@ -335,6 +337,9 @@ def check_cap(value: object, base: float) -> float:
     """A cap in ``[base, inf]`` (``math.inf`` means no cap)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"cap must be a number of seconds, got {type(value).__name__}")
-    if math.isnan(value) or value < base:
+    if value != value or value < base:  # NaN; math.isnan overflows on a huge int
         raise ValueError(f"cap must be a number of seconds >= base ({base!r}), got {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond any float: no cap
+        return math.inf

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 
-from ._validate import check_finite, check_int
+from ._validate import MIN_WINDOW, check_finite, check_int, check_seconds
 
 __all__ = ("RetryBudgetCore",)
 
@@ -44,8 +44,11 @@ class RetryBudgetCore:
         "_total_requests",
         "_total_retries",
         "buckets",
+        "granted",
         "min_per_second",
         "ratio",
+        "refused",
+        "requested",
         "reserve",
         "width",
         "window",
@@ -64,9 +67,8 @@ class RetryBudgetCore:
         self.min_per_second = check_finite(min_per_second, "min_per_second", ">= 0")
         if self.min_per_second < 0:
             raise ValueError(f"min_per_second must be a finite number >= 0, got {min_per_second!r}")
-        self.window = check_finite(window, "window", "> 0")
-        if self.window <= 0:
-            raise ValueError(f"window must be a finite number of seconds > 0, got {window!r}")
+        # at least MIN_WINDOW: a slot of a subnormal width divides ``now`` into infinity
+        self.window = check_seconds(window, "window", minimum=MIN_WINDOW)
         self.buckets = check_int(buckets, "buckets", minimum=1)
         self.width = self.window / self.buckets
         self.reserve = self.min_per_second * self.window
@@ -75,6 +77,10 @@ class RetryBudgetCore:
         self._slot: int | None = None
         self._total_requests = 0
         self._total_retries = 0
+        # lifetime totals: requests recorded, retries granted and refused
+        self.requested = 0
+        self.granted = 0
+        self.refused = 0
 
     def slot_of(self, now: float) -> int:
         """The index of the time slot holding ``now``."""
@@ -110,14 +116,17 @@ class RetryBudgetCore:
         i = self._advance(now)
         self._requests[i] += 1
         self._total_requests += 1
+        self.requested += 1
 
     def try_retry(self, now: float) -> bool:
         """Grant and count one retry at ``now`` if the budget allows it, else count nothing."""
         i = self._advance(now)
         if self._total_retries + 1 > self.ratio * self._total_requests + self.reserve + EPSILON:
+            self.refused += 1
             return False
         self._retries[i] += 1
         self._total_retries += 1
+        self.granted += 1
         return True
 
     def counts(self, now: float) -> tuple[int, int]:

@@ -35,7 +35,10 @@ same test would admit now, ``floor((tolerance + EPSILON - ahead) / interval)``: 
 is in seconds there too (added to the token count instead, it is lost to rounding at
 high rates, where ``interval`` is microseconds).
 
-``TokenBucketCore`` keeps the ``tat`` of one bucket and offers the single-key interface
+:func:`gcra_step` is the one copy of the decision: every shell and store calls it (the
+hot paths through :func:`~brace._core._inline.inline_steps`, which inlines it), and the
+Lua script is held to it by the differential tests. ``TokenBucketCore`` keeps the
+``tat`` of one bucket and offers the single-key interface
 the shells use (``try_acquire``, ``grant``, ``admit``, ``behind``, ``retry_after``); the
 sliding windows' cores offer the same.
 """
@@ -44,7 +47,7 @@ from __future__ import annotations
 
 import math
 
-from .._decision import Decision
+from ._inline import inline_steps, step
 from ._validate import (
     MAX_COUNT,
     MAX_SECONDS,
@@ -55,10 +58,22 @@ from ._validate import (
     check_seconds,
     shown,
 )
+from .decision import Decision
 
-__all__ = ("EPSILON", "GCRA", "TokenBucketCore")
+__all__ = ("EPSILON", "GCRA", "TokenBucketCore", "gcra_step")
 
 EPSILON = 1e-6
+
+
+@step
+def gcra_step(tat: float, now: float, cost: int, interval: float, reach: float) -> float | None:
+    """The new ``tat`` if ``cost`` tokens are there at ``now``, else ``None`` (refused).
+
+    ``reach`` is how far ``tat`` may run ahead of ``now``: the tolerance plus ``EPSILON``
+    (:attr:`GCRA.reach`).
+    """
+    new_tat = (tat if tat > now else now) + cost * interval
+    return new_tat if new_tat - now <= reach else None
 
 
 class GCRA:
@@ -68,7 +83,7 @@ class GCRA:
     can keep one float per key; :class:`TokenBucketCore` keeps one for a single bucket.
     """
 
-    __slots__ = ("burst", "interval", "per", "rate", "tolerance")
+    __slots__ = ("burst", "interval", "per", "rate", "reach", "tolerance")
 
     def __init__(self, rate: float, per: float = 1.0, burst: int | None = None) -> None:
         self.rate = check_positive(rate, "rate")
@@ -89,6 +104,7 @@ class GCRA:
                 )
         self.burst = check_int(burst, "burst", minimum=1, maximum=MAX_COUNT)
         self.tolerance = self.burst * self.interval
+        self.reach = self.tolerance + EPSILON  # how far tat may run ahead, slack included
         if not self.tolerance <= MAX_SECONDS:
             raise ValueError(
                 f"burst * per / rate (the time an empty bucket takes to refill) must be at "
@@ -96,20 +112,29 @@ class GCRA:
                 f"rate={shown(rate)}"
             )
 
+    @inline_steps
     def decide(self, tat: float, now: float, cost: int = 1) -> tuple[Decision, float]:
         """Admit ``cost`` tokens at ``now`` if they are there; return the decision and new tat."""
         interval = self.interval
-        tolerance = self.tolerance
-        base = tat if tat > now else now
-        new_tat = base + cost * interval
+        new_tat = gcra_step(tat, now, cost, interval, self.reach)
+        if new_tat is not None:
+            return self.admitted(new_tat, now), new_tat
+        return self.refused(tat, now, cost), tat
+
+    def admitted(self, new_tat: float, now: float) -> Decision:
+        """The decision for a request admitted at ``now`` that moved ``tat`` to ``new_tat``."""
         ahead = new_tat - now
-        if ahead <= tolerance + EPSILON:
-            remaining = int((tolerance + EPSILON - ahead) / interval)
-            return Decision(True, self.burst, remaining, 0.0, ahead), new_tat
+        remaining = int((self.reach - ahead) / self.interval)
+        return Decision(True, self.burst, remaining, 0.0, ahead)
+
+    def refused(self, tat: float, now: float, cost: int) -> Decision:
+        """The decision for ``cost`` tokens refused at ``now`` (``tat`` unchanged)."""
+        base = tat if tat > now else now
+        ahead = base + cost * self.interval - now
         used = base - now
         # Below 0 only after the clock stepped back (then ``used`` exceeds the tolerance).
-        remaining = max(0, int((tolerance + EPSILON - used) / interval))
-        return Decision(False, self.burst, remaining, ahead - tolerance, used), tat
+        remaining = max(0, int((self.reach - used) / self.interval))
+        return Decision(False, self.burst, remaining, ahead - self.tolerance, used)
 
     def retry_after(self, tat: float, now: float, cost: int = 1) -> float:
         """Seconds until ``cost`` tokens are available (0 if they are now)."""
@@ -161,11 +186,11 @@ class TokenBucketCore:
         decision, self.tat = self.policy.decide(self.tat, now, cost)
         return decision
 
+    @inline_steps
     def admit(self, now: float, cost: int = 1) -> bool:
         """Consume ``cost`` tokens if they are there; build nothing."""
-        tat = self.tat
-        new_tat = (tat if tat > now else now) + cost * self.interval
-        if new_tat - now <= self.reach:
+        new_tat = gcra_step(self.tat, now, cost, self.interval, self.reach)
+        if new_tat is not None:
             self.tat = new_tat
             return True
         return False
@@ -174,10 +199,7 @@ class TokenBucketCore:
         """Consume ``cost`` tokens and return the decision if they are there, else ``None``."""
         if not self.admit(now, cost):
             return None
-        policy = self.policy
-        ahead = self.tat - now
-        remaining = int((self.reach - ahead) / self.interval)
-        return Decision(True, policy.burst, remaining, 0.0, ahead)
+        return self.policy.admitted(self.tat, now)
 
     def behind(self, now: float, cost: int, queued: int) -> Decision:
         """The answer to ``cost`` tokens asked behind ``queued`` tokens of earlier waiters.

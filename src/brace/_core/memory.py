@@ -24,6 +24,10 @@ holds the level at least at HIGH until pressure falls below half of ``pressure_h
 
 Garbage collection is optional and decided here too, from ``now`` alone: on entering
 HIGH (at most once per ``collect_min_interval``) and/or every ``collect_interval``.
+
+**Admission by priority** (:func:`memory_admission`): at NORMAL everything is admitted, at
+CRITICAL everything is refused; at HIGH work more urgent than ``shed_priority`` (a lower
+value) is admitted and the rest waits (``QUEUE``) or, when shedding, is refused.
 """
 
 from __future__ import annotations
@@ -32,14 +36,17 @@ import enum
 import math
 from dataclasses import dataclass
 
+from ._inline import step
 from ._validate import check_positive, shown
 
 _MAX_BYTES = 2**63
 
 __all__ = (
+    "MemoryAdmission",
     "MemoryLevel",
     "MemoryLevelsCore",
     "Thresholds",
+    "memory_admission",
     "resolve_threshold",
 )
 
@@ -50,6 +57,35 @@ class MemoryLevel(enum.IntEnum):
     NORMAL = 0
     HIGH = 1
     CRITICAL = 2
+
+
+class MemoryAdmission(enum.Enum):
+    """What an executor should do with new work, given the memory level.
+
+    ``ADMIT``: run it as usual. ``QUEUE``: do not start it now; let it wait (in the queue)
+    until memory recovers. ``REJECT``: refuse it with :class:`brace.MemoryPressure`.
+    """
+
+    ADMIT = "admit"
+    QUEUE = "queue"
+    REJECT = "reject"
+
+
+@step
+def memory_admission(
+    level: MemoryLevel, priority: int, shed_priority: int, shedding: bool
+) -> MemoryAdmission:
+    """The guard's decision for new work of ``priority`` at memory ``level`` (the guard
+    inlines it)."""
+    if level is MemoryLevel.NORMAL or (
+        level is not MemoryLevel.CRITICAL and priority < shed_priority  # more urgent
+    ):
+        admission = MemoryAdmission.ADMIT
+    elif level is MemoryLevel.CRITICAL or shedding:
+        admission = MemoryAdmission.REJECT
+    else:
+        admission = MemoryAdmission.QUEUE
+    return admission
 
 
 @dataclass(frozen=True, slots=True)

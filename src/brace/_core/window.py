@@ -55,8 +55,9 @@ import math
 from collections import deque
 from collections.abc import Callable
 
-from .._decision import Decision
+from ._inline import inline_steps, step
 from ._validate import MAX_COUNT, MIN_WINDOW, check_cost, check_int, check_seconds
+from .decision import Decision
 
 __all__ = (
     "CounterState",
@@ -64,9 +65,25 @@ __all__ = (
     "SlidingLogCore",
     "SlidingWindowCounter",
     "SlidingWindowCounterCore",
+    "window_admits",
+    "window_weight",
 )
 
 EPSILON = 1e-9
+
+
+@step
+def window_weight(previous: int, offset: float, window: float) -> float:
+    """The previous window's share of the estimate, at ``offset`` into the current one."""
+    return previous * (1.0 - offset / window) if previous else 0.0
+
+
+@step
+def window_admits(weight: float, current: int, cost: int, reach: float) -> bool:
+    """The counter's decision: ``cost`` fits when the estimate plus it is within ``reach``
+    (``limit + EPSILON``, :attr:`SlidingWindowCounter.reach`)."""
+    return weight + current + cost <= reach
+
 
 # (index of the current window, count in it, count in the previous window)
 CounterState = tuple[int, int, int]
@@ -79,11 +96,12 @@ class SlidingWindowCounter:
     small tuple per key; :class:`SlidingWindowCounterCore` keeps one for a single window.
     """
 
-    __slots__ = ("limit", "window")
+    __slots__ = ("limit", "reach", "window")
 
     def __init__(self, limit: int, window: float) -> None:
         self.limit = check_int(limit, "limit", minimum=1, maximum=MAX_COUNT)
         self.window = check_seconds(window, "window", minimum=MIN_WINDOW)
+        self.reach = self.limit + EPSILON  # the most the estimate plus a cost may be
 
     def roll(self, state: CounterState | None, now: float) -> tuple[int, int, int, float]:
         """Bring ``state`` to the window containing ``now``: (index, current, previous, offset)."""
@@ -104,16 +122,19 @@ class SlidingWindowCounter:
     def estimate(self, state: CounterState | None, now: float) -> float:
         """The estimated load of the sliding window ``(now - window, now]``."""
         _, current, previous, offset = self.roll(state, now)
-        return previous * (1.0 - offset / self.window) + current
+        weight = window_weight(previous, offset, self.window)
+        return weight + current
 
+    @inline_steps
     def decide(
         self, state: CounterState | None, now: float, cost: int = 1
     ) -> tuple[Decision, CounterState]:
         """Admit ``cost`` at ``now`` if the estimate allows; return the decision and new state."""
         index, current, previous, offset = self.roll(state, now)
         limit = self.limit
-        weight = previous * (1.0 - offset / self.window)
-        if weight + current + cost <= limit + EPSILON:
+        weight = window_weight(previous, offset, self.window)
+        admitted = window_admits(weight, current, cost, self.reach)
+        if admitted:
             current += cost
             return self.admitted(weight, current, previous, offset), (index, current, previous)
         remaining = max(0, int(limit - weight - current + EPSILON))
@@ -130,8 +151,9 @@ class SlidingWindowCounter:
     def retry_after(self, state: CounterState | None, now: float, cost: int = 1) -> float:
         """Seconds until ``cost`` would be admitted, if nothing else is (0 if it would now)."""
         _, current, previous, offset = self.roll(state, now)
-        estimate = previous * (1.0 - offset / self.window) + current
-        if estimate + cost <= self.limit + EPSILON:
+        weight = window_weight(previous, offset, self.window)
+        admitted = window_admits(weight, current, cost, self.reach)
+        if admitted:
             return 0.0
         return self._wait(current, previous, offset, cost)
 
@@ -198,11 +220,14 @@ class SlidingWindowCounterCore:
         decision, self.state = self.policy.decide(self.state, now, cost)
         return decision
 
+    @inline_steps
     def admit(self, now: float, cost: int = 1) -> bool:
         """Count ``cost`` if the estimate allows it; build nothing."""
         policy = self.policy
         index, current, previous, offset = policy.roll(self.state, now)
-        if previous * (1.0 - offset / policy.window) + current + cost > policy.limit + EPSILON:
+        weight = window_weight(previous, offset, policy.window)
+        admitted = window_admits(weight, current, cost, policy.reach)
+        if not admitted:
             return False
         self.state = (index, current + cost, previous)
         return True
@@ -211,8 +236,9 @@ class SlidingWindowCounterCore:
         """Count ``cost`` and return the decision if the estimate allows, else ``None``."""
         policy = self.policy
         index, current, previous, offset = policy.roll(self.state, now)
-        weight = previous * (1.0 - offset / policy.window)
-        if weight + current + cost > policy.limit + EPSILON:
+        weight = window_weight(previous, offset, policy.window)
+        admitted = window_admits(weight, current, cost, policy.reach)
+        if not admitted:
             return None
         current += cost
         self.state = (index, current, previous)
@@ -222,7 +248,8 @@ class SlidingWindowCounterCore:
         """The answer to ``cost`` asked behind ``queued`` of earlier waiters (see ``_behind``)."""
         policy = self.policy
         _, current, previous, offset = policy.roll(self.state, now)
-        estimate = previous * (1.0 - offset / policy.window) + current
+        weight = window_weight(previous, offset, policy.window)
+        estimate = weight + current
         reset = policy._reset_after(current, previous, offset)
         return _behind(
             policy.limit, policy.window, estimate, reset, self.retry_after, now, cost, queued

@@ -28,7 +28,7 @@ from types import TracebackType
 from typing_extensions import Self
 
 from .._core._validate import check_int
-from .._decision import Decision
+from .._core.decision import Decision
 from .._store import Policy, RateLimitStore
 
 __all__ = ("BlockCache", "BlockCacheStatistics")

@@ -42,9 +42,9 @@ import anyio
 from typing_extensions import Self
 
 from .._core._validate import check_int, check_seconds
+from .._core.decision import Decision
 from .._core.gcra import GCRA
 from .._core.quota import next_lease_size
-from .._decision import Decision
 from .._keys import encode_key
 from .._store import Policy, RateLimitStore
 from ._clients import is_noscript

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -54,10 +53,12 @@ from typing import Any, Literal, Protocol
 import anyio
 from typing_extensions import Self
 
+from .._clock import check_clock
 from .._core._validate import check_int, check_positive
+from .._core.decision import Decision, Draft
 from .._core.gcra import GCRA
+from .._core.outage import OutageCore
 from .._core.window import SlidingLog, SlidingWindowCounter
-from .._decision import Decision, Draft
 from .._keys import bound_key, encode_key
 from .._metrics import REDIS_BUCKETS, Histogram
 from .._store import MemoryStore, Policy, RateLimitStore, _policy_identity, check_key
@@ -263,17 +264,16 @@ class RedisStore:
         "_clock",
         "_closed_retry_after",
         "_decisions",
-        "_down_until",
         "_errors",
         "_fallback",
         "_fallbacks",
         "_in_flight",
         "_last_error",
         "_latencies",
-        "_latency",
         "_logged",
         "_nodes",
         "_on_error",
+        "_outage",
         "_owns_client",
         "_plans",
         "_prefix",
@@ -314,8 +314,7 @@ class RedisStore:
                 raise TypeError(
                     f"fallback must be a brace.RateLimitStore, got {type(fallback).__name__}"
                 )
-        if clock is not None and not callable(clock):
-            raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
+        clock = check_clock(clock)
         self._clock: Callable[[], float] = time.monotonic if clock is None else clock
         self._prefix = prefix
         self._on_error = on_error
@@ -334,7 +333,7 @@ class RedisStore:
         )
         self._in_flight = False
         self._queue: list[_Call] = []
-        self._down_until = -math.inf
+        self._outage = OutageCore(self._recovery_time, latency_alpha=_EWMA_ALPHA)
         self._decisions = 0
         self._errors = 0
         self._call_errors = 0
@@ -342,7 +341,6 @@ class RedisStore:
         self._fallbacks = 0
         self._script_loads = 0
         self._round_trips = 0
-        self._latency = 0.0
         self._latencies = Histogram(REDIS_BUCKETS)  # exported by the metric exporters
         self._last_error: str | None = None
         self._logged: set[str] = set()
@@ -465,7 +463,7 @@ class RedisStore:
         check_key(key)
         if self._fallback is not None:
             await self._fallback.reset(plan.local, key)
-        if self._clock() >= self._down_until:
+        if self._outage.available(self._clock()):
             await self._guarded(plan, self._redis_key(plan, key), ("reset", 0, ""))
 
     async def open(self) -> None:
@@ -544,7 +542,7 @@ class RedisStore:
             error = check_error(exc, backend=backend)
             self._last_error = _text(exc)
             raise error from exc
-        self._down_until = -math.inf
+        self._outage.answered()
 
     def _redis_key(self, plan: _Plan, key: str) -> bytes:
         if len(key) < 128 and key.isascii():
@@ -559,7 +557,8 @@ class RedisStore:
             check_key(key)
         if cost.__class__ is not int or cost < 0 or cost > plan.limit:
             policy.check_cost(cost)
-        if self._down_until != -math.inf and self._clock() < self._down_until:
+        outage = self._outage
+        if not outage.up and not outage.available(self._clock()):
             return await self._on_failure(plan, key, cost, mode)
         reply = await self._guarded(
             plan, self._redis_key(plan, key), (mode, cost, "", *plan.params)
@@ -572,10 +571,8 @@ class RedisStore:
         """Run the plan's script within ``timeout``; ``None`` (counted) when Redis fails."""
         clock = self._clock
         started = clock()
-        probing = self._down_until != -math.inf
-        if probing:
-            # Probing after a failure: the other callers keep away until this one is done.
-            self._down_until = started + self._recovery_time
+        outage = self._outage
+        probing = outage.start(started)  # a probe: the others keep away until it is done
         try:
             if self._in_flight and self._batches:
                 reply = await self._join(_Call(plan.script, redis_key, args, _new_event()))
@@ -592,15 +589,13 @@ class RedisStore:
             scope = error_scope(exc)
             if scope == "call":
                 self._call_errors += 1
-                if probing:  # this call's error says nothing about Redis: let others try
-                    self._down_until = clock()
+                outage.call_failed(probing, clock())  # says nothing about Redis
             self._failed(clock(), exc, scope)
             return None
         finished = clock()
-        self._latency += _EWMA_ALPHA * ((finished - started) - self._latency)
+        outage.succeeded(started, finished)
         self._latencies.observe(finished - started)
         self._decisions += 1
-        self._down_until = -math.inf
         return reply
 
     # Coalescing. While one call is in flight, the calls made meanwhile queue up; when it
@@ -695,7 +690,7 @@ class RedisStore:
     def _failed(self, now: float, exc: BaseException, scope: str) -> None:
         """Count a failure; a server failure makes Redis unavailable for a while."""
         if scope == "server":
-            self._down_until = now + self._recovery_time
+            self._outage.server_failed(now)
         self._record(exc, scope)
 
     def _record(self, exc: BaseException, scope: str) -> None:
@@ -831,8 +826,8 @@ class RedisStore:
             fallbacks=self._fallbacks,
             script_loads=self._script_loads,
             round_trips=self._round_trips,
-            latency=self._latency,
-            available=self._down_until == -math.inf or self._clock() >= self._down_until,
+            latency=self._outage.latency,
+            available=self._outage.available(self._clock()),
             last_error=self._last_error,
             call_errors=self._call_errors,
         )
