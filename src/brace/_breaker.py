@@ -298,6 +298,11 @@ class CircuitBreaker:
         return self._core.failure_threshold
 
     @property
+    def recovery_time(self) -> float:
+        """Seconds the circuit stays open before a probe may test it."""
+        return self._core.recovery_time
+
+    @property
     def name(self) -> str | None:
         return self._core.name
 
@@ -567,6 +572,11 @@ class CircuitTicket:
         self._breaker: CircuitBreaker | None = breaker
         self._ticket = ticket
         self._start = start
+
+    @property
+    def pending(self) -> bool:
+        """True until the call's outcome is reported (``success``, ``failure``, ...)."""
+        return self._breaker is not None
 
     @property
     def is_probe(self) -> bool:

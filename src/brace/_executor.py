@@ -460,18 +460,25 @@ class PriorityExecutor:
             scope.cancel()
         return len(ended)
 
-    def _track(self, scope: anyio.CancelScope) -> None:
+    def track(self, scope: anyio.CancelScope) -> None:
         """Put ``scope`` (one request of the HTTP pipeline) under the drain: cancelled at
-        its timeout. Pair with :meth:`_untrack`."""
+        its timeout. Pair with :meth:`untrack`. (For adapters: plain ``slot()`` and
+        ``run()`` work need none of this.)"""
         self._scopes.add(scope)
         if self._draining_cancel:
             scope.cancel()  # the drain's timeout has passed already
 
-    def _untrack(self, scope: anyio.CancelScope) -> None:
+    def untrack(self, scope: anyio.CancelScope) -> None:
+        """Take ``scope`` (see :meth:`track`) from under the drain."""
         scopes = self._scopes
         scopes.discard(scope)
         if not scopes and self._scopes_empty is not None:
             self._scopes_empty.set()
+
+    @property
+    def cancelling(self) -> bool:
+        """True once a drain's timeout has passed: running work is being cancelled."""
+        return self._draining_cancel
 
     async def wait_idle(self) -> None:
         """Wait until nothing runs and nothing waits."""

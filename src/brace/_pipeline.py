@@ -492,7 +492,7 @@ class Pipeline:
                 scope = anyio.CancelScope()
                 exchange.scope = scope
                 if executor is not None:
-                    executor._track(scope)
+                    executor.track(scope)
                 try:
                     with scope:  # (the same steps as above, under the scope)
                         memory = self.memory
@@ -508,9 +508,9 @@ class Pipeline:
                 finally:
                     exchange.scope = None
                     if executor is not None:
-                        executor._untrack(scope)
+                        executor.untrack(scope)
                 if scope.cancelled_caught:
-                    if executor is not None and executor._draining_cancel:
+                    if executor is not None and executor.cancelling:
                         if exchange.started:  # the response is cut short
                             counters.shutting_down += 1
                             return None
@@ -519,7 +519,7 @@ class Pipeline:
                         )
                     raise TimedOut  # noqa: TRY301
         except Rejected as refusal:
-            if ticket is not None and ticket._breaker is not None:
+            if ticket is not None and ticket.pending:
                 ticket.cancel()  # refused before it ran: nothing learnt about the service
             if exchange.started:
                 raise
@@ -536,7 +536,7 @@ class Pipeline:
             )
         except BaseException as error:
             failed = isinstance(error, Exception)
-            if ticket is not None and ticket._breaker is not None:  # not reported yet
+            if ticket is not None and ticket.pending:  # not reported yet
                 if failed:
                     ticket.record_exception(error)
                 else:
@@ -567,7 +567,7 @@ class Pipeline:
             if ticket is not None:
                 if scope is not None and scope.cancel_called:
                     executor = self.executor
-                    if executor is not None and executor._draining_cancel:
+                    if executor is not None and executor.cancelling:
                         ticket.cancel()  # the drain, not the service, ended it
                     else:
                         ticket.failure()  # the rule's timeout

@@ -211,7 +211,7 @@ class FleetBreaker:
             if report_ttl is None
             else check_seconds(report_ttl, "report_ttl")
         )
-        recovery = float(breaker._core.recovery_time)
+        recovery = float(breaker.recovery_time)
         self._client: ScriptClient = store.client
         tag = f"{store.prefix}:breaker:{name}"
         self._keys = tuple(f"{{{tag}}}:{part}".encode() for part in ("r", "o", "f", "c"))

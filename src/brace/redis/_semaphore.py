@@ -318,12 +318,12 @@ class DistributedLimit:
         self._clock: Callable[[], float] = time.monotonic if clock is None else clock
         self._client: ScriptClient = store.client
         self._on_error: OnError = store.on_error
-        # The store's failure settings (read once; the store keeps them private).
-        timeout: float | None = getattr(store, "_timeout", 0.25)
+        # The store's failure settings (read once).
+        timeout: float | None = store.timeout
         self._timeout = timeout
-        self._recovery_time: float = getattr(store, "_recovery_time", 1.0)
-        self._closed_retry_after: float = getattr(store, "_closed_retry_after", 1.0)
-        nodes: int = getattr(store, "_nodes", 1)
+        self._recovery_time: float = store.recovery_time
+        self._closed_retry_after: float = store.fail_closed_retry_after
+        nodes: int = store.nodes
         self._fallback: anyio.Semaphore | None = None
         self._fallback_size = max(1, self.limit // nodes)
         tag = f"{store.prefix}:limit:{name}"

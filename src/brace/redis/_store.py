@@ -432,6 +432,26 @@ class RedisStore:
         """What a decision does when Redis fails."""
         return self._on_error
 
+    @property
+    def timeout(self) -> float | None:
+        """Seconds one call to Redis may take (None: no limit)."""
+        return self._timeout
+
+    @property
+    def recovery_time(self) -> float:
+        """Seconds the store keeps away from Redis after it failed."""
+        return self._recovery_time
+
+    @property
+    def fail_closed_retry_after(self) -> float:
+        """The ``retry_after`` of a refusal under ``on_error="fail_closed"``."""
+        return self._closed_retry_after
+
+    @property
+    def nodes(self) -> int:
+        """How many processes share the limits (the local fallback divides by it)."""
+        return self._nodes
+
     def key(self, policy: Policy, key: str) -> str:
         """The Redis key holding ``key``'s state under ``policy``.
 
