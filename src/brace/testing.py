@@ -30,9 +30,10 @@ class FixedRandom:
     Every primitive with randomness takes ``random=`` (a ``random.Random``, or anything
     with a ``random()`` method); this one makes a jittered delay or a shedding draw exact:
 
-    >>> draws = FixedRandom(0.25, 0.5)
-    >>> [draws.random() for _ in range(3)]
-    [0.25, 0.5, 0.5]
+    ```python
+    draws = FixedRandom(0.25, 0.5)
+    assert [draws.random() for _ in range(3)] == [0.25, 0.5, 0.5]
+    ```
     """
 
     __slots__ = ("_index", "_values")
