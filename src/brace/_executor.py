@@ -6,6 +6,7 @@ import enum
 import functools
 import logging
 import math
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -179,8 +180,10 @@ class PriorityExecutor:
         "_passed_on",
         "_refusals",
         "_processing_histogram",
+        "_drained",
         "_scopes",
         "_scopes_empty",
+        "_tasks",
         "_slots",
         "_timed_out",
         "_timeout",
@@ -247,7 +250,12 @@ class PriorityExecutor:
         self._passed_on = 0  # slots granted to waiters cancelled before they resumed
         self._drain_cancelled = 0
         self._draining_cancel = False
-        self._scopes: set[anyio.CancelScope] = set()
+        # run() work that drain() may cancel: the cancel scopes of work with a timeout (and
+        # of all work on trio), the bare tasks of work without one on asyncio (3.11+);
+        # _drained: the tasks drain() cancelled natively, until they unwind
+        self._scopes: set[Any] = set()
+        self._tasks: dict[asyncio.Task[Any], None] = {}
+        self._drained: set[asyncio.Task[Any]] = set()
         self._scopes_empty: anyio.Event | None = None
         self._idle_event: anyio.Event | None = None
         if guard is not None and not isinstance(guard, MemoryGuard):
@@ -411,13 +419,7 @@ class PriorityExecutor:
             ended = core.cancel_all(self._clock())
             cancelled_queued = len(ended)
             self._wake(ended)
-            self._draining_cancel = True
-            for scope in list(self._scopes):
-                scope.cancel()
-            while self._scopes:
-                self._scopes_empty = anyio.Event()
-                await self._scopes_empty.wait()
-            self._scopes_empty = None
+            await self._cancel_running()
         return DrainReport(
             finished=self._finished() - finished_before,
             cancelled_running=self._drain_cancelled - drained_before,
@@ -501,9 +503,16 @@ class PriorityExecutor:
         kwargs: dict[str, Any],
     ) -> T:
         started = await self._acquire(slot)
-        scope = anyio.CancelScope(
-            deadline=math.inf if limit is None else anyio.current_time() + limit
-        )
+        loop = _get_running_loop()
+        if limit is None and loop is not None and _NATIVE:
+            task = _current_task(loop)
+            tasks = self._tasks
+            if task is not None and task not in tasks:
+                # no timeout, on asyncio: no cancel scope at all; drain() cancels the task
+                # itself (Task.cancel) and counts the request back out (Task.uncancel)
+                return await self._run_bare(slot, started, task, tasks, fn, args, kwargs)
+        deadline = math.inf if limit is None else _now(loop) + limit
+        scope = anyio.CancelScope(deadline=deadline) if loop is not None else _trio_scope(deadline)
         scopes = self._scopes
         scopes.add(scope)
         outcome = _FAILED
@@ -518,18 +527,76 @@ class PriorityExecutor:
             raise
         finally:
             scopes.discard(scope)
-            if not scopes and self._scopes_empty is not None:
+            if self._scopes_empty is not None and not scopes and not self._tasks:
                 self._scopes_empty.set()
             self._finish(started, outcome)
         if outcome is _COMPLETED:
             return result
         if outcome is _DRAINED:
-            raise self._refuse(
-                "shutting_down",
-                ShuttingDown("cancelled: the executor drained and its timeout passed"),
-                slot.priority,
-            )
+            raise self._drained_error(slot)
         raise TimeoutExceeded(timeout=limit)
+
+    async def _run_bare(
+        self,
+        slot: _Slot,
+        started: float,
+        task: asyncio.Task[Any],
+        tasks: dict[asyncio.Task[Any], None],
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        """:meth:`_run` of work without a timeout on asyncio: the task is only recorded."""
+        cancelling = task.cancelling()
+        tasks[task] = None
+        outcome = _FAILED
+        try:
+            result = await fn(*args, **kwargs)
+            outcome = _COMPLETED
+        except asyncio.CancelledError:
+            outcome = _CANCELLED
+            drained = self._drained
+            if task not in drained:
+                raise
+            drained.discard(task)
+            # ours, unless another cancellation was asked for meanwhile (then it goes on)
+            if task.uncancel() > cancelling:
+                raise
+            outcome = _DRAINED
+        finally:
+            del tasks[task]
+            drained = self._drained
+            if drained and task in drained:  # cancelled, but the work swallowed it
+                drained.discard(task)
+                task.uncancel()
+            if self._scopes_empty is not None and not tasks and not self._scopes:
+                self._scopes_empty.set()
+            self._finish(started, outcome)
+        if outcome is _COMPLETED:
+            return result
+        raise self._drained_error(slot)
+
+    def _drained_error(self, slot: _Slot) -> ShuttingDown:
+        return self._refuse(
+            "shutting_down",
+            ShuttingDown("cancelled: the executor drained and its timeout passed"),
+            slot.priority,
+        )
+
+    async def _cancel_running(self) -> None:
+        """drain() at its deadline: cancel every running run() and wait until they unwind."""
+        self._draining_cancel = True
+        for scope in list(self._scopes):
+            scope.cancel()
+        drained = self._drained
+        for task in list(self._tasks):
+            if task not in drained:
+                drained.add(task)
+                task.cancel("the executor drained and its timeout passed")
+        while self._scopes or self._tasks:
+            self._scopes_empty = anyio.Event()
+            await self._scopes_empty.wait()
+        self._scopes_empty = None
 
     def _finished(self) -> int:
         """Work that ran to an end: completed, failed or timed out (cancelled is not)."""
@@ -736,6 +803,28 @@ class PriorityExecutor:
                 else:
                     waiter.set()  # type: ignore[attr-defined]
         self._check_idle()
+
+
+# run() without a timeout on asyncio needs Task.cancelling/uncancel (3.11+)
+_NATIVE: Final = sys.version_info >= (3, 11)
+_get_running_loop = asyncio._get_running_loop  # None on trio, without raising
+_current_task = asyncio.current_task
+_trio_cancel_scope: Any = None
+
+
+def _now(loop: asyncio.AbstractEventLoop | None) -> float:
+    """The running loop's clock (``anyio.current_time()``), read without anyio's lookup."""
+    return loop.time() if loop is not None else anyio.current_time()
+
+
+def _trio_scope(deadline: float) -> Any:
+    """A bare ``trio.CancelScope`` (on trio anyio's wraps one, at about twice the cost)."""
+    global _trio_cancel_scope
+    if _trio_cancel_scope is None:
+        import trio
+
+        _trio_cancel_scope = trio.CancelScope
+    return _trio_cancel_scope(deadline=deadline)
 
 
 async def _park(ticket: Ticket) -> None:
