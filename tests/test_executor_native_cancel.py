@@ -4,6 +4,7 @@ itself): the drain outcome, outer cancellations, nesting and permits, on asyncio
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import brace
@@ -94,8 +95,8 @@ async def test_outer_deadline_together_with_drain_is_the_outer_cancellation() ->
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(job)
-        await anyio.sleep(0)
-        await executor.drain(5)
+        await anyio.sleep(0.5)  # started
+        await executor.drain(4.5)
     assert seen in (["caught"], ["shutting down", "not caught"])
     assert executor.statistics().running == 0
 
@@ -163,4 +164,68 @@ async def test_many_cancelled_jobs_leak_no_permit(timeout: float | None) -> None
     stats = executor.statistics()
     assert stats.running == 0
     assert stats.pending == 0
-    assert await executor.run(anyio.sleep, 0) is None
+    await executor.run(anyio.lowlevel.checkpoint)
+    assert executor.statistics().running == 0
+
+
+async def test_drain_waits_for_a_shield_in_the_work_then_cancels() -> None:
+    executor = make()
+    seen: list[object] = []
+    start = anyio.current_time()
+
+    async def work() -> None:
+        with anyio.CancelScope(shield=True):
+            await anyio.sleep(10)  # a cleanup that must not be cut short
+            seen.append(anyio.current_time() - start)
+        await anyio.sleep(100)
+
+    async def job() -> None:
+        try:
+            await executor.run(work, timeout=None)
+        except brace.ShuttingDown:
+            seen.append("shutting down")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(job)
+        await anyio.sleep(0.5)  # started
+        report = await executor.drain(2)
+    assert seen[0] == pytest.approx(10, abs=0.05)
+    assert seen[1:] == ["shutting down"]
+    assert report.cancelled_running == 1
+
+
+async def test_drain_and_timeout_of_one_job() -> None:
+    """Work with a timeout is drained at the drain's deadline, timed out at its own."""
+    executor = make(3)
+    outcome: dict[str, str] = {}
+
+    async def job(name: str, timeout: float) -> None:
+        try:
+            await executor.run(anyio.sleep, 100, timeout=timeout)
+        except brace.ShuttingDown:
+            outcome[name] = "shutting down"
+        except brace.TimeoutExceeded:
+            outcome[name] = "timed out"
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(job, "short", 1.0)
+        tg.start_soon(job, "long", 50.0)
+        tg.start_soon(job, "same", 3.0)  # its timeout falls due with the drain's
+        await anyio.sleep(0.5)  # all three started
+        await executor.drain(2.5)
+    assert outcome["short"] == "timed out"
+    assert outcome["long"] == "shutting down"
+    assert outcome["same"] in ("timed out", "shutting down")
+    stats = executor.statistics()
+    assert stats.running == 0
+    assert stats.timed_out + stats.cancelled_running == 3
+
+
+async def test_timed_out_run_leaves_the_task_uncancelled() -> None:
+    executor = make()
+    with pytest.raises(brace.TimeoutExceeded):
+        await executor.run(anyio.sleep, 10, timeout=1)
+    with anyio.move_on_after(1) as scope:
+        await anyio.sleep(0.5)
+    assert not scope.cancelled_caught
+    assert executor.statistics().timed_out == 1

@@ -6,7 +6,6 @@ import enum
 import functools
 import logging
 import math
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -16,6 +15,16 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 import anyio
 from typing_extensions import ParamSpec
 
+from ._cancel import (
+    NATIVE,
+    SHIELD_POLL,
+    Deadline,
+    current_task,
+    get_running_loop,
+    scope_of,
+    shielded,
+    trio_scope,
+)
 from ._core._validate import check_positive
 from ._core.admission import AdmissionCore, Discipline, FullPolicy, Reservoir, Ticket, TicketState
 from ._events import EventHook, Reason, RefusalCounter, Refused, event_hook
@@ -170,6 +179,7 @@ class PriorityExecutor:
         "_default_priority",
         "_default_slot",
         "_drain_cancelled",
+        "_drained",
         "_draining_cancel",
         "_failed",
         "_fast_seen",
@@ -178,13 +188,12 @@ class PriorityExecutor:
         "_name",
         "_on_event",
         "_passed_on",
-        "_refusals",
         "_processing_histogram",
-        "_drained",
+        "_refusals",
         "_scopes",
         "_scopes_empty",
-        "_tasks",
         "_slots",
+        "_tasks",
         "_timed_out",
         "_timeout",
         "_wait_histogram",
@@ -254,8 +263,8 @@ class PriorityExecutor:
         # of all work on trio), the bare tasks of work without one on asyncio (3.11+);
         # _drained: the tasks drain() cancelled natively, until they unwind
         self._scopes: set[Any] = set()
-        self._tasks: dict[asyncio.Task[Any], None] = {}
-        self._drained: set[asyncio.Task[Any]] = set()
+        self._tasks: dict[Any, Any] = {}  # task -> anyio scope around it
+        self._drained: set[Any] = set()
         self._scopes_empty: anyio.Event | None = None
         self._idle_event: anyio.Event | None = None
         if guard is not None and not isinstance(guard, MemoryGuard):
@@ -503,16 +512,16 @@ class PriorityExecutor:
         kwargs: dict[str, Any],
     ) -> T:
         started = await self._acquire(slot)
-        loop = _get_running_loop()
-        if limit is None and loop is not None and _NATIVE:
-            task = _current_task(loop)
-            tasks = self._tasks
-            if task is not None and task not in tasks:
-                # no timeout, on asyncio: no cancel scope at all; drain() cancels the task
-                # itself (Task.cancel) and counts the request back out (Task.uncancel)
-                return await self._run_bare(slot, started, task, tasks, fn, args, kwargs)
-        deadline = math.inf if limit is None else _now(loop) + limit
-        scope = anyio.CancelScope(deadline=deadline) if loop is not None else _trio_scope(deadline)
+        loop = get_running_loop()
+        if loop is not None and NATIVE:
+            task = current_task(loop)
+            if task is not None and task not in self._tasks:
+                # on asyncio: no cancel scope; the timeout is a native deadline, and
+                # drain() cancels the task itself (see _run_native)
+                return await self._run_native(slot, started, limit, task, fn, args, kwargs)
+        # trio (a bare trio scope), asyncio 3.10, or run() nested in run() in one task
+        deadline = math.inf if limit is None else anyio.current_time() + limit
+        scope = anyio.CancelScope(deadline=deadline) if loop is not None else trio_scope(deadline)
         scopes = self._scopes
         scopes.add(scope)
         outcome = _FAILED
@@ -536,19 +545,25 @@ class PriorityExecutor:
             raise self._drained_error(slot)
         raise TimeoutExceeded(timeout=limit)
 
-    async def _run_bare(
+    async def _run_native(
         self,
         slot: _Slot,
         started: float,
-        task: asyncio.Task[Any],
-        tasks: dict[asyncio.Task[Any], None],
+        limit: float | None,
+        task: Any,  # an asyncio.Task; Any: Task.cancelling/uncancel are 3.11+ (NATIVE)
         fn: Callable[..., Awaitable[T]],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> T:
-        """:meth:`_run` of work without a timeout on asyncio: the task is only recorded."""
+        """:meth:`_run` on asyncio 3.11+: the task is recorded (with anyio's scope around
+        it, below which a shield holds drain off), and a timeout is a native deadline.
+
+        drain() cancels the task with ``Task.cancel``; the cancellation is counted back out
+        with ``Task.uncancel`` and is ours only if nobody else asked for one meanwhile."""
+        tasks = self._tasks
         cancelling = task.cancelling()
-        tasks[task] = None
+        tasks[task] = scope_of(task)
+        deadline = None if limit is None else Deadline(task.get_loop(), limit)
         outcome = _FAILED
         try:
             result = await fn(*args, **kwargs)
@@ -556,15 +571,20 @@ class PriorityExecutor:
         except asyncio.CancelledError:
             outcome = _CANCELLED
             drained = self._drained
-            if task not in drained:
+            by_drain = task in drained
+            if by_drain:
+                drained.discard(task)
+                task.uncancel()
+            if deadline is not None and deadline.close(cancelled=True):
+                outcome = _DRAINED if by_drain else _TIMED_OUT
+            elif by_drain and task.cancelling() <= cancelling:
+                outcome = _DRAINED
+            else:
                 raise
-            drained.discard(task)
-            # ours, unless another cancellation was asked for meanwhile (then it goes on)
-            if task.uncancel() > cancelling:
-                raise
-            outcome = _DRAINED
         finally:
             del tasks[task]
+            if deadline is not None:
+                deadline.close(cancelled=False)  # a no-op if already closed
             drained = self._drained
             if drained and task in drained:  # cancelled, but the work swallowed it
                 drained.discard(task)
@@ -574,7 +594,9 @@ class PriorityExecutor:
             self._finish(started, outcome)
         if outcome is _COMPLETED:
             return result
-        raise self._drained_error(slot)
+        if outcome is _DRAINED:
+            raise self._drained_error(slot)
+        raise TimeoutExceeded(timeout=limit)
 
     def _drained_error(self, slot: _Slot) -> ShuttingDown:
         return self._refuse(
@@ -584,18 +606,29 @@ class PriorityExecutor:
         )
 
     async def _cancel_running(self) -> None:
-        """drain() at its deadline: cancel every running run() and wait until they unwind."""
+        """drain() at its deadline: cancel every running run() and wait until they unwind.
+
+        A task inside a shielded anyio scope (opened in its work) is cancelled once the
+        shield is gone, as anyio's own scope would be."""
         self._draining_cancel = True
         for scope in list(self._scopes):
             scope.cancel()
         drained = self._drained
-        for task in list(self._tasks):
-            if task not in drained:
-                drained.add(task)
-                task.cancel("the executor drained and its timeout passed")
-        while self._scopes or self._tasks:
-            self._scopes_empty = anyio.Event()
-            await self._scopes_empty.wait()
+        tasks = self._tasks
+        while self._scopes or tasks:
+            held = False
+            for task, boundary in list(tasks.items()):
+                if task not in drained:
+                    if shielded(task, boundary):
+                        held = True
+                    else:
+                        drained.add(task)
+                        task.cancel("the executor drained and its timeout passed")
+            if held:
+                await anyio.sleep(SHIELD_POLL)
+            else:
+                self._scopes_empty = anyio.Event()
+                await self._scopes_empty.wait()
         self._scopes_empty = None
 
     def _finished(self) -> int:
@@ -803,28 +836,6 @@ class PriorityExecutor:
                 else:
                     waiter.set()  # type: ignore[attr-defined]
         self._check_idle()
-
-
-# run() without a timeout on asyncio needs Task.cancelling/uncancel (3.11+)
-_NATIVE: Final = sys.version_info >= (3, 11)
-_get_running_loop = asyncio._get_running_loop  # None on trio, without raising
-_current_task = asyncio.current_task
-_trio_cancel_scope: Any = None
-
-
-def _now(loop: asyncio.AbstractEventLoop | None) -> float:
-    """The running loop's clock (``anyio.current_time()``), read without anyio's lookup."""
-    return loop.time() if loop is not None else anyio.current_time()
-
-
-def _trio_scope(deadline: float) -> Any:
-    """A bare ``trio.CancelScope`` (on trio anyio's wraps one, at about twice the cost)."""
-    global _trio_cancel_scope
-    if _trio_cancel_scope is None:
-        import trio
-
-        _trio_cancel_scope = trio.CancelScope
-    return _trio_cancel_scope(deadline=deadline)
 
 
 async def _park(ticket: Ticket) -> None:
