@@ -89,7 +89,7 @@ class Deadline:
     """A native deadline on the current asyncio task: ``asyncio.timeout`` without its
     rescheduling, and holding off while an anyio shield opened inside is in the way."""
 
-    __slots__ = ("_boundary", "_cancelling", "_handle", "_loop", "_task", "expired")
+    __slots__ = ("_boundary", "_cancelling", "_handle", "_loop", "expired", "outer", "task")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
         # Any: Task.cancelling/uncancel are 3.11+ (NATIVE), mypy checks for 3.10
@@ -97,14 +97,16 @@ class Deadline:
         if task is None:
             raise RuntimeError("a timeout must be entered in a task")
         self._loop = loop
-        self._task = task
+        self.task = task
         self._cancelling: int = task.cancelling()
         self._boundary = scope_of(task)
         self.expired = False
+        #: the task's enclosing entry of the same Timeout (its stack of open entries)
+        self.outer: Deadline | None = None
         self._handle: asyncio.TimerHandle | None = loop.call_at(loop.time() + seconds, self._fire)
 
     def _fire(self) -> None:
-        task: asyncio.Task[Any] = self._task
+        task: asyncio.Task[Any] = self.task
         if task.done():
             self._handle = None
             return
@@ -126,4 +128,4 @@ class Deadline:
             return False
         self.expired = False  # counted out once: closing again is a no-op
         # ours only if no other cancellation was asked for meanwhile (then it goes on)
-        return self._task.uncancel() <= self._cancelling and cancelled
+        return self.task.uncancel() <= self._cancelling and cancelled

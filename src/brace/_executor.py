@@ -511,59 +511,29 @@ class PriorityExecutor:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> T:
-        started = await self._acquire(slot)
+        """Run the work in a slot. On asyncio 3.11+ no cancel scope: a timeout is a native
+        deadline, and the task is recorded (with anyio's scope around it, below which a
+        shield holds drain off); drain() cancels it with ``Task.cancel``, counted back out
+        with ``Task.uncancel``, and the cancellation is ours only if nobody else asked for
+        one meanwhile. Elsewhere (trio, 3.10, run() nested in run() in one task):
+        :meth:`_run_scoped`."""
+        if self._guard is None:  # _acquire without its extra coroutine
+            now = self._clock()
+            if self._core.try_acquire(now):
+                slot.admitted += 1
+                started = now
+            else:
+                started = await self._wait(slot, now)
+        else:
+            started = await self._acquire(slot)
         loop = get_running_loop()
-        if loop is not None and NATIVE:
-            task = current_task(loop)
-            if task is not None and task not in self._tasks:
-                # on asyncio: no cancel scope; the timeout is a native deadline, and
-                # drain() cancels the task itself (see _run_native)
-                return await self._run_native(slot, started, limit, task, fn, args, kwargs)
-        # trio (a bare trio scope), asyncio 3.10, or run() nested in run() in one task
-        deadline = math.inf if limit is None else anyio.current_time() + limit
-        scope = anyio.CancelScope(deadline=deadline) if loop is not None else trio_scope(deadline)
-        scopes = self._scopes
-        scopes.add(scope)
-        outcome = _FAILED
-        try:
-            with scope:
-                result = await fn(*args, **kwargs)
-                outcome = _COMPLETED
-            if scope.cancelled_caught:
-                outcome = _DRAINED if self._draining_cancel else _TIMED_OUT
-        except anyio.get_cancelled_exc_class():
-            outcome = _CANCELLED
-            raise
-        finally:
-            scopes.discard(scope)
-            if self._scopes_empty is not None and not scopes and not self._tasks:
-                self._scopes_empty.set()
-            self._finish(started, outcome)
-        if outcome is _COMPLETED:
-            return result
-        if outcome is _DRAINED:
-            raise self._drained_error(slot)
-        raise TimeoutExceeded(timeout=limit)
-
-    async def _run_native(
-        self,
-        slot: _Slot,
-        started: float,
-        limit: float | None,
-        task: Any,  # an asyncio.Task; Any: Task.cancelling/uncancel are 3.11+ (NATIVE)
-        fn: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> T:
-        """:meth:`_run` on asyncio 3.11+: the task is recorded (with anyio's scope around
-        it, below which a shield holds drain off), and a timeout is a native deadline.
-
-        drain() cancels the task with ``Task.cancel``; the cancellation is counted back out
-        with ``Task.uncancel`` and is ours only if nobody else asked for one meanwhile."""
+        task: Any = None if loop is None or not NATIVE else current_task(loop)
         tasks = self._tasks
+        if task is None or task in tasks:
+            return await self._run_scoped(slot, started, limit, loop, fn, args, kwargs)
         cancelling = task.cancelling()
         tasks[task] = scope_of(task)
-        deadline = None if limit is None else Deadline(task.get_loop(), limit)
+        deadline = None if limit is None else Deadline(loop, limit)  # type: ignore[arg-type]
         outcome = _FAILED
         try:
             result = await fn(*args, **kwargs)
@@ -590,6 +560,42 @@ class PriorityExecutor:
                 drained.discard(task)
                 task.uncancel()
             if self._scopes_empty is not None and not tasks and not self._scopes:
+                self._scopes_empty.set()
+            self._finish(started, outcome)
+        if outcome is _COMPLETED:
+            return result
+        if outcome is _DRAINED:
+            raise self._drained_error(slot)
+        raise TimeoutExceeded(timeout=limit)
+
+    async def _run_scoped(
+        self,
+        slot: _Slot,
+        started: float,
+        limit: float | None,
+        loop: asyncio.AbstractEventLoop | None,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        """:meth:`_run` in a cancel scope: a bare trio one on trio, anyio's on asyncio."""
+        deadline = math.inf if limit is None else anyio.current_time() + limit
+        scope = anyio.CancelScope(deadline=deadline) if loop is not None else trio_scope(deadline)
+        scopes = self._scopes
+        scopes.add(scope)
+        outcome = _FAILED
+        try:
+            with scope:
+                result = await fn(*args, **kwargs)
+                outcome = _COMPLETED
+            if scope.cancelled_caught:
+                outcome = _DRAINED if self._draining_cancel else _TIMED_OUT
+        except anyio.get_cancelled_exc_class():
+            outcome = _CANCELLED
+            raise
+        finally:
+            scopes.discard(scope)
+            if self._scopes_empty is not None and not scopes and not self._tasks:
                 self._scopes_empty.set()
             self._finish(started, outcome)
         if outcome is _COMPLETED:

@@ -9,15 +9,15 @@ with ours) reaches the caller unchanged, and an anyio shield opened inside the b
 our cancellation off until it closes, as anyio's own scopes would.
 
 ``async with timeout:`` may be used by many tasks at once and nested in one task: the
-open entries live in a per-instance ``ContextVar`` as a linked stack, so each task (each
-context) finds its own on exit.
+open entries live in a per-instance ``ContextVar`` as a linked stack (on asyncio 3.11+,
+cheaper, in a dict by task), so each task finds its own on exit.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
+from asyncio import CancelledError
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import anyio
 from typing_extensions import ParamSpec
 
-from ._cancel import NATIVE, Deadline, get_running_loop, trio_scope_after
+from ._cancel import NATIVE, Deadline, current_task, get_running_loop, trio_scope_after
 from ._core._validate import check_positive
 from ._events import EventHook, Refused, event_hook, refusals
 from ._exceptions import TimeoutExceeded
@@ -40,8 +40,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 # A linked stack of the entries this task has open on one Timeout: (innermost, rest);
-# an entry is a Deadline (asyncio 3.11+), a cancel scope (trio, asyncio 3.10) or None
-# (a Timeout(None) has nothing to enter).
+# an entry is a cancel scope (trio, asyncio 3.10) or None (a Timeout(None) has nothing
+# to enter). On asyncio 3.11+ a Timeout with a limit keeps its Deadlines in _open.
 _Stack = tuple[Any, "_Stack | None"]
 
 
@@ -75,6 +75,7 @@ class Timeout:
         "_calls",
         "_name",
         "_on_event",
+        "_open",
         "_scopes",
         "_seconds",
         "_timed_out",
@@ -93,6 +94,9 @@ class Timeout:
         self._name = name
         self._on_event = event_hook(on_event)
         self._scopes: ContextVar[_Stack | None] = ContextVar("brace.Timeout", default=None)
+        # asyncio 3.11+: each task's innermost open Deadline (linked to the enclosing ones
+        # by .outer); cheaper than the ContextVar. Bounded by the tasks inside right now.
+        self._open: dict[Any, Deadline] = {}
         self._calls = 0
         self._timed_out = 0
 
@@ -112,7 +116,7 @@ class Timeout:
             deadline = Deadline(loop, seconds)
             try:
                 result = await fn(*args, **kwargs)
-            except asyncio.CancelledError:
+            except CancelledError:
                 if deadline.close(cancelled=True):
                     raise self._expired() from None
                 raise
@@ -146,7 +150,12 @@ class Timeout:
             if loop is None:
                 entry = trio_scope_after(seconds)
             elif NATIVE:
-                entry = Deadline(loop, seconds)
+                deadline = Deadline(loop, seconds)
+                task = deadline.task
+                opened = self._open
+                deadline.outer = opened.get(task)
+                opened[task] = deadline
+                return
             else:
                 entry = anyio.CancelScope(deadline=loop.time() + seconds)
                 entry.__enter__()
@@ -159,6 +168,19 @@ class Timeout:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> bool:
+        if self._seconds is not None and NATIVE:
+            loop = get_running_loop()
+            if loop is not None:
+                task = current_task(loop)
+                opened = self._open
+                deadline = opened.pop(task, None)
+                if deadline is None:
+                    raise RuntimeError("this Timeout was not entered in this task")
+                if deadline.outer is not None:
+                    opened[task] = deadline.outer
+                if deadline.close(exc_type is not None and issubclass(exc_type, CancelledError)):
+                    raise self._expired()
+                return False
         scopes = self._scopes
         stack = scopes.get()
         if stack is None:
@@ -166,10 +188,6 @@ class Timeout:
         entry, rest = stack
         scopes.set(rest)
         if entry is None:
-            return False
-        if type(entry) is Deadline:
-            if entry.close(exc_type is not None and issubclass(exc_type, asyncio.CancelledError)):
-                raise self._expired()
             return False
         swallowed = entry.__exit__(exc_type, exc, traceback)
         if entry.cancelled_caught:
