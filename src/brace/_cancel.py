@@ -13,6 +13,7 @@ bare ``trio.CancelScope`` stands in for anyio's wrapper around one.
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 from typing import Any, Final
 
@@ -86,10 +87,21 @@ def trio_scope_after(seconds: float) -> Any:
 
 
 class Deadline:
-    """A native deadline on the current asyncio task: ``asyncio.timeout`` without its
-    rescheduling, and holding off while an anyio shield opened inside is in the way."""
+    """A native deadline on the current asyncio task: ``asyncio.timeout``, holding off
+    while an anyio shield opened inside is in the way. ``deadline`` (on the loop's
+    clock; ``inf``: none) may be moved while it is open, as a cancel scope's may."""
 
-    __slots__ = ("_boundary", "_cancelling", "_handle", "_loop", "expired", "outer", "task")
+    __slots__ = (
+        "_boundary",
+        "_cancelling",
+        "_handle",
+        "_loop",
+        "_open",
+        "_when",
+        "expired",
+        "outer",
+        "task",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
         # Any: Task.cancelling/uncancel are 3.11+ (NATIVE), mypy checks for 3.10
@@ -101,9 +113,27 @@ class Deadline:
         self._cancelling: int = task.cancelling()
         self._boundary = scope_of(task)
         self.expired = False
+        self._open = True
         #: the task's enclosing entry of the same Timeout (its stack of open entries)
         self.outer: Deadline | None = None
-        self._handle: asyncio.TimerHandle | None = loop.call_at(loop.time() + seconds, self._fire)
+        self._when = when = loop.time() + seconds
+        self._handle: asyncio.TimerHandle | None = (
+            None if when == math.inf else loop.call_at(when, self._fire)
+        )
+
+    @property
+    def deadline(self) -> float:
+        return self._when
+
+    @deadline.setter
+    def deadline(self, value: float) -> None:
+        self._when = value
+        if not self._open or self.expired:
+            return  # closed, or already cancelled: nothing left to move
+        handle = self._handle
+        if handle is not None:
+            handle.cancel()
+        self._handle = None if value == math.inf else self._loop.call_at(value, self._fire)
 
     def _fire(self) -> None:
         task: asyncio.Task[Any] = self.task
@@ -120,6 +150,7 @@ class Deadline:
     def close(self, cancelled: bool) -> bool:
         """Leave the deadline; True when the body ended (``cancelled``) in our
         cancellation alone. Idempotent."""
+        self._open = False
         handle = self._handle
         if handle is not None:
             handle.cancel()

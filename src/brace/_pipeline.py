@@ -20,11 +20,13 @@ as its framework wants. The counters have names (`Counters`), not positions in a
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
 import math
 import time
+from asyncio import CancelledError
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -34,6 +36,7 @@ import anyio
 import anyio.abc
 
 from ._asgi_rules import CompiledLimit, CompiledRule, Rule, RuleTable, default_priority
+from ._cancel import NATIVE, Deadline, get_running_loop, trio_scope
 from ._client_ip import ClientAddress, ForwardedHeader, TrustedProxies
 from ._core._validate import check_positive
 from ._decision import Decision
@@ -209,7 +212,8 @@ class Exchange:
         self.started = False
         self.status = 0
         self.begin = 0.0
-        self.scope: anyio.CancelScope | None = None
+        #: what the timeouts move: a cancel scope, or a native Deadline (asyncio 3.11+)
+        self.scope: Any = None
         #: the stream's total deadline once the response started (inf: none)
         self.deadline = math.inf
         self.idle: float | None = None
@@ -498,12 +502,18 @@ class Pipeline:
                 status = await call()
             else:
                 timeout = math.inf if rule.timeout is None else rule.timeout
-                with anyio.CancelScope(deadline=anyio.current_time() + timeout) as scope:
-                    exchange.scope = scope
-                    status = await call()
-                exchange.scope = None
-                if scope.cancelled_caught:
-                    raise TimedOut  # noqa: TRY301 (the breaker counts it, then it goes up)
+                loop = get_running_loop()
+                if loop is not None and NATIVE:  # asyncio: a native deadline, no scope
+                    status = await self._native_timeout(exchange, call, loop, timeout)
+                else:
+                    end = anyio.current_time() + timeout
+                    scope = trio_scope(end) if loop is None else anyio.CancelScope(deadline=end)
+                    with scope:
+                        exchange.scope = scope
+                        status = await call()
+                    exchange.scope = None
+                    if scope.cancelled_caught:
+                        raise TimedOut  # noqa: TRY301 (the breaker counts it, then it goes up)
         except BaseException as error:
             if ticket is not None:
                 if isinstance(error, TimedOut):
@@ -520,6 +530,28 @@ class Pipeline:
                 ticket.failure()
             else:
                 ticket.success()
+
+    @staticmethod
+    async def _native_timeout(
+        exchange: Exchange,
+        call: Callable[[], Awaitable[int | None]],
+        loop: asyncio.AbstractEventLoop,
+        timeout: float,
+    ) -> int | None:
+        """``call()`` under a native deadline (asyncio 3.11+), moved like a scope's by
+        `Exchange.response_started` / `Exchange.body_sent`; raise `TimedOut` at it."""
+        deadline = Deadline(loop, timeout)
+        exchange.scope = deadline
+        try:
+            status = await call()
+        except CancelledError:
+            if deadline.close(cancelled=True):
+                raise TimedOut from None
+            raise
+        finally:
+            deadline.close(cancelled=False)  # a no-op if already closed
+            exchange.scope = None
+        return status
 
     def _report_slow(self, exchange: Exchange, method: str, path: str, slow: float) -> None:
         now = self.clock()
