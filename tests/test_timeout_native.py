@@ -3,11 +3,15 @@ trio) keeps anyio's semantics: shields, enclosing scopes, task groups, on both b
 
 from __future__ import annotations
 
+import asyncio
+import math
+
 import anyio
 import pytest
 
 import brace
 from brace import Timeout
+from brace._cancel import NATIVE, Deadline
 
 
 async def test_a_shield_inside_holds_the_timeout_off_until_it_closes() -> None:
@@ -104,3 +108,24 @@ async def test_a_swallowed_timeout_leaves_the_task_uncancelled() -> None:
     with anyio.move_on_after(1) as scope:
         await anyio.sleep(0.5)  # would raise if a cancellation were left pending
     assert not scope.cancelled_caught
+
+
+async def test_native_deadline_moves_and_is_inert_once_closed(anyio_backend_name: str) -> None:
+    """The asyncio Deadline the ASGI pipeline moves: later, to none, and never after close."""
+    if anyio_backend_name != "asyncio" or not NATIVE:
+        pytest.skip("the native deadline is asyncio 3.11+ only")
+    loop = asyncio.get_running_loop()
+    deadline = Deadline(loop, 1)
+    deadline.deadline = anyio.current_time() + 3  # moved later: 1 s passes unharmed
+    await anyio.sleep(2)
+    deadline.deadline = math.inf  # no deadline at all
+    await anyio.sleep(5)
+    assert not deadline.close(cancelled=False)
+    deadline.deadline = anyio.current_time() + 1  # closed: arms nothing
+    await anyio.sleep(2)
+
+    deadline = Deadline(loop, 1)
+    with pytest.raises(asyncio.CancelledError):
+        await anyio.sleep(5)
+    assert deadline.close(cancelled=True)
+    await anyio.sleep(1)  # counted back out: the task is not left cancelled
