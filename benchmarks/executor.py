@@ -8,8 +8,11 @@ Batch: 1,000 tasks each run ``noop`` through at most 10 at once, so most of them
 brace spawns them in an anyio task group, each awaiting ``executor.run(noop)``;
 ``aiometer.run_on_each(fn, items, max_at_once=10)`` does the same with its own task group
 and ``anyio.Semaphore``; the references are an anyio task group with ``anyio.Semaphore(10)``
-and (asyncio) ``asyncio.gather`` of tasks with ``asyncio.Semaphore(10)``. The figure is ns per
-task, spawning and scheduling included.
+and (asyncio) ``asyncio.gather`` of tasks with ``asyncio.Semaphore(10)``. Issue 16's
+targets compare like with like: gathered asyncio tasks each awaiting ``executor.run(noop)``
+against gathered tasks entering ``asyncio.Semaphore(10)``, and on trio a nursery of
+``executor.run(noop)`` against a nursery entering ``trio.Semaphore(10)`` (at most 1.3 x).
+The figure is ns per task, spawning and scheduling included.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from ._harness import Case, Op, Target, brace_attr, import_optional, noop
 
 BATCH = 1000
 ASYNCIO = frozenset({"asyncio"})
+TRIO = frozenset({"trio"})
 
 
 def _executor(max_queue: int = BATCH) -> Any:
@@ -121,6 +125,54 @@ async def asyncio_semaphore_batch() -> AsyncIterator[Op]:
     yield op
 
 
+@asynccontextmanager
+async def brace_gather_batch() -> AsyncIterator[Op]:
+    """The asyncio reference's shape with brace: gathered tasks each awaiting run(noop)."""
+    executor = _executor()
+
+    async def op(n: int) -> None:
+        run = executor.run
+        for _ in range(n):
+            await asyncio.gather(*[asyncio.create_task(run(noop)) for _ in range(BATCH)])
+
+    yield op
+
+
+@asynccontextmanager
+async def trio_semaphore_batch() -> AsyncIterator[Op]:
+    import trio
+
+    semaphore = trio.Semaphore(10)
+
+    async def limited() -> None:
+        async with semaphore:
+            await noop()
+
+    async def op(n: int) -> None:
+        for _ in range(n):
+            async with trio.open_nursery() as nursery:
+                for _ in range(BATCH):
+                    nursery.start_soon(limited)
+
+    yield op
+
+
+@asynccontextmanager
+async def brace_nursery_batch() -> AsyncIterator[Op]:
+    import trio
+
+    executor = _executor()
+
+    async def op(n: int) -> None:
+        run = executor.run
+        for _ in range(n):
+            async with trio.open_nursery() as nursery:
+                for _ in range(BATCH):
+                    nursery.start_soon(run, noop)
+
+    yield op
+
+
 CASES = (
     Case(
         "executor",
@@ -173,6 +225,37 @@ CASES = (
         backends=ASYNCIO,
         per=BATCH,
     ),
+    Case(
+        "executor",
+        "executor.brace.gather_batch",
+        f"brace: asyncio tasks + gather + executor.run, {BATCH} tasks (per task)",
+        "brace",
+        brace_gather_batch,
+        brace=("PriorityExecutor",),
+        backends=ASYNCIO,
+        per=BATCH,
+    ),
+    Case(
+        "executor",
+        "executor.trio.batch",
+        f"trio nursery + trio.Semaphore(10), {BATCH} tasks (per task)",
+        "reference",
+        trio_semaphore_batch,
+        backends=TRIO,
+        requires=("trio",),
+        per=BATCH,
+    ),
+    Case(
+        "executor",
+        "executor.brace.nursery_batch",
+        f"brace: trio nursery + executor.run, {BATCH} tasks (per task)",
+        "brace",
+        brace_nursery_batch,
+        brace=("PriorityExecutor",),
+        backends=TRIO,
+        requires=("trio",),
+        per=BATCH,
+    ),
 )
 
 FLOORS = (
@@ -183,6 +266,22 @@ FLOORS = (
 )
 
 TARGETS = (
+    Target(
+        "executor",
+        "executor.run per job vs gather + asyncio.Semaphore per job (issue 16)",
+        "executor.brace.gather_batch",
+        ("executor.asyncio.batch",),
+        1.3,
+        backends=ASYNCIO,
+    ),
+    Target(
+        "executor",
+        "executor.run per job vs nursery + trio.Semaphore per job (issue 16)",
+        "executor.brace.nursery_batch",
+        ("executor.trio.batch",),
+        1.3,
+        backends=TRIO,
+    ),
     Target(
         "executor",
         "(informative) async with executor.slot() vs async with asyncio.Semaphore",

@@ -1,9 +1,11 @@
-"""Issue 3 (informative, no target): ``Timeout`` and a ``compose``d policy stack.
+"""Issue 3, 16: ``Timeout`` and a ``compose``d policy stack.
 
 Timeout: ``async with brace.Timeout(30.0): await noop()`` and ``await timeout.call(noop)``
 against the loop's own deadlines: ``anyio.fail_after``, ``asyncio.timeout`` (Python 3.11+,
-asyncio) and ``trio.fail_after`` (trio). Nothing times out: what is timed is arming and
-disarming a deadline around a call that returns at once.
+asyncio) and ``trio.fail_after`` / ``trio.move_on_after`` (trio). Nothing times out: what
+is timed is arming and disarming a deadline around a call that returns at once. Target
+(issue 16): ``async with Timeout(30)`` at most 1.2 x ``asyncio.timeout(30)``; on trio
+(informative) at most 1.2 x the faster of trio's two.
 
 Compose: the client-side stack of the demo server, breaker outside, then retry, then a
 30 s timeout, around ``noop``: ``await compose(breaker, retry, Timeout(30)).run(noop)``;
@@ -22,7 +24,7 @@ from typing import Any
 
 import anyio
 
-from ._harness import Case, Op, Role, brace_attr, import_optional, noop
+from ._harness import Case, Op, Role, Target, brace_attr, import_optional, noop
 
 ASYNCIO = frozenset({"asyncio"})
 TRIO = frozenset({"trio"})
@@ -90,6 +92,20 @@ async def trio_fail_after() -> AsyncIterator[Op]:
         work = noop
         for _ in range(n):
             with fail_after(30.0):
+                await work()
+
+    yield op
+
+
+@asynccontextmanager
+async def trio_move_on_after() -> AsyncIterator[Op]:
+    import trio
+
+    async def op(n: int) -> None:
+        move_on_after = trio.move_on_after
+        work = noop
+        for _ in range(n):
+            with move_on_after(30.0):
                 await work()
 
     yield op
@@ -195,6 +211,14 @@ TIMEOUT_CASES = (
         backends=TRIO,
         requires=("trio",),
     ),
+    _case(
+        "timeout",
+        "timeout.trio.move_on_after",
+        "with trio.move_on_after(30): await noop()",
+        trio_move_on_after,
+        backends=TRIO,
+        requires=("trio",),
+    ),
 )
 
 COMPOSE_CASES = (
@@ -223,4 +247,21 @@ COMPOSE_CASES = (
 
 CASES = TIMEOUT_CASES + COMPOSE_CASES
 FLOORS = ("floor.await",)
-TARGETS = ()
+TARGETS = (
+    Target(
+        "timeout",
+        "async with Timeout(30) vs async with asyncio.timeout(30)",
+        "timeout.brace.async_with",
+        ("timeout.asyncio",),
+        1.2,
+        backends=ASYNCIO,
+    ),
+    Target(
+        "timeout",
+        "(informative) async with Timeout(30) vs trio.fail_after / move_on_after",
+        "timeout.brace.async_with",
+        ("timeout.trio", "timeout.trio.move_on_after"),
+        1.2,
+        backends=TRIO,
+    ),
+)

@@ -164,7 +164,10 @@ def _check(reports: list[dict[str, object]]) -> None:
         assert report["holding"] == 0
     most = max(int(str(report["most"])) for report in reports)
     assert most <= LIMIT
-    assert most == LIMIT  # the tasks did contend: the bound was reached, not just kept
+    # the tasks did contend (several permits held at once, across processes): on a busy
+    # machine the processes may not all be running at one instant, so the bound itself
+    # is not always reached
+    assert most >= 2
 
 
 def test_four_processes_never_exceed_the_limit(redis_port: int) -> None:

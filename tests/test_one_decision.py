@@ -146,12 +146,22 @@ def shell_modules(root: Path) -> Iterator[Path]:
             yield path
 
 
+# Reads of another library's private state, each with its reason. anyio has no public
+# way to ask whether a cancel scope shields, which the native cancellation must respect
+# (tests/test_executor_native_cancel.py pins the behaviour on the installed anyio).
+THIRD_PARTY_INTERNALS = {
+    "_cancel.py": {"scope._shield", "scope._parent_scope"},
+}
+
+
 def test_no_object_reads_another_modules_private_state() -> None:
     """Across modules, objects use each other's public or internal methods only."""
     found = [
         finding
         for path in sorted(SOURCE.rglob("*.py"))
         for finding in foreign_private_reads(path.read_text(), str(path.relative_to(SOURCE)))
+        if finding.rsplit("'s ", 1)[-1]
+        not in THIRD_PARTY_INTERNALS.get(str(path.relative_to(SOURCE)), set())
     ]
     assert found == []
 

@@ -15,6 +15,16 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 import anyio
 from typing_extensions import ParamSpec
 
+from ._cancel import (
+    NATIVE,
+    SHIELD_POLL,
+    Deadline,
+    current_task,
+    get_running_loop,
+    scope_of,
+    shielded,
+    trio_scope,
+)
 from ._clock import check_clock
 from ._core._inline import inline_steps
 from ._core._validate import check_positive
@@ -182,6 +192,7 @@ class PriorityExecutor:
         "_default_priority",
         "_default_slot",
         "_drain_cancelled",
+        "_drained",
         "_draining_cancel",
         "_failed",
         "_fast_seen",
@@ -195,6 +206,7 @@ class PriorityExecutor:
         "_scopes",
         "_scopes_empty",
         "_slots",
+        "_tasks",
         "_timed_out",
         "_timeout",
         "_wait_histogram",
@@ -263,7 +275,12 @@ class PriorityExecutor:
         self._passed_on = 0  # slots granted to waiters cancelled before they resumed
         self._drain_cancelled = 0
         self._draining_cancel = False
-        self._scopes: set[anyio.CancelScope] = set()
+        # run() work that drain() may cancel: the cancel scopes of work with a timeout (and
+        # of all work on trio), the bare tasks of work without one on asyncio (3.11+);
+        # _drained: the tasks drain() cancelled natively, until they unwind
+        self._scopes: set[Any] = set()
+        self._tasks: dict[Any, Any] = {}  # task -> anyio scope around it
+        self._drained: set[Any] = set()
         self._scopes_empty: anyio.Event | None = None
         self._idle_event: anyio.Event | None = None
         if guard is not None and not isinstance(guard, MemoryGuard):
@@ -434,12 +451,9 @@ class PriorityExecutor:
             raise
         timed_out = bool(core.running or core.pending)
         cancelled_queued = 0
-        if timed_out or self._scopes:
+        if timed_out or self._scopes or self._tasks:
             cancelled_queued = self._cancel_left()
-            while self._scopes:
-                self._scopes_empty = anyio.Event()
-                await self._scopes_empty.wait()
-            self._scopes_empty = None
+            await self._cancel_running()
         return DrainReport(
             finished=self._finished() - finished_before,
             cancelled_running=self._drain_cancelled - drained_before,
@@ -558,10 +572,76 @@ class PriorityExecutor:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> T:
-        started = await self._acquire(slot)
-        scope = anyio.CancelScope(
-            deadline=math.inf if limit is None else anyio.current_time() + limit
-        )
+        """Run the work in a slot. On asyncio 3.11+ no cancel scope: a timeout is a native
+        deadline, and the task is recorded (with anyio's scope around it, below which a
+        shield holds drain off); drain() cancels it with ``Task.cancel``, counted back out
+        with ``Task.uncancel``, and the cancellation is ours only if nobody else asked for
+        one meanwhile. Elsewhere (trio, 3.10, run() nested in run() in one task):
+        :meth:`_run_scoped`."""
+        if self._guard is None:  # _acquire without its extra coroutine
+            now = self._clock()
+            if self._core.try_acquire(now):
+                slot.admitted += 1
+                started = now
+            else:
+                started = await self._wait(slot, now)
+        else:
+            started = await self._acquire(slot)
+        loop = get_running_loop()
+        task: Any = None if loop is None or not NATIVE else current_task(loop)
+        tasks = self._tasks
+        if task is None or task in tasks:
+            return await self._run_scoped(slot, started, limit, loop, fn, args, kwargs)
+        cancelling = task.cancelling()
+        tasks[task] = scope_of(task)
+        deadline = None if limit is None else Deadline(loop, limit)  # type: ignore[arg-type]
+        outcome = _FAILED
+        try:
+            result = await fn(*args, **kwargs)
+            outcome = _COMPLETED
+        except asyncio.CancelledError:
+            outcome = _CANCELLED
+            drained = self._drained
+            by_drain = task in drained
+            if by_drain:
+                drained.discard(task)
+                task.uncancel()
+            if deadline is not None and deadline.close(cancelled=True):
+                outcome = _DRAINED if by_drain else _TIMED_OUT
+            elif by_drain and task.cancelling() <= cancelling:
+                outcome = _DRAINED
+            else:
+                raise
+        finally:
+            del tasks[task]
+            if deadline is not None:
+                deadline.close(cancelled=False)  # a no-op if already closed
+            drained = self._drained
+            if drained and task in drained:  # cancelled, but the work swallowed it
+                drained.discard(task)
+                task.uncancel()
+            if self._scopes_empty is not None and not tasks and not self._scopes:
+                self._scopes_empty.set()
+            self._finish(started, outcome)
+        if outcome is _COMPLETED:
+            return result
+        if outcome is _DRAINED:
+            raise self._drained_error(slot)
+        raise TimeoutExceeded(timeout=limit)
+
+    async def _run_scoped(
+        self,
+        slot: _Slot,
+        started: float,
+        limit: float | None,
+        loop: asyncio.AbstractEventLoop | None,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        """:meth:`_run` in a cancel scope: a bare trio one on trio, anyio's on asyncio."""
+        deadline = math.inf if limit is None else anyio.current_time() + limit
+        scope = anyio.CancelScope(deadline=deadline) if loop is not None else trio_scope(deadline)
         scopes = self._scopes
         scopes.add(scope)
         outcome = _FAILED
@@ -576,18 +656,47 @@ class PriorityExecutor:
             raise
         finally:
             scopes.discard(scope)
-            if not scopes and self._scopes_empty is not None:
+            if self._scopes_empty is not None and not scopes and not self._tasks:
                 self._scopes_empty.set()
             self._finish(started, outcome)
         if outcome is _COMPLETED:
             return result
         if outcome is _DRAINED:
-            raise self._refuse(
-                "shutting_down",
-                ShuttingDown("cancelled: the executor drained and its timeout passed"),
-                slot.priority,
-            )
+            raise self._drained_error(slot)
         raise TimeoutExceeded(timeout=limit)
+
+    def _drained_error(self, slot: _Slot) -> ShuttingDown:
+        return self._refuse(
+            "shutting_down",
+            ShuttingDown("cancelled: the executor drained and its timeout passed"),
+            slot.priority,
+        )
+
+    async def _cancel_running(self) -> None:
+        """drain() at its deadline: cancel every running run() and wait until they unwind.
+
+        A task inside a shielded anyio scope (opened in its work) is cancelled once the
+        shield is gone, as anyio's own scope would be."""
+        self._draining_cancel = True
+        for scope in list(self._scopes):
+            scope.cancel()
+        drained = self._drained
+        tasks = self._tasks
+        while self._scopes or tasks:
+            held = False
+            for task, boundary in list(tasks.items()):
+                if task not in drained:
+                    if shielded(task, boundary):
+                        held = True
+                    else:
+                        drained.add(task)
+                        task.cancel("the executor drained and its timeout passed")
+            if held:
+                await anyio.sleep(SHIELD_POLL)
+            else:
+                self._scopes_empty = anyio.Event()
+                await self._scopes_empty.wait()
+        self._scopes_empty = None
 
     def _finished(self) -> int:
         """Work that ran to an end: completed, failed or timed out (cancelled is not)."""

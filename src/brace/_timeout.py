@@ -1,29 +1,33 @@
 """Timeout: cancel work that runs too long and raise :class:`brace.TimeoutExceeded`.
 
-Each entry gets its own anyio ``CancelScope`` with a deadline on the event loop's clock.
-When the scope's own deadline cancelled the body (``cancelled_caught``), the swallowed
-``Cancelled`` becomes a ``TimeoutExceeded``. A cancellation from an enclosing scope is
-never caught by ours (anyio lets it through while a parent's cancellation is visible),
-so it reaches the caller unchanged.
+Each entry gets a deadline at the running loop's own cost (see ``_cancel``): on asyncio
+3.11+ a ``loop.call_at`` timer that cancels the task, counted back out with
+``Task.uncancel`` (what ``asyncio.timeout`` does); on trio a bare ``trio.CancelScope``;
+on asyncio 3.10 an anyio ``CancelScope``. Only our own deadline becomes a
+``TimeoutExceeded``: a cancellation from an enclosing scope (asked for before or together
+with ours) reaches the caller unchanged, and an anyio shield opened inside the body holds
+our cancellation off until it closes, as anyio's own scopes would.
 
 ``async with timeout:`` may be used by many tasks at once and nested in one task: the
-open scopes live in a per-instance ``ContextVar`` as a linked stack, so each task (each
-context) finds its own scope on exit.
+open entries live in a per-instance ``ContextVar`` as a linked stack (on asyncio 3.11+,
+cheaper, in a dict by task), so each task finds its own on exit.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from asyncio import CancelledError
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 from typing_extensions import ParamSpec
 
+from ._cancel import NATIVE, Deadline, current_task, get_running_loop, trio_scope_after
 from ._core._validate import check_positive
 from ._events import EventHook, Refused, event_hook, refusals
 from ._exceptions import TimeoutExceeded
@@ -36,8 +40,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 # A linked stack of the entries this task has open on one Timeout: (innermost, rest);
-# an entry of a Timeout(None) has no scope.
-_Stack = tuple["anyio.CancelScope | None", "_Stack | None"]
+# an entry is a cancel scope (trio, asyncio 3.10) or None (a Timeout(None) has nothing
+# to enter). On asyncio 3.11+ a Timeout with a limit keeps its Deadlines in _open.
+_Stack = tuple[Any, "_Stack | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,7 @@ class Timeout:
         "_calls",
         "_name",
         "_on_event",
+        "_open",
         "_scopes",
         "_seconds",
         "_timed_out",
@@ -88,6 +94,9 @@ class Timeout:
         self._name = name
         self._on_event = event_hook(on_event)
         self._scopes: ContextVar[_Stack | None] = ContextVar("brace.Timeout", default=None)
+        # asyncio 3.11+: each task's innermost open Deadline (linked to the enclosing ones
+        # by .outer); cheaper than the ContextVar. Bounded by the tasks inside right now.
+        self._open: dict[Any, Deadline] = {}
         self._calls = 0
         self._timed_out = 0
 
@@ -102,20 +111,56 @@ class Timeout:
         seconds = self._seconds
         if seconds is None:
             return await fn(*args, **kwargs)
-        with anyio.CancelScope(deadline=anyio.current_time() + seconds):
-            return await fn(*args, **kwargs)
+        loop = get_running_loop()
+        if loop is not None and NATIVE:
+            deadline = Deadline(loop, seconds)
+            try:
+                result = await fn(*args, **kwargs)
+            except CancelledError:
+                if deadline.close(cancelled=True):
+                    raise self._expired() from None
+                raise
+            except BaseException:
+                deadline.close(cancelled=False)
+                raise
+            deadline.close(cancelled=False)
+            return result
+        if loop is None:
+            scope = trio_scope_after(seconds)
+        else:
+            scope = anyio.CancelScope(deadline=loop.time() + seconds)
+            scope.__enter__()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as error:
+            if not scope.__exit__(type(error), error, error.__traceback__):
+                raise
+        else:
+            scope.__exit__(None, None, None)
+            return result
         # Reached only when our scope swallowed the cancellation its deadline caused.
         raise self._expired()
 
     async def __aenter__(self) -> None:
         self._calls += 1
         seconds = self._seconds
-        scope = None  # no limit: nothing to enter
+        entry: Any = None  # no limit: nothing to enter
         if seconds is not None:
-            scope = anyio.CancelScope(deadline=anyio.current_time() + seconds)
-            scope.__enter__()
+            loop = get_running_loop()
+            if loop is None:
+                entry = trio_scope_after(seconds)
+            elif NATIVE:
+                deadline = Deadline(loop, seconds)
+                task = deadline.task
+                opened = self._open
+                deadline.outer = opened.get(task)
+                opened[task] = deadline
+                return
+            else:
+                entry = anyio.CancelScope(deadline=loop.time() + seconds)
+                entry.__enter__()
         scopes = self._scopes
-        scopes.set((scope, scopes.get()))
+        scopes.set((entry, scopes.get()))
 
     async def __aexit__(
         self,
@@ -123,16 +168,29 @@ class Timeout:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> bool:
+        if self._seconds is not None and NATIVE:
+            loop = get_running_loop()
+            if loop is not None:
+                task = current_task(loop)
+                opened = self._open
+                deadline = opened.pop(task, None)
+                if deadline is None:
+                    raise RuntimeError("this Timeout was not entered in this task")
+                if deadline.outer is not None:
+                    opened[task] = deadline.outer
+                if deadline.close(exc_type is not None and issubclass(exc_type, CancelledError)):
+                    raise self._expired()
+                return False
         scopes = self._scopes
         stack = scopes.get()
         if stack is None:
             raise RuntimeError("this Timeout was not entered in this task")
-        scope, rest = stack
+        entry, rest = stack
         scopes.set(rest)
-        if scope is None:
+        if entry is None:
             return False
-        swallowed = scope.__exit__(exc_type, exc, traceback)
-        if scope.cancelled_caught:
+        swallowed = entry.__exit__(exc_type, exc, traceback)
+        if entry.cancelled_caught:
             raise self._expired()
         return bool(swallowed)
 
