@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import KW_ONLY, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from ._breaker import CircuitBreaker
 from ._bucket import TokenBucket
@@ -129,6 +130,12 @@ class Limit:
 LimitLike = Limit | str | Rate | TokenBucket | SlidingWindow
 
 
+class SlotLimit(Protocol):
+    """What `Rule` takes as ``concurrency``: an executor's ``slot(priority)``."""
+
+    def slot(self, priority: int) -> AbstractAsyncContextManager[object]: ...
+
+
 @dataclass(frozen=True)
 class Rule:
     """What applies to the requests matching ``path`` and ``methods``.
@@ -145,7 +152,13 @@ class Rule:
     streams and Server-Sent Events run as long as they need. ``cost``: what one request
     costs against the limits (at most every limit's quota). ``breaker``: a
     `brace.CircuitBreaker` guarding the route (5xx answers and exceptions count as
-    failures). ``exempt``: skip every check (no limits, no queue). ``name``: used in
+    failures). ``concurrency``: a second bound on how many of the rule's requests run at
+    once, taken after the server's executor slot: anything with an executor's
+    ``slot(priority)`` async context manager, such as `brace.redis.DistributedLimit` for a
+    bound shared by every process of a fleet, or a `brace.PriorityExecutor` of the rule's
+    own; its refusals (``QueueFull``, ``QueueTimeout``) are answered as the executor's
+    are, with 503 and ``Retry-After``. ``exempt``: skip every check (no limits, no queue).
+    ``name``: used in
     headers, logs and 429 bodies (default: from the path; 1 to 64 printable ASCII
     characters). Every argument is checked here.
     """
@@ -160,6 +173,7 @@ class Rule:
     stream_timeout: float | None = None
     idle_timeout: float | None = None
     breaker: CircuitBreaker | None = None
+    concurrency: SlotLimit | None = None
     exempt: bool = False
     name: str | None = None
     _methods: frozenset[str] | None = field(init=False, repr=False, compare=False)
@@ -186,6 +200,11 @@ class Rule:
             raise ValueError(f"cost must be an int >= 1, got {self.cost!r}")
         if self.breaker is not None and not isinstance(self.breaker, CircuitBreaker):
             raise TypeError(f"breaker must be a brace.CircuitBreaker, got {self.breaker!r}")
+        if self.concurrency is not None and not callable(getattr(self.concurrency, "slot", None)):
+            raise TypeError(
+                "concurrency must have a slot(priority) async context manager (a "
+                f"brace.redis.DistributedLimit, a brace.PriorityExecutor), got {self.concurrency!r}"
+            )
         if not isinstance(self.exempt, bool):
             raise TypeError(f"exempt must be a bool, got {self.exempt!r}")
         object.__setattr__(self, "_limits", self._check_limits())
@@ -288,6 +307,7 @@ class CompiledRule:
 
     __slots__ = (
         "breaker",
+        "concurrency",
         "cost",
         "exempt",
         "idle_timeout",
@@ -318,6 +338,7 @@ class CompiledRule:
         self.idle_timeout = rule.idle_timeout
         self.cost = rule.cost
         self.breaker = rule.breaker
+        self.concurrency = rule.concurrency
         self.exempt = rule.exempt
         #: the RateLimit-Policy value, built once
         self.policy_header = ", ".join(limit.field.member for limit in self.limits)

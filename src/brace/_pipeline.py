@@ -484,10 +484,10 @@ class Pipeline:
                 if memory is not None and (executor is None or executor.guard is not memory):
                     await memory.wait_admitted(priority)
                 if executor is None:
-                    await self._guarded(exchange, call, ticket, None)
+                    await self._guarded(exchange, call, ticket, None, priority)
                 else:
                     async with executor.slot(priority):
-                        await self._guarded(exchange, call, ticket, None)
+                        await self._guarded(exchange, call, ticket, None, priority)
             else:
                 scope = anyio.CancelScope()
                 exchange.scope = scope
@@ -501,10 +501,10 @@ class Pipeline:
                         ):
                             await memory.wait_admitted(priority)
                         if executor is None:
-                            await self._guarded(exchange, call, ticket, scope)
+                            await self._guarded(exchange, call, ticket, scope, priority)
                         else:
                             async with executor.slot(priority):
-                                await self._guarded(exchange, call, ticket, scope)
+                                await self._guarded(exchange, call, ticket, scope, priority)
                 finally:
                     exchange.scope = None
                     if executor is not None:
@@ -551,6 +551,23 @@ class Pipeline:
         return None
 
     async def _guarded(
+        self,
+        exchange: Exchange,
+        call: Callable[[], Awaitable[int | None]],
+        ticket: CircuitTicket | None,
+        scope: anyio.CancelScope | None,
+        priority: int,
+    ) -> None:
+        concurrency = exchange.rule.concurrency
+        if concurrency is None:
+            await self._called(exchange, call, ticket, scope)
+        else:
+            # the rule's own bound (a fleet-wide DistributedLimit...), after the server's
+            # slot; a refusal here comes before the call and says nothing about the service
+            async with concurrency.slot(priority):
+                await self._called(exchange, call, ticket, scope)
+
+    async def _called(
         self,
         exchange: Exchange,
         call: Callable[[], Awaitable[int | None]],
