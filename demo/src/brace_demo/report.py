@@ -257,8 +257,10 @@ def _rejections(summary: RunSummary) -> list[str]:
 
 #: what each refusal of the protected server means (the ``error`` field of its body)
 REASONS = {
-    "503 queue_full": "the executor's queue (1000 places) was full: the newcomer was refused, "
-    "or a waiting LOW write was dropped to make room for a more important newcomer",
+    "503 queue_full": "the executor's queue (1000 places) was full of work at least as "
+    "important: the newcomer was refused",
+    "503 dropped": "a waiting request (a LOW write, or a MEDIUM read behind HIGH work) was "
+    "dropped from the full queue to make room for a more important newcomer",
     "503 queue_timeout": "a request waited in the queue longer than the queue timeout",
     "503 overloaded": "the event loop ran late by more than 100 ms of its own work "
     "(brace.LoadMonitor): part of MEDIUM and LOW work was shed",
@@ -290,6 +292,7 @@ def _checks(summary: RunSummary) -> list[tuple[str, bool]]:
             summary.missing_retry_after == 0,
         ),
         ("survived", summary.survived),
+        ("stopped on SIGTERM", summary.ending.startswith("stopped on SIGTERM")),
     ]
 
 
