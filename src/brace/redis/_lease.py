@@ -48,25 +48,19 @@ from .._core.quota import next_lease_size
 from .._keys import encode_key
 from .._store import Policy, RateLimitStore
 from ._clients import is_noscript
-from ._scripts import Script
+from ._scripts import NOW, Script
 from ._store import RedisStore
 
 __all__ = ("GIVE_BACK", "LeasedStore", "LeasedStoreStatistics")
 
-_GIVE_BACK = """
+_GIVE_BACK = (
+    """
 local key = KEYS[1]
 local stored = redis.call('GET', key)
 if not stored then return '' end
-local now
-local extra_ms = 0
-if ARGV[3] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-else
-  now = tonumber(ARGV[3])
-  extra_ms = 3600000
-end
-local tat = tonumber(stored) - tonumber(ARGV[1]) * tonumber(ARGV[2])
+"""
+    + NOW
+    + """local tat = tonumber(stored) - tonumber(ARGV[1]) * tonumber(ARGV[2])
 if tat <= now then
   redis.call('DEL', key)
   return ''
@@ -75,6 +69,7 @@ local ms = math.ceil((tat - now) * 1000)
 redis.call('SET', key, string.format('%.17g', tat), 'PX', string.format('%d', ms + extra_ms))
 return string.format('%.17g', tat)
 """
+)
 
 GIVE_BACK = Script("give_back", _GIVE_BACK)
 """Return unspent tokens to a GCRA bucket: ``KEYS[1]`` the bucket's key; ``ARGV``: tokens,

@@ -59,14 +59,9 @@ class Script:
         return f"Script({self.name!r}, sha={self.sha!r})"
 
 
-_PROLOGUE = """
-local key = KEYS[1]
-local mode = ARGV[1]
-if mode == 'reset' then
-  redis.call('DEL', key)
-  return ''
-end
-local cost = tonumber(ARGV[2])
+#: ``now``: ARGV[3] (a test's clock), or the server's TIME; ``extra_ms`` keeps the keys of
+#: a test's clock an hour longer (every script that takes a time uses this one block)
+NOW = """
 local now
 local extra_ms = 0
 if ARGV[3] == '' then
@@ -76,7 +71,20 @@ else
   now = tonumber(ARGV[3])
   extra_ms = 3600000
 end
-local function trunc(x)
+"""
+
+_PROLOGUE = (
+    """
+local key = KEYS[1]
+local mode = ARGV[1]
+if mode == 'reset' then
+  redis.call('DEL', key)
+  return ''
+end
+local cost = tonumber(ARGV[2])
+"""
+    + NOW
+    + """local function trunc(x)
   if x >= 0 then return math.floor(x) end
   return math.ceil(x)
 end
@@ -90,6 +98,7 @@ local function answer(allowed, remaining, retry_after, reset_after)
     reset_after, now)
 end
 """
+)
 
 _GCRA = (
     _PROLOGUE

@@ -46,7 +46,7 @@ from typing_extensions import ParamSpec
 from .._core._validate import check_int, check_seconds
 from .._exceptions import QueueFull, QueueTimeout
 from ._clients import ScriptClient, is_noscript
-from ._scripts import Script
+from ._scripts import NOW, Script
 from ._store import OnError, RedisStore
 
 __all__ = ("SEMAPHORE", "DistributedLimit", "DistributedLimitStatistics", "Permit")
@@ -56,20 +56,14 @@ T = TypeVar("T")
 
 logger = logging.getLogger("brace.redis")
 
-_SEMAPHORE = """
+_SEMAPHORE = (
+    """
 local holders, queue, alive, ticket = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local mode = ARGV[1]
 local holder = ARGV[2]
-local now
-local extra_ms = 0
-if ARGV[3] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-else
-  now = tonumber(ARGV[3])
-  extra_ms = 3600000
-end
-local limit = tonumber(ARGV[4])
+"""
+    + NOW
+    + """local limit = tonumber(ARGV[4])
 local lease = tonumber(ARGV[5])
 local wait_ttl = tonumber(ARGV[6])
 local max_waiters = tonumber(ARGV[7])
@@ -137,6 +131,7 @@ end
 redis.call('ZADD', alive, f(now + wait_ttl), holder)
 return finish(0, rank + 1)
 """
+)
 
 SEMAPHORE = Script("semaphore", _SEMAPHORE)
 """The script of every `DistributedLimit` operation (see the module's documentation).
