@@ -150,7 +150,9 @@ def shell_modules(root: Path) -> Iterator[Path]:
 # way to ask whether a cancel scope shields, which the native cancellation must respect
 # (tests/test_executor_native_cancel.py pins the behaviour on the installed anyio).
 THIRD_PARTY_INTERNALS = {
-    "_cancel.py": {"scope._shield", "scope._parent_scope"},
+    # anyio's cancel scopes (a shield holds a native cancellation off), and on 3.11 the
+    # dict behind asyncio.current_task (3.12+ has it in C)
+    "_cancel.py": {"scope._shield", "scope._parent_scope", "asyncio.tasks._current_tasks"},
 }
 
 

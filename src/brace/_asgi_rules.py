@@ -312,11 +312,15 @@ class CompiledRule:
         "exempt",
         "idle_timeout",
         "limits",
+        "local",
         "name",
+        "plain",
         "policy_header",
+        "policy_raw",
         "priority",
         "rule",
         "stream_timeout",
+        "timed",
         "timeout",
     )
 
@@ -340,8 +344,17 @@ class CompiledRule:
         self.breaker = rule.breaker
         self.concurrency = rule.concurrency
         self.exempt = rule.exempt
+        #: a timeout to keep: the request runs in a cancel scope
+        self.timed = not (
+            self.timeout is None and self.stream_timeout is None and self.idle_timeout is None
+        )
+        #: no breaker, bound or timeout: the application runs as it is (counted)
+        self.plain = not self.timed and self.breaker is None and self.concurrency is None
+        #: every limit decided in this process, none keyed by a function
+        self.local = all(limit.local and limit.kind != "custom" for limit in self.limits)
         #: the RateLimit-Policy value, built once
         self.policy_header = ", ".join(limit.field.member for limit in self.limits)
+        self.policy_raw = self.policy_header.encode("latin-1")
 
 
 class RuleTable:

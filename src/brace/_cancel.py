@@ -15,13 +15,17 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
-from typing import Any, Final
+from weakref import ref as _ref
+from typing import Any, Final, cast
 
 __all__ = (
     "NATIVE",
     "Deadline",
+    "Scope",
     "current_task",
     "get_running_loop",
+    "move_after",
+    "request_scope",
     "scope_of",
     "shielded",
     "trio_scope",
@@ -32,7 +36,13 @@ __all__ = (
 NATIVE: Final = sys.version_info >= (3, 11)
 #: the running asyncio loop, or None (on trio) without raising
 get_running_loop = asyncio._get_running_loop
-current_task = asyncio.current_task
+#: ``current_task(loop)``: C-level on 3.12+; on 3.11 the lookup asyncio's Python
+#: ``current_task`` makes, without its frame
+current_task: Any = (
+    asyncio.current_task
+    if sys.version_info >= (3, 12)
+    else asyncio.tasks._current_tasks.get  # type: ignore[attr-defined]
+)
 
 _task_states: Any = None
 _trio_cancel_scope: Any = None
@@ -47,10 +57,11 @@ def scope_of(task: asyncio.Task[Any]) -> Any:
     global _task_states
     states = _task_states
     if states is None:
-        from anyio._backends._asyncio import _task_states as states
+        from anyio._backends._asyncio import _task_states as weak_states
 
-        _task_states = states
-    state = states.get(task)
+        # the WeakKeyDictionary's own dict, read as its get() does, without its frame
+        states = _task_states = cast(Any, weak_states).data
+    state = states.get(_ref(task))
     return None if state is None else state.cancel_scope
 
 
@@ -160,3 +171,83 @@ class Deadline:
         self.expired = False  # counted out once: closing again is a no-op
         # ours only if no other cancellation was asked for meanwhile (then it goes on)
         return self.task.uncancel() <= self._cancelling and cancelled
+
+
+class Scope(Deadline):
+    """A cancel scope at the loop's own cost, for the HTTP pipeline's requests: a
+    `Deadline` (none at first) that can also be cancelled (a drain's timeout), entered with
+    ``with``; it reads as much of anyio's `CancelScope` as the pipeline and the executor's
+    drain use (``deadline``, ``cancel()``, ``cancel_called``, ``cancelled_caught``).
+
+    ``cancel()`` may come before the ``with`` (a drain already past its timeout): the task
+    is cancelled at once and the ``with`` catches it, as anyio's scope would."""
+
+    __slots__ = ("cancel_called", "cancelled_caught")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, task: Any) -> None:
+        # Deadline.__init__ with no deadline yet, without its call (a request's cost)
+        self._loop = loop
+        self.task = task
+        self._cancelling: int = task.cancelling()
+        self._boundary = scope_of(task)
+        self.expired = False
+        self._open = True
+        self.outer = None
+        self._when = math.inf
+        self._handle = None
+        self.cancel_called = False
+        self.cancelled_caught = False
+
+    def after(self, seconds: float) -> None:
+        """Move the deadline to ``seconds`` from now."""
+        self.deadline = self._loop.time() + seconds
+
+    def cancel(self) -> None:
+        if self.cancel_called or not self._open:
+            return
+        self.cancel_called = True
+        if self.expired:
+            return  # its deadline cancelled it already
+        handle = self._handle
+        if handle is not None:
+            handle.cancel()
+        self._fire()  # (a shield in the way holds it off, as at the deadline)
+
+    def _fire(self) -> None:
+        super()._fire()
+        if self.expired:
+            self.cancel_called = True
+
+    def __enter__(self) -> Scope:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> bool:
+        if self.close(isinstance(exc, asyncio.CancelledError)):
+            self.cancelled_caught = True
+            return True
+        return False
+
+
+def request_scope() -> Any:
+    """A cancel scope for one request, at the running loop's own cost: a `Scope` on
+    asyncio 3.11+, a bare ``trio.CancelScope`` on trio, anyio's elsewhere (3.10)."""
+    loop = get_running_loop()
+    if loop is None:
+        return trio_scope(math.inf)
+    if NATIVE:
+        task = current_task(loop)
+        if task is not None:
+            return Scope(loop, task)
+    import anyio
+
+    return anyio.CancelScope()
+
+
+def move_after(scope: Any, seconds: float) -> None:
+    """Move a `request_scope`'s deadline to ``seconds`` from now, on its own clock."""
+    if type(scope) is Scope:
+        scope.after(seconds)
+    else:
+        import anyio
+
+        scope.deadline = anyio.current_time() + seconds

@@ -230,7 +230,7 @@ class ClientAddress:
     any address in it); 128 keys every address apart.
     """
 
-    __slots__ = ("_header", "_ipv6_prefix", "_seen", "_trusted")
+    __slots__ = ("_anyone", "_header", "_ipv6_prefix", "_seen", "_trusted")
 
     def __init__(
         self,
@@ -240,6 +240,8 @@ class ClientAddress:
         ipv6_prefix: int = 64,
     ) -> None:
         self._trusted = trusted if isinstance(trusted, TrustedProxies) else TrustedProxies(trusted)
+        #: any proxy trusted at all (TrustedProxies does not change once made)
+        self._anyone = bool(self._trusted)
         if header not in ("x-forwarded-for", "forwarded"):
             raise ValueError(f"header must be 'x-forwarded-for' or 'forwarded', got {header!r}")
         self._header = header.encode("latin-1")
@@ -260,13 +262,12 @@ class ClientAddress:
         peer is not trusted (or forwarded nothing readable)."""
         client = scope.get("client")
         peer = client[0] if isinstance(client, (tuple, list)) and client else None
-        trusted = self._trusted
         if not isinstance(peer, str):
-            if not trusted.unix:
+            if not self._trusted.unix:
                 return _UNKNOWN
             peer = _UNKNOWN
             address: IPAddress | None = None
-        elif not trusted:
+        elif not self._anyone:
             # fast path: nobody is trusted, the peer is the client
             if ":" not in peer:
                 return peer

@@ -36,6 +36,7 @@ import anyio.abc
 
 from ._asgi_rules import CompiledLimit, CompiledRule, Rule, RuleTable, default_priority
 from ._breaker import CircuitTicket
+from ._cancel import move_after, request_scope
 from ._client_ip import ClientAddress, ForwardedHeader, TrustedProxies
 from ._clock import check_clock
 from ._core._validate import check_positive
@@ -212,7 +213,8 @@ class Exchange:
         self.started = False
         self.status = 0
         self.begin = 0.0
-        self.scope: anyio.CancelScope | None = None
+        #: the request's cancel scope (`brace._cancel.request_scope`), while it has one
+        self.scope: Any = None
         #: the stream's total deadline once the response started (inf: none)
         self.deadline = math.inf
         self.idle: float | None = None
@@ -336,6 +338,8 @@ class Pipeline:
         self.default_retry_after = check_positive(default_retry_after, "default_retry_after")
         self.drain_timeout = check_positive(drain_timeout, "drain_timeout")
         self.counters = Counters()
+        #: nothing server-wide to shed, guard or queue by: a plain rule only counts
+        self.plain = executor is None and memory is None and load is None
         # for the metric exporters (brace._metrics): request durations (timed while
         # slow_request is set; None until an exporter reads them, so that a request pays
         # one attribute test while nobody exports)
@@ -371,6 +375,8 @@ class Pipeline:
         rule = exchange.rule
         if not rule.limits:
             return None
+        if rule.local and self.user is None:
+            return self.check_local(exchange, address)
         fields: Fields = []
         exchange.fields = fields
         client: str | None = None
@@ -399,14 +405,45 @@ class Pipeline:
                     key = "ip:" + client
             limiter = limit.limiter
             decision = limiter.try_hit(key, cost) if limit.local else await limiter.hit(key, cost)
-            exchange.decision = decision
-            if not decision.allowed:
-                self.counters.rate_limited += 1
-                self.refused("rate_limited", rule, decision.retry_after, key=key)
-                fields.append((limit, 0, decision.retry_after))
+            if not self._counted(exchange, limit, key, decision):
                 return self.rate_limited(rule, limit, decision.retry_after, fields)
-            fields.append((limit, decision.remaining, decision.reset_after))
         return None
+
+    def check_local(self, exchange: Exchange, address: Callable[[], str]) -> Answer | None:
+        """`check_limits` for a rule whose limits are all in this process and none of
+        them keyed by a function, while there is no ``user`` callable: every key is the
+        client's address (a ``per="user"`` limit skips the request), and nothing waits.
+        The caller checks the shutdown first."""
+        rule = exchange.rule
+        fields: Fields = []
+        exchange.fields = fields
+        client: str | None = None
+        cost = rule.cost
+        for limit in rule.limits:
+            if limit.kind == "user":
+                continue
+            if client is None:
+                client = "ip:" + address()
+            decision = limit.limiter.try_hit(client, cost)
+            if not self._counted(exchange, limit, client, decision):
+                return self.rate_limited(rule, limit, decision.retry_after, fields)
+        return None
+
+    def _counted(
+        self, exchange: Exchange, limit: CompiledLimit, key: str, decision: Decision
+    ) -> bool:
+        """Record one limit's decision in the exchange's fields; False (counted and
+        reported) when it refuses."""
+        exchange.decision = decision
+        fields = exchange.fields
+        assert fields is not None
+        if decision.allowed:
+            fields.append((limit, decision.remaining, decision.reset_after))
+            return True
+        self.counters.rate_limited += 1
+        self.refused("rate_limited", exchange.rule, decision.retry_after, key=key)
+        fields.append((limit, 0, decision.retry_after))
+        return False
 
     async def _custom_key(self, limit: CompiledLimit, request: Any) -> str | None:
         assert limit.key is not None
@@ -451,14 +488,38 @@ class Pipeline:
         ``shutting_down`` (a response already started is cut short). A request has a
         cancel scope when its rule has a timeout, or when the pipeline has both an
         executor and a `brace.GracefulShutdown`; without either, nothing would move or
-        cancel it, and it is spared the scope's cost."""
+        cancel it, and it is spared the scope's cost. The scope is the running loop's own
+        (`brace._cancel.request_scope`: a native deadline on asyncio 3.11+, a bare trio
+        scope on trio)."""
         rule = exchange.rule
         counters = self.counters
+        slow = self.slow
+        exchange.begin = 0.0 if slow is None else self.clock()
+        if rule.plain and self.plain:
+            # nothing to shed, queue, guard or time out: the application, counted
+            counters.active += 1
+            try:
+                status = await call()
+            except Rejected as refusal:  # raised by the application: answered as ours
+                if exchange.started:
+                    raise
+                priority = rule.priority
+                if priority is None:
+                    priority = default_priority(method, path)
+                return self.refusal(refusal, rule, priority)
+            except Exception:
+                counters.errors += 1
+                raise
+            finally:
+                counters.active -= 1
+                if slow is not None:
+                    self._report_slow(exchange, method, path, slow)
+            if status is not None:
+                exchange.status = status
+            return None
         priority = rule.priority
         if priority is None:
             priority = default_priority(method, path)
-        slow = self.slow
-        exchange.begin = 0.0 if slow is None else self.clock()
         counters.active += 1
         ticket = None
         try:
@@ -472,39 +533,34 @@ class Pipeline:
                 # asked before the queue: an open circuit refuses at once, taking no place
                 ticket = breaker.try_enter()
             executor = self.executor
-            if (
-                rule.timeout is None
-                and rule.stream_timeout is None
-                and rule.idle_timeout is None
-                and (executor is None or self.shutdown is None)
-            ):
-                # no timeout to keep and no shutdown to bound it: no cancel scope (~3 us)
-                memory = self.memory
-                # an executor given the same guard asks it itself (and counts what it holds)
-                if memory is not None and (executor is None or executor.guard is not memory):
+            memory = self.memory
+            # an executor given the same guard asks it itself (and counts what it holds)
+            if memory is not None and executor is not None and executor.guard is memory:
+                memory = None
+            guarded = self._called if rule.concurrency is None else self._guarded
+            if not rule.timed and (executor is None or self.shutdown is None):
+                # no timeout to keep and no shutdown to bound it: no cancel scope
+                if memory is not None:
                     await memory.wait_admitted(priority)
                 if executor is None:
-                    await self._guarded(exchange, call, ticket, None, priority)
+                    await guarded(exchange, call, ticket, None, priority)
                 else:
                     async with executor.slot(priority):
-                        await self._guarded(exchange, call, ticket, None, priority)
+                        await guarded(exchange, call, ticket, None, priority)
             else:
-                scope = anyio.CancelScope()
+                scope = request_scope()
                 exchange.scope = scope
                 if executor is not None:
                     executor.track(scope)
                 try:
                     with scope:  # (the same steps as above, under the scope)
-                        memory = self.memory
-                        if memory is not None and (
-                            executor is None or executor.guard is not memory
-                        ):
+                        if memory is not None:
                             await memory.wait_admitted(priority)
                         if executor is None:
-                            await self._guarded(exchange, call, ticket, scope, priority)
+                            await guarded(exchange, call, ticket, scope, priority)
                         else:
                             async with executor.slot(priority):
-                                await self._guarded(exchange, call, ticket, scope, priority)
+                                await guarded(exchange, call, ticket, scope, priority)
                 finally:
                     exchange.scope = None
                     if executor is not None:
@@ -555,29 +611,27 @@ class Pipeline:
         exchange: Exchange,
         call: Callable[[], Awaitable[int | None]],
         ticket: CircuitTicket | None,
-        scope: anyio.CancelScope | None,
+        scope: Any,
         priority: int,
     ) -> None:
-        concurrency = exchange.rule.concurrency
-        if concurrency is None:
+        # the rule's own bound (a fleet-wide DistributedLimit...), after the server's
+        # slot; a refusal here comes before the call and says nothing about the service
+        assert exchange.rule.concurrency is not None
+        async with exchange.rule.concurrency.slot(priority):
             await self._called(exchange, call, ticket, scope)
-        else:
-            # the rule's own bound (a fleet-wide DistributedLimit...), after the server's
-            # slot; a refusal here comes before the call and says nothing about the service
-            async with concurrency.slot(priority):
-                await self._called(exchange, call, ticket, scope)
 
     async def _called(
         self,
         exchange: Exchange,
         call: Callable[[], Awaitable[int | None]],
         ticket: CircuitTicket | None,
-        scope: anyio.CancelScope | None,
+        scope: Any,
+        priority: int = 0,
     ) -> None:
         rule = exchange.rule
         if scope is not None and rule.timeout is not None:
             # the time to start a response counts from here, once the request has a slot
-            scope.deadline = anyio.current_time() + rule.timeout
+            move_after(scope, rule.timeout)
         try:
             status = await call()
         except BaseException as error:
@@ -630,6 +684,20 @@ class Pipeline:
         if not fields or not self.headers_on_success:
             return []
         return self.rate_limit_headers(exchange.rule, fields)
+
+    def raw_rate_limit_headers(
+        self, rule: CompiledRule, fields: Fields
+    ) -> list[tuple[bytes, bytes]]:
+        """`rate_limit_headers` encoded, as ASGI sends them."""
+        if self.ietf and not self.legacy:  # the default, without the str pairs
+            return [
+                (b"ratelimit-policy", rule.policy_raw),
+                (b"ratelimit", ratelimit_value(fields).encode("latin-1")),
+            ]
+        return [
+            (name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in self.rate_limit_headers(rule, fields)
+        ]
 
     def rate_limit_headers(self, rule: CompiledRule, fields: Fields) -> list[tuple[str, str]]:
         """``RateLimit-Policy`` / ``RateLimit`` and/or the legacy ``X-RateLimit-*`` trio."""

@@ -150,24 +150,30 @@ class BraceMiddleware:
         if exchange is None:
             await self.app(scope, receive, send)
             return
-        answer = await pipeline.check_limits(exchange, scope, lambda: self._client(scope))
-        if answer is not None:
-            await send_answer(send, answer)
-            return
+        rule = exchange.rule
+        if rule.limits or pipeline.shutdown is not None:
+            if rule.local and pipeline.user is None and pipeline.shutdown is None:
+                answer = pipeline.check_local(exchange, lambda: self._client(scope))
+            else:
+                answer = await pipeline.check_limits(exchange, scope, lambda: self._client(scope))
+            if answer is not None:
+                await send_answer(send, answer)
+                return
         answered = False
+        headers = pipeline.headers_on_success
 
         async def send_wrapper(message: Message) -> None:
             if answered:
                 return  # brace answered (a timeout): nothing more from the app goes out
-            kind = message["type"]
-            if kind == "http.response.start":
-                exchange.response_started(message["status"])
-                extra = pipeline.success_headers(exchange)
-                if extra:
-                    headers = list(message.get("headers", ()))
-                    for name, value in extra:
-                        headers.append((name.encode(), value.encode()))
-                    message = {**message, "headers": headers}
+            if message["type"] == "http.response.start":
+                if exchange.scope is None:
+                    exchange.started = True
+                    exchange.status = message["status"]
+                else:
+                    exchange.response_started(message["status"])
+                if headers and exchange.fields:
+                    extra = pipeline.raw_rate_limit_headers(exchange.rule, exchange.fields)
+                    message = {**message, "headers": [*message.get("headers", ()), *extra]}
             elif exchange.idle is not None:
                 exchange.body_sent()
             await send(message)
