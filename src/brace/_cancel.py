@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
-from weakref import ref as _ref
 from typing import Any, Final, cast
+from weakref import ref as _ref
 
 __all__ = (
     "NATIVE",
@@ -39,9 +39,7 @@ get_running_loop = asyncio._get_running_loop
 #: ``current_task(loop)``: C-level on 3.12+; on 3.11 the lookup asyncio's Python
 #: ``current_task`` makes, without its frame
 current_task: Any = (
-    asyncio.current_task
-    if sys.version_info >= (3, 12)
-    else asyncio.tasks._current_tasks.get  # type: ignore[attr-defined]
+    asyncio.current_task if sys.version_info >= (3, 12) else asyncio.tasks._current_tasks.get  # type: ignore[attr-defined]
 )
 
 _task_states: Any = None
