@@ -805,3 +805,52 @@ def test_new_options_are_checked_at_construction(
     """ignore and max_half_open_wait fail at construction, naming themselves."""
     with pytest.raises(error, match=next(iter(options))):
         CircuitBreaker(**options)
+
+
+async def test_a_probe_that_outlives_its_half_open_state_keeps_its_own_ticket() -> None:
+    """The closed fast exit looks at no ticket while no task holds one; a probe admitted
+    half-open, still running when the breaker is closed by hand, holds one: a call that
+    enters and leaves the closed breaker meanwhile is a plain success, and the probe's
+    exit still takes its own ticket back (its outcome then tells a closed breaker
+    nothing more)."""
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=1, recovery_time=1.0, clock=clock)
+    await trip(breaker, 1)
+    clock.advance(1.0)
+    assert state(breaker) is CircuitState.HALF_OPEN
+    probe_inside = anyio.Event()
+    probe_may_leave = anyio.Event()
+
+    async def probe() -> None:
+        async with breaker:
+            probe_inside.set()
+            await probe_may_leave.wait()
+        raise Boom  # (after the block: the probe itself ended well)
+
+    async with anyio.create_task_group() as tasks:
+
+        async def run_probe() -> None:
+            with pytest.raises(Boom):
+                await probe()
+
+        tasks.start_soon(run_probe)
+        await probe_inside.wait()
+        breaker.force_close()
+        assert state(breaker) is CircuitState.CLOSED
+        before = breaker.statistics().successes
+        async with breaker:  # another task's call, while the probe holds its ticket
+            pass
+        assert breaker.statistics().successes == before + 1
+        with pytest.raises(Boom):
+            async with breaker:  # a failure in the closed state still counts
+                raise Boom
+        assert state(breaker) is CircuitState.OPEN  # threshold 1
+        breaker.force_close()
+        probe_may_leave.set()
+    assert state(breaker) is CircuitState.CLOSED
+    # every ticket is back: the next closed calls take the fast exit and count
+    before = breaker.statistics().successes
+    for _ in range(3):
+        async with breaker:
+            pass
+    assert breaker.statistics().successes == before + 3

@@ -21,11 +21,14 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 from ._clock import check_clock
 from ._core._validate import check_random
 from ._core.backoff import RandomSource
+from ._core._inline import inline_steps
 from ._core.breaker import (
     CircuitBreakerCore,
     CircuitBreakerStatistics,
+    CircuitEvent,
     CircuitState,
     CircuitStateChange,
+    succeed_closed,
 )
 from ._events import EventHook, Refused, event_hook, hooks_of
 from ._exceptions import CircuitOpen
@@ -169,6 +172,7 @@ class CircuitBreaker:
         "_no_outcome",
         "_on_event",
         "_tickets",
+        "_tickets_out",
         "_transitions",
     )
 
@@ -284,6 +288,8 @@ class CircuitBreaker:
         self._tickets: contextvars.ContextVar[tuple[int, float, Any] | None] = (
             contextvars.ContextVar(f"brace.CircuitBreaker.tickets.{name}", default=None)
         )
+        #: how many tickets all tasks hold: none, and a closed exit need not look
+        self._tickets_out = 0
 
     # -- observation ---------------------------------------------------------------------
 
@@ -458,6 +464,7 @@ class CircuitBreaker:
             raise self._rejection(now)
         tickets = self._tickets
         tickets.set((ticket, now, tickets.get()))
+        self._tickets_out += 1
         return _DONE
 
     def __aexit__(
@@ -476,6 +483,7 @@ class CircuitBreaker:
         else:
             ticket, start, previous = entry
             tickets.set(previous)
+            self._tickets_out -= 1
             if exc is None:
                 now = self._clock()
                 self._core.success(ticket, now, now - start)
@@ -551,6 +559,23 @@ class _ClosedCircuitBreaker(CircuitBreaker):
     __slots__ = ()
 
     __aenter__ = itertools.repeat(_DONE).__next__
+
+    @inline_steps
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> Awaitable[None]:
+        # CircuitBreaker.__aexit__'s first case with the core's step inlined: a call
+        # admitted here that ended well, while no task holds a ticket (so this one has
+        # none to take back: the general exit reads the task's own)
+        if exc is None and not self._tickets_out:
+            core = self._core
+            now = self._clock() if self._needs_end_time else 0.0
+            moved = succeed_closed(core, now)
+            return _DONE
+        return CircuitBreaker.__aexit__(self, exc_type, exc, traceback)
 
 
 _CLASSES = (CircuitBreaker, _ClosedCircuitBreaker)

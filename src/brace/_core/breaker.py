@@ -55,6 +55,7 @@ from types import MappingProxyType
 from typing import ClassVar
 
 from .._events import Event
+from ._inline import step
 from ._validate import check_int, check_positive
 
 __all__ = (
@@ -65,6 +66,7 @@ __all__ = (
     "CircuitStateChange",
     "TRANSITIONS",
     "state_diagram",
+    "succeed_closed",
 )
 
 
@@ -328,6 +330,30 @@ def _check_optional_int(value: object, name: str, minimum: int) -> int | None:
     return None if value is None else check_int(value, name, minimum=minimum)
 
 
+@step
+def succeed_closed(core: CircuitBreakerCore, now: float) -> bool:
+    """A call admitted while closed, outside a probe, ended well, with no slow-call rule
+    (``success(0, now)``, the hot path): count it, end the run of consecutive failures,
+    and, with a window, record it and look at the failure rate. True if the state moved.
+
+    The breaker's ``async with`` inlines this step: the core's one copy is its exit.
+    """
+    moved = False
+    core.successes += 1
+    if core.state is _CLOSED:
+        core.consecutive_failures = 0
+        window = core.window
+        if window is not None:
+            window.add(now, False, False)
+            calls = window.calls
+            if calls >= core.minimum_calls:
+                rate = core.failure_rate  # the slow-call rule is off on this path
+                if rate is not None and window.failures / calls >= rate:
+                    core._move(CircuitEvent.FAILURE_RATE, now)
+                    moved = True
+    return moved
+
+
 class CircuitBreakerCore:
     """The state machine of one circuit breaker, driven by ``now``.
 
@@ -549,17 +575,7 @@ class CircuitBreakerCore:
 
     def closed_success(self, now: float) -> None:
         """``success(0, now)`` without a slow-call rule: the hot path, kept short."""
-        self.successes += 1
-        if self.state is _CLOSED:
-            self.consecutive_failures = 0
-            window = self.window
-            if window is not None:
-                window.add(now, False, False)
-                calls = window.calls
-                if calls >= self.minimum_calls:
-                    rate = self.failure_rate  # the slow-call rule is off on this path
-                    if rate is not None and window.failures / calls >= rate:
-                        self._move(CircuitEvent.FAILURE_RATE, now)
+        succeed_closed(self, now)
 
     def failure(self, ticket: int, now: float, duration: float = 0.0) -> None:
         """Record a call that failed."""
