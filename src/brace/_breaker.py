@@ -19,13 +19,13 @@ from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from ._clock import check_clock
+from ._core._inline import inline_steps
 from ._core._validate import check_random
 from ._core.backoff import RandomSource
-from ._core._inline import inline_steps
 from ._core.breaker import (
     CircuitBreakerCore,
     CircuitBreakerStatistics,
-    CircuitEvent,
+    CircuitEvent,  # noqa: F401 (read by the inlined succeed_closed)
     CircuitState,
     CircuitStateChange,
     succeed_closed,
@@ -573,7 +573,7 @@ class _ClosedCircuitBreaker(CircuitBreaker):
         if exc is None and not self._tickets_out:
             core = self._core
             now = self._clock() if self._needs_end_time else 0.0
-            moved = succeed_closed(core, now)
+            moved = succeed_closed(core, now)  # noqa: F841 (moved: _settle swapped the class)
             return _DONE
         return CircuitBreaker.__aexit__(self, exc_type, exc, traceback)
 
