@@ -7,9 +7,8 @@ test_core_window.py), so the floats are exact and the models decide exactly.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Awaitable
 from fractions import Fraction
-from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -27,13 +26,17 @@ from test_core_window import CounterModel
 from test_core_window import assert_agrees as window_agrees
 
 
-def completes(coroutine: Coroutine[Any, Any, None]) -> bool:
-    """Run ``coroutine`` until its first suspension: True if it finished without one."""
+def completes(awaitable: Awaitable[None]) -> bool:
+    """Run ``awaitable`` until its first suspension: True if it finished without one (a
+    coroutine, or the finished awaitable of a fast path)."""
+    iterator = awaitable.__await__()
     try:
-        coroutine.send(None)
+        iterator.send(None)
     except StopIteration:
         return True
-    coroutine.close()
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        close()
     return False
 
 

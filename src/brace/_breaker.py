@@ -30,6 +30,7 @@ from ._core.breaker import (
     CircuitStateChange,
     succeed_closed,
 )
+from ._done import DONE
 from ._events import EventHook, Refused, event_hook, hooks_of
 from ._exceptions import CircuitOpen
 from ._metrics import CALL_BUCKETS, Histogram
@@ -44,19 +45,9 @@ logger = logging.getLogger("brace.breaker")
 _CLOSED = CircuitState.CLOSED
 
 
-class _NoLoop:
-    """Enough of an event loop to build a future that is finished from the start."""
-
-    def get_debug(self) -> bool:
-        return False
-
-
-# An awaitable that is already done: awaiting it returns None without reaching any event
-# loop (asyncio's or trio's: it never yields, so it works on both). ``__aenter__`` and
-# ``__aexit__`` are plain methods returning it, which costs about half of running two
-# coroutines: the closed path of ``async with breaker`` is the hot path of every call.
-_DONE: asyncio.Future[None] = asyncio.Future(loop=_NoLoop())  # type: ignore[arg-type]
-_DONE.set_result(None)
+# ``__aenter__`` and ``__aexit__`` are plain methods returning a finished awaitable (see
+# brace._done): the closed path of ``async with breaker`` is the hot path of every call.
+_DONE = DONE
 
 
 def _is_cancellation(error: BaseException) -> bool:

@@ -7,7 +7,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
@@ -38,6 +38,7 @@ from ._core.admission import (
     admit_now,
     release_idle,
 )
+from ._done import DONE
 from ._events import EventHook, Reason, RefusalCounter, Refused, event_hook
 from ._exceptions import (
     Dropped,
@@ -362,7 +363,7 @@ class PriorityExecutor:
             slot = self._slots[priority] = _Slot(self, priority)
         return slot
 
-    async def run(
+    def run(
         self,
         fn: Callable[..., Awaitable[T]],
         /,
@@ -370,7 +371,7 @@ class PriorityExecutor:
         priority: int | None = None,
         timeout: float | _DefaultTimeout | None = "default",
         **kwargs: Any,
-    ) -> T:
+    ) -> Coroutine[Any, Any, T]:
         """Run ``await fn(*args, **kwargs)`` in a slot and return its result.
 
         (``priority`` and ``timeout`` are taken by ``run``; pass a function needing
@@ -382,7 +383,12 @@ class PriorityExecutor:
         :class:`brace.TimeoutExceeded`. Work still running when a :meth:`drain` times out is
         cancelled and raises :class:`brace.ShuttingDown`.
         """
-        return await self._run(self._slot_for(priority), self._limit(timeout), fn, args, kwargs)
+        # (a plain method returning the coroutine: one coroutine a job instead of two)
+        slot = self._default_slot if priority is None else None
+        if slot is None:
+            slot = self._slot_for(priority)
+        limit = self._timeout if timeout == "default" else self._limit(timeout)
+        return self._run(slot, limit, fn, args, kwargs)
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """``run(fn, *args, **kwargs)`` with the default priority and timeout (for compose)."""
@@ -564,6 +570,7 @@ class PriorityExecutor:
             return None
         return check_positive(timeout, "timeout")
 
+    @inline_steps
     async def _run(
         self,
         slot: _Slot,
@@ -580,7 +587,9 @@ class PriorityExecutor:
         :meth:`_run_scoped`."""
         if self._guard is None:  # _acquire without its extra coroutine
             now = self._clock()
-            if self._core.try_acquire(now):
+            core = self._core
+            admitted = admit_now(core, now, slot.priority)
+            if admitted:
                 slot.admitted += 1
                 started = now
             else:
@@ -852,6 +861,7 @@ class PriorityExecutor:
                 self._wake(changed)
         self._check_idle()
 
+    @inline_steps
     def _finish(self, started: float | None, outcome: int) -> None:
         """Count how a piece of work ended, release its slot, wake who is next.
 
@@ -860,7 +870,13 @@ class PriorityExecutor:
         now = self._clock()
         core = self._core
         if outcome is _COMPLETED:
-            pass  # counted by the core as a completion that neither failed nor timed out
+            # counted by the core as a completion that neither failed nor timed out
+            if self._adaptive is None and self._processing_histogram is None:
+                released = release_idle(core, now)  # (inlined) while nobody waits
+                if released:
+                    if self._idle_event is not None:
+                        self._check_idle()
+                    return
         elif outcome is _FAILED:
             self._failed += 1
         elif outcome is _TIMED_OUT:
@@ -945,27 +961,34 @@ class _Slot:
         self.admitted = 0
 
     @inline_steps
-    async def __aenter__(self) -> None:
+    def __aenter__(self) -> Awaitable[None]:
         # PriorityExecutor._acquire with the core's admission step inlined: the fast path
-        # must cost no more than an asyncio.Semaphore and never reach the loop
+        # must cost no more than an asyncio.Semaphore and never reach the loop. A plain
+        # method: a slot taken at once is a finished awaitable, no coroutine at all.
         executor = self._executor
         if executor._guard is not None:
-            await executor._pass_guard(self.priority)
+            return self._enter_guarded()
         core = executor._core
         now = executor._clock()
         admitted = admit_now(core, now, self.priority)
         if admitted:
             self.admitted += 1
-        else:
-            await executor._wait(self, now)
+            return DONE
+        return self._enter_queued(now)
+
+    async def _enter_guarded(self) -> None:
+        await self._executor._acquire(self)
+
+    async def _enter_queued(self, now: float) -> None:
+        await self._executor._wait(self, now)
 
     @inline_steps
-    async def __aexit__(
+    def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
+    ) -> Awaitable[None]:
         executor = self._executor
         if exc_type is None:
             # PriorityExecutor._finish for a completion, with the core's release step
@@ -976,18 +999,19 @@ class _Slot:
             if released:
                 if executor._idle_event is not None:
                     executor._check_idle()
-                return
+                return DONE
             changed = core.release(now)
             if changed:
                 executor._wake(changed)
             elif executor._idle_event is not None:
                 executor._check_idle()
-            return
+            return DONE
         if issubclass(exc_type, anyio.get_cancelled_exc_class()):
             # after a drain's timeout: a pipeline request whose scope the drain cancelled
             executor._finish(None, _DRAINED if executor._draining_cancel else _CANCELLED)
         else:
             executor._finish(None, _FAILED)
+        return DONE
 
 
 class _TimedSlot:
