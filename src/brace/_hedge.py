@@ -156,11 +156,11 @@ class HedgeDetails(Event):
 
     kind: ClassVar[str] = "hedge"
 
-    name: str
+    name: str  # pyright: ignore[reportIncompatibleMethodOverride]
     attempt: int
     delay: float
     elapsed: float
-    time: float = math.nan
+    time: float = math.nan  # pyright: ignore[reportIncompatibleMethodOverride]
     """The event loop's clock as the attempt starts (a `brace.events.Event`, kind
     ``"hedge"``)."""
 
