@@ -30,8 +30,8 @@ class LimitChanged(Event):
     limit: int
     latency: float
     dropped: bool
-    time: float
-    name: str | None = None
+    time: float  # pyright: ignore[reportIncompatibleMethodOverride]
+    name: str | None = None  # pyright: ignore[reportIncompatibleMethodOverride]
 
 
 class LimitHook(Protocol):

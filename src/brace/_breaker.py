@@ -441,7 +441,7 @@ class CircuitBreaker:
         """Take the class that fits the state (see :class:`_ClosedCircuitBreaker`)."""
         if type(self) in _CLASSES:  # a user's subclass keeps its class and the plain path
             fast = self._core.state is _CLOSED and not self._needs_duration
-            self.__class__ = _ClosedCircuitBreaker if fast else CircuitBreaker
+            self.__class__ = _ClosedCircuitBreaker if fast else CircuitBreaker  # pyright: ignore[reportAttributeAccessIssue]
 
     # -- the three ways to guard a call --------------------------------------------------
 
@@ -549,7 +549,7 @@ class _ClosedCircuitBreaker(CircuitBreaker):
 
     __slots__ = ()
 
-    __aenter__ = itertools.repeat(_DONE).__next__
+    __aenter__ = itertools.repeat(_DONE).__next__  # pyright: ignore[reportAssignmentType]
 
     @inline_steps
     def __aexit__(

@@ -88,6 +88,10 @@ class Event:
 
     kind: ClassVar[str] = "event"
 
+    # Read-only for type checkers; each subclass provides them as frozen dataclass fields
+    # (or a property reading ``at``). pyright reports any field that overrides a property
+    # (reportIncompatibleMethodOverride), whatever its type, so each such field carries
+    # an ignore for that rule alone; mypy checks the fields' types against these.
     if TYPE_CHECKING:
 
         @property
@@ -118,8 +122,8 @@ class Refused(Event):
 
     kind: ClassVar[str] = "refused"
 
-    name: str | None
-    time: float
+    name: str | None  # pyright: ignore[reportIncompatibleMethodOverride]
+    time: float  # pyright: ignore[reportIncompatibleMethodOverride]
     reason: Reason
     source: str
     retry_after: float | None = None
@@ -138,8 +142,8 @@ class SlowRequest(Event):
 
     kind: ClassVar[str] = "slow_request"
 
-    name: str | None
-    time: float
+    name: str | None  # pyright: ignore[reportIncompatibleMethodOverride]
+    time: float  # pyright: ignore[reportIncompatibleMethodOverride]
     method: str
     path: str
     duration: float
@@ -153,8 +157,8 @@ class ShutdownStarted(Event):
 
     kind: ClassVar[str] = "shutdown_started"
 
-    name: str | None
-    time: float
+    name: str | None  # pyright: ignore[reportIncompatibleMethodOverride]
+    time: float  # pyright: ignore[reportIncompatibleMethodOverride]
     signal: int | None
 
 
@@ -166,8 +170,8 @@ class FaultInjected(Event):
 
     kind: ClassVar[str] = "fault_injected"
 
-    name: str | None
-    time: float
+    name: str | None  # pyright: ignore[reportIncompatibleMethodOverride]
+    time: float  # pyright: ignore[reportIncompatibleMethodOverride]
     fault: str
     injected: object
 

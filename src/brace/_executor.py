@@ -633,7 +633,7 @@ class PriorityExecutor:
                 self._scopes_empty.set()
             self._finish(started, outcome)
         if outcome is _COMPLETED:
-            return result
+            return result  # pyright: ignore[reportPossiblyUnboundVariable, reportReturnType]
         if outcome is _DRAINED:
             raise self._drained_error(slot)
         raise TimeoutExceeded(timeout=limit)

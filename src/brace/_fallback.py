@@ -68,12 +68,12 @@ class FallbackDetails(Event, Generic[T]):
 
     kind: ClassVar[str] = "fallback"
 
-    name: str
+    name: str  # pyright: ignore[reportIncompatibleMethodOverride]
     exception: Exception | None
     result: object
     last_good: bool
     substitute: T | None = None
-    time: float = math.nan
+    time: float = math.nan  # pyright: ignore[reportIncompatibleMethodOverride]
 
 
 class FallbackHook(Protocol):

@@ -156,11 +156,11 @@ class HedgeDetails(Event):
 
     kind: ClassVar[str] = "hedge"
 
-    name: str
+    name: str  # pyright: ignore[reportIncompatibleMethodOverride]
     attempt: int
     delay: float
     elapsed: float
-    time: float = math.nan
+    time: float = math.nan  # pyright: ignore[reportIncompatibleMethodOverride]
     """The event loop's clock as the attempt starts (a `brace.events.Event`, kind
     ``"hedge"``)."""
 
@@ -273,7 +273,7 @@ class Hedge:
                 raise ValueError(f"delay must be a number of seconds >= 0, got {delay!r}")
             self._delay = seconds
         record = getattr(delay, "record", None)
-        self._record: Callable[[float], None] | None = record if callable(record) else None
+        self._record = cast("Callable[[float], None]", record) if callable(record) else None
         self._max_extra = check_int(max_extra, "max_extra", minimum=1)
         given: object = alternatives
         if isinstance(given, (str, bytes)) or not isinstance(given, Sequence):
@@ -344,7 +344,7 @@ class Hedge:
                 race.wake = wake = anyio.Event()
                 if race.running and more:
                     if next_at is None:  # the delay counts from the latest start
-                        next_at = started_at + (delay if isinstance(delay, float) else delay())
+                        next_at = started_at + (delay() if callable(delay) else delay)
                     with anyio.CancelScope(deadline=next_at):
                         await wake.wait()
                     if wake.is_set():

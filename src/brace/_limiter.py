@@ -338,7 +338,7 @@ class RateLimiter:
         # back: let it finish so that the caller gets what was consumed.
         with anyio.CancelScope(shield=True):
             decision = await self._remote_hit(key, cost)
-        return decision
+        return decision  # pyright: ignore[reportPossiblyUnboundVariable]
 
     def limited(self, *, key: Callable[..., str], cost: int = 1, wait: bool = False) -> _Limited:
         """Decorate an async function: each call is admitted for ``key(*args, **kwargs)``.

@@ -69,7 +69,7 @@ class MemoryLevelChange(Event):
     usage: int
     limit: int | None
     at: float
-    name: str | None = None
+    name: str | None = None  # pyright: ignore[reportIncompatibleMethodOverride]
 
     @property
     def time(self) -> float:

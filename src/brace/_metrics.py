@@ -283,7 +283,7 @@ def _by_priority(field: str) -> Callable[[Any, Any], Iterable[Sample]]:
     the class they fall in)."""
 
     def read(primitive: Any, stats: Any) -> Iterable[Sample]:
-        counts = dict.fromkeys(_PRIORITY_CLASSES, 0)
+        counts: dict[str, int] = dict.fromkeys(_PRIORITY_CLASSES, 0)
         for priority, count in (getattr(stats, field, None) or {}).items():
             counts[_priority_class(priority)] += count
         return [((name,), float(count)) for name, count in counts.items()]

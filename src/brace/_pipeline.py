@@ -29,7 +29,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, cast
 
 import anyio
 import anyio.abc
@@ -105,7 +105,7 @@ class BraceMiddlewareStatistics:
     refusals_by_rule: Mapping[str, Mapping[str, int]]
 
 
-_COUNTS = BraceMiddlewareStatistics.__slots__[:-2]
+_COUNTS = cast("tuple[str, ...]", BraceMiddlewareStatistics.__slots__)[:-2]
 
 
 class Counters:
@@ -813,11 +813,11 @@ class Pipeline:
         made by ``from_url`` needs on trio (coredis keeps its connections in a task group
         that must be entered and left in one task); `close_stores` closes them."""
         for store in self.stores():
-            open_ = getattr(store, "open", None)
+            open_: Callable[[], Awaitable[object]] | None = getattr(store, "open", None)
             if callable(open_):
                 await open_()
                 self._opened.append(store)
-            check = getattr(store, "check", None)
+            check: Callable[[], Awaitable[object]] | None = getattr(store, "check", None)
             if callable(check):
                 await check()
 

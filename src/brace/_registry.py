@@ -94,12 +94,15 @@ class Registry:
             )
         if not callable(getattr(primitive, "statistics", None)):
             raise TypeError(f"primitive must have a statistics() method, got {primitive!r}")
+        reference: Callable[[], HasStatistics | None]
         try:
-            reference: Callable[[], HasStatistics | None] = weakref.ref(primitive)
+            reference = weakref.ref(primitive)
         except TypeError:  # a __slots__ class without __weakref__: hold it strongly
 
-            def reference() -> HasStatistics:
+            def strongly() -> HasStatistics:
                 return primitive
+
+            reference = strongly
 
         with self._lock:
             existing = self._entries.get(name)

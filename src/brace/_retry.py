@@ -100,13 +100,13 @@ class RetryDetails(Event):
 
     kind: ClassVar[str] = "retry"
 
-    name: str
+    name: str  # pyright: ignore[reportIncompatibleMethodOverride]
     attempt: int
     exception: Exception | None
     result: object
     sleep: float
     elapsed: float
-    time: float = float("nan")
+    time: float = float("nan")  # pyright: ignore[reportIncompatibleMethodOverride]
 
 
 class RetryHook(Protocol):

@@ -241,6 +241,7 @@ class GracefulShutdown:
         done = self._done = anyio.Event()
         if self._trigger is None:
             self._trigger = anyio.Event()
+        report: ShutdownReport | None = None
         try:
             async with anyio.create_task_group() as tg:
                 if self.chain:
@@ -257,6 +258,8 @@ class GracefulShutdown:
         finally:
             self._uninstall()
             done.set()
+        # the task group swallows only the cancellation of its scope, made after the report
+        assert report is not None
         return report
 
     async def wait_drained(self) -> ShutdownReport | None:

@@ -521,7 +521,8 @@ class _CounterTable(_Table[CounterState]):
     def _spill(self, key: str, state: CounterState) -> None:
         sketch = self.sketch
         if sketch is None:
-            sketch = self.sketch = [None] * self.slots
+            empty: list[CounterState | None] = [None] * self.slots
+            sketch = self.sketch = empty
         slot = hash(key) % self.slots
         held = sketch[slot]
         sketch[slot] = state if held is None else merge_counters(held, state)
@@ -635,7 +636,8 @@ class _LogTable(_Table[SlidingLogCore]):
     def _spill(self, key: str, state: SlidingLogCore) -> None:
         sketch = self.sketch
         if sketch is None:
-            sketch = self.sketch = [None] * self.slots
+            empty: list[tuple[float, int] | None] = [None] * self.slots
+            sketch = self.sketch = empty
         slot = hash(key) % self.slots
         latest = (state.entries[-1][0], state.total)
         held = sketch[slot]

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 from ._validate import check_finite
 
@@ -316,7 +316,7 @@ def as_backoff(value: object, name: str = "backoff") -> Backoff:
     if isinstance(value, Backoff):
         return value
     if callable(value) and not isinstance(value, type):
-        return FromCallable(value)
+        return FromCallable(cast("Callable[[int], float]", value))  # it checks each result
     raise TypeError(
         f"{name} must be a Backoff or a callable (attempt: int) -> float, "
         f"got {type(value).__name__}"

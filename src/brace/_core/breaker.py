@@ -167,7 +167,7 @@ class CircuitStateChange(Event):
 
     kind: ClassVar[str] = "state_change"
 
-    name: str | None
+    name: str | None  # pyright: ignore[reportIncompatibleMethodOverride]
     """The breaker's name."""
     old: CircuitState
     new: CircuitState

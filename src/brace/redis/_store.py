@@ -209,7 +209,7 @@ class _Plan:
 
 def _parse(reply: object, limit: int) -> Decision:
     # int() and float() read ASCII bytes as they are: no decode
-    data = reply if reply.__class__ is bytes else str(reply).encode()
+    data = reply if type(reply) is bytes else str(reply).encode()
     allowed, remaining, retry_after, reset_after, _now = data.split(b" ")
     draft = Draft()
     draft.allowed = allowed == b"1"
@@ -317,7 +317,7 @@ class RedisStore:
         clock = check_clock(clock)
         self._clock: Callable[[], float] = time.monotonic if clock is None else clock
         self._prefix = prefix
-        self._on_error = on_error
+        self._on_error: OnError = on_error
         self._nodes = check_int(nodes, "nodes", minimum=1)
         self._timeout = None if timeout is None else _check_seconds(timeout, "timeout", zero=False)
         self._recovery_time = _check_seconds(recovery_time, "recovery_time", zero=True)
@@ -653,9 +653,10 @@ class RedisStore:
         """Send a batch in one call, answer every call, hand over to the next batch."""
         try:
             # Shielded: the calls of other tasks ride on this one; bounded by timeout.
-            with anyio.CancelScope(shield=True), anyio.move_on_after(self._timeout) as scope:
+            replies: list[object] | None = None
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self._timeout):
                 replies = await self._evaluate_batch(batch)
-            if scope.cancelled_caught:
+            if replies is None:  # the timeout cut it short
                 error: Exception = _TimedOut(f"no answer within {self._timeout} s")
                 for call in batch:
                     call.error = error
@@ -834,7 +835,7 @@ class RedisStore:
                 raise RuntimeError(f"the decision failed: {self._last_error}")
         else:
             reply = await self._evaluate(plan.script, redis_key, (mode, cost, at, *plan.params))
-        used = reply if reply.__class__ is bytes else str(reply).encode()
+        used = reply if type(reply) is bytes else str(reply).encode()
         return _parse(reply, plan.limit), float(used.rsplit(b" ", 1)[1])
 
     def statistics(self) -> RedisStoreStatistics:
