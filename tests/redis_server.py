@@ -181,6 +181,35 @@ async def open_client(library: str, port: int, **options: Any) -> AsyncIterator[
             yield core
 
 
+class SwitchableClient:
+    """A `brace.redis.ScriptClient` over a real one, that a test makes fail or hold.
+
+    ``calls``: the ``EVALSHA`` calls that reached it. With ``error`` set, each call raises
+    it (without reaching the server); with ``hold`` set, each call first sets ``held`` and
+    waits for ``hold``.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls = 0
+        self.error: Exception | None = None
+        self.hold: anyio.Event | None = None
+        self.held = anyio.Event()
+
+    async def evalsha(self, sha: str, keys: Sequence[Any], args: Sequence[Any]) -> object:
+        self.calls += 1
+        hold = self.hold
+        if hold is not None:
+            self.held.set()
+            await hold.wait()
+        if self.error is not None:
+            raise self.error
+        return await self.inner.evalsha(sha, keys, args)
+
+    async def script_load(self, script: str) -> object:
+        return await self.inner.script_load(script)
+
+
 def run(backend: str, fn: Callable[[], Awaitable[T]]) -> T:
     """Run ``fn`` to completion on ``backend`` (``asyncio``, ``uvloop`` or ``trio``) with
     real time (see the module's docs)."""

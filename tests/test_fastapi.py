@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import httpx
 import pytest
 from fastapi import Depends, FastAPI, Request
+from fastapi.responses import StreamingResponse
 
 import brace
 from brace import Priority
@@ -201,3 +203,105 @@ async def test_a_refusal_by_the_second_limit_carries_the_first_limits_fields() -
             assert _members(refused.headers[name]) == ['"minute"', '"hour"'], name
         assert '"minute";r=47;' in refused.headers["ratelimit"]
         assert '"hour";r=0;' in refused.headers["ratelimit"]
+
+
+# -- the drain bounds a request holding a Concurrency slot ----------------------------
+
+
+def _slow_app(executor: brace.PriorityExecutor) -> FastAPI:
+    """``/slow``: answers after 50 s; ``/stream``: one chunk, then the rest after 50 s;
+    both in a slot of ``executor``."""
+    app = FastAPI()
+    slot = Concurrency(executor)
+
+    @app.get("/slow", dependencies=[Depends(slot)])
+    async def slow() -> dict[str, bool]:
+        await anyio.sleep(50)
+        return {"late": True}
+
+    @app.get("/stream", dependencies=[Depends(slot)])
+    async def stream() -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"first"
+            await anyio.sleep(50)
+            yield b"late"
+
+        return StreamingResponse(chunks())
+
+    return app
+
+
+async def test_a_request_in_a_slot_is_cut_at_the_drain_timeout() -> None:
+    """As under BraceMiddleware: at the drain's timeout a request running in a
+    Concurrency slot, and one waiting for a slot, are cancelled and answered 503
+    ``shutting_down`` with ``Retry-After`` and ``Connection: close``; nothing is left."""
+    executor = brace.PriorityExecutor(2, 10, clock=anyio.current_time)
+    answers: list[tuple[httpx.Response, float]] = []
+    start = anyio.current_time()
+    async with client(_slow_app(executor)) as http:
+
+        async def get() -> None:
+            answer = await http.get("/slow")
+            answers.append((answer, anyio.current_time() - start))
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(get)
+            tasks.start_soon(get)
+            await anyio.sleep(1)
+            tasks.start_soon(get)  # waits: both slots are taken
+            await anyio.sleep(1)
+            report = await executor.drain(30.0)
+    assert len(answers) == 3
+    for answer, at in answers:
+        assert answer.status_code == 503
+        assert answer.json()["detail"]["error"] == "shutting_down"
+        assert int(answer.headers["retry-after"]) >= 1
+        assert answer.headers["connection"] == "close"
+        assert at == pytest.approx(32.0)
+    assert report.timed_out
+    assert report.cancelled_running == 2
+    assert report.cancelled_queued == 1
+    assert report.still_running == 0
+    assert report.duration == pytest.approx(30.0)
+    statistics = executor.statistics()
+    assert (statistics.running, statistics.pending) == (0, 0)
+
+
+async def test_a_started_response_in_a_slot_is_cut_at_the_drain_timeout() -> None:
+    """A streaming response already started at the drain's timeout is cut short: a
+    dependency cannot end a started response quietly, so the request ends with
+    `brace.ShuttingDown` saying so (the server logs it and closes the connection)."""
+    executor = brace.PriorityExecutor(2, 10, clock=anyio.current_time)
+    start = anyio.current_time()
+    ended: list[float] = []
+    async with client(_slow_app(executor)) as http, anyio.create_task_group() as tasks:
+
+        async def get() -> None:
+            with pytest.raises(brace.ShuttingDown, match="cut short"):
+                await http.get("/stream")
+            ended.append(anyio.current_time() - start)
+
+        tasks.start_soon(get)
+        await anyio.sleep(1)
+        report = await executor.drain(30.0)
+    assert ended == [pytest.approx(31.0)]
+    assert report.cancelled_running == 1
+    assert report.still_running == 0
+    assert executor.statistics().running == 0
+
+
+async def test_a_request_in_a_slot_that_ends_in_time_is_not_cut() -> None:
+    """A drain whose timeout is not reached lets the request answer."""
+    executor = brace.PriorityExecutor(2, 10, clock=anyio.current_time)
+    async with client(_slow_app(executor)) as http, anyio.create_task_group() as tasks:
+        answers: list[httpx.Response] = []
+
+        async def get() -> None:
+            answers.append(await http.get("/slow"))
+
+        tasks.start_soon(get)
+        await anyio.sleep(1)
+        report = await executor.drain(60.0)
+    assert [answer.json() for answer in answers] == [{"late": True}]
+    assert not report.timed_out
+    assert report.finished == 1

@@ -16,7 +16,8 @@ import brace
 from brace import CircuitOpen, CircuitState
 from brace._core.fleet import ReplicaSync, quorum_needed
 from brace.redis import FleetBreaker, RedisStore
-from redis_server import COREDIS_LEAK, RedisCluster, run
+from brace.testing import FakeClock
+from redis_server import COREDIS_LEAK, RedisCluster, SwitchableClient, open_client, run
 
 pytestmark = [
     pytest.mark.filterwarnings(COREDIS_LEAK),
@@ -218,6 +219,50 @@ def test_without_redis_each_replica_goes_on_alone(redis_port: int) -> None:
             statistics = replica.statistics()
             assert statistics.state is CircuitState.CLOSED
             assert statistics.sync_errors == 1
+
+    run("asyncio", main)
+
+
+def test_a_failed_permit_call_leaves_redis_alone_until_a_sync_answers(redis_port: int) -> None:
+    """The store's outage core, through FleetBreaker: a half-open probe whose permit call
+    fails runs on the local breaker, and so do the next ones without asking Redis (for
+    the store's ``recovery_time``), until a sync, which always tries, gets an answer."""
+
+    async def main() -> None:
+        clock = FakeClock()
+        async with open_client("default", redis_port) as inner:
+            client = SwitchableClient(inner)
+            store = RedisStore(client, timeout=5.0, recovery_time=3600.0)
+            breaker = brace.CircuitBreaker(
+                failure_threshold=2, recovery_time=0.5, half_open_max_calls=5, clock=clock
+            )
+            fleet = FleetBreaker(store, "outage", breaker)
+
+            async def ok() -> str:
+                return "ok"
+
+            async def probe() -> int:
+                """Trip the breaker, let it half-open, probe: the calls made to Redis."""
+                await _fail(fleet, 2)
+                clock.advance(0.6)
+                assert breaker.state is CircuitState.HALF_OPEN
+                calls = client.calls
+                assert await fleet.call(ok) == "ok"
+                assert fleet.statistics().state is CircuitState.CLOSED
+                return client.calls - calls
+
+            await fleet.sync()
+            # a fleet permit taken and given back (a call more if the script is loaded)
+            assert await probe() in (2, 3)
+            client.error = ConnectionError("Connection refused")
+            assert await probe() == 1  # the permit call fails: a local probe
+            client.error = None
+            assert await probe() == 0  # Redis is left alone: a local probe
+            assert await probe() == 0
+            await fleet.sync()  # always tries; its answer ends the outage
+            assert await probe() == 2
+            statistics = fleet.statistics()
+            assert (statistics.probes, statistics.syncs, statistics.sync_errors) == (2, 2, 0)
 
     run("asyncio", main)
 

@@ -16,7 +16,15 @@ import pytest
 import brace
 from brace import QueueFull, QueueTimeout
 from brace.redis import DistributedLimit, OnError, RedisStore
-from redis_server import COREDIS_LEAK, RedisCluster, RedisServer, open_client, run
+from brace.testing import FakeClock
+from redis_server import (
+    COREDIS_LEAK,
+    RedisCluster,
+    RedisServer,
+    SwitchableClient,
+    open_client,
+    run,
+)
 
 pytestmark = [
     pytest.mark.filterwarnings(COREDIS_LEAK),
@@ -298,6 +306,94 @@ def test_when_redis_is_down_acquisitions_follow_on_error(
     else:
         assert set(sources) == {"fallback"}
         assert most == 4 // 2
+
+
+async def _refused(fleet: DistributedLimit) -> bool:
+    """Whether one acquisition is refused (``fail_closed``); a permit is given back."""
+    try:
+        async with fleet:
+            pass
+    except QueueFull:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_after_a_failure_redis_is_left_alone_until_one_probe(redis_port: int, backend: str) -> None:
+    """The store's outage core, through DistributedLimit: one failure of the server and
+    no acquisition calls Redis for ``recovery_time`` (each follows on_error at once); then
+    one acquisition probes it, the others keeping away, and its answer ends the outage."""
+
+    async def main() -> None:
+        clock = FakeClock()
+        async with open_client("default", redis_port) as inner:
+            client = SwitchableClient(inner)
+            store = RedisStore(client, on_error="fail_closed", timeout=5.0, recovery_time=10.0)
+            fleet = DistributedLimit(store, f"outage-{backend}", 2, clock=clock)
+            assert not await _refused(fleet)
+            calls = client.calls
+            client.error = ConnectionError("Connection refused")
+            assert await _refused(fleet)
+            assert client.calls == calls + 1  # it failed: Redis is left alone
+            for _ in range(20):
+                assert await _refused(fleet)
+            clock.advance(9.999)
+            assert await _refused(fleet)
+            assert client.calls == calls + 1
+            statistics = fleet.statistics()
+            assert (statistics.errors, statistics.fallbacks) == (1, 22)
+            assert not statistics.available
+            clock.advance(0.001)  # the cool-down is over: the next one probes, and fails
+            assert fleet.statistics().available
+            assert await _refused(fleet)
+            assert client.calls == calls + 2
+            assert await _refused(fleet)  # left alone again, for recovery_time
+            assert client.calls == calls + 2
+            clock.advance(10.0)
+            client.error = None
+            hold = client.hold = anyio.Event()
+            sources: list[str] = []
+
+            async def probe() -> None:
+                async with fleet.slot() as permit:
+                    sources.append(permit.source)
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(probe)
+                await client.held.wait()  # the probe is in flight
+                assert await _refused(fleet)  # the others keep away meanwhile
+                assert client.calls == calls + 3
+                client.hold = None
+                hold.set()
+            assert sources == ["redis"]  # the probe's answer ends the outage
+            async with fleet.slot() as permit:
+                assert permit.source == "redis"
+            statistics = fleet.statistics()
+            assert statistics.available
+            assert (statistics.errors, statistics.acquired) == (2, 3)
+
+    run(backend, main)
+
+
+def test_an_error_of_one_call_does_not_leave_redis_alone(redis_port: int) -> None:
+    """An error of the call (a ValueError, WRONGTYPE) follows on_error for that call
+    only: the next acquisition asks Redis again, as the store's decisions do."""
+
+    async def main() -> None:
+        async with open_client("default", redis_port) as inner:
+            client = SwitchableClient(inner)
+            store = RedisStore(client, on_error="fail_closed", timeout=5.0, recovery_time=10.0)
+            fleet = DistributedLimit(store, "call-error", 2)
+            calls = client.calls
+            client.error = ValueError("bad argument")
+            assert await _refused(fleet)
+            assert await _refused(fleet)
+            assert client.calls == calls + 2
+            assert fleet.statistics().available
+            client.error = None
+            assert not await _refused(fleet)
+
+    run("asyncio", main)
 
 
 def test_it_is_a_decorator_a_call_and_a_compose_policy(redis_port: int) -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import anyio
 import httpx
+import pytest
 from litestar import Litestar, get, post
 
 import brace
@@ -121,3 +122,75 @@ async def test_litestar_guard_per_user() -> None:
         assert (await http.get("/me", headers={"x-user": "bob"})).status_code == 200
         for _ in range(3):
             assert (await http.get("/me")).status_code == 200
+
+
+# -- the drain ------------------------------------------------------------------------
+
+
+@get("/slow", opt={"rate_limit": "100/minute"})
+async def slow() -> dict[str, bool]:
+    await anyio.sleep(50)
+    return {"late": True}
+
+
+async def test_litestar_wrapped_a_request_is_cut_at_the_drain_timeout() -> None:
+    """Wrapped in BraceMiddleware (the adapter's way to queue), a Litestar request running
+    in a slot and one waiting for a slot are cancelled at the drain's timeout and answered
+    503 ``shutting_down``, as for any ASGI app; the guard's limits still apply inside."""
+    from brace.litestar import RateLimitGuard
+
+    executor = brace.PriorityExecutor(2, 10, clock=anyio.current_time)
+    app = BraceMiddleware(
+        Litestar(route_handlers=[slow], guards=[RateLimitGuard(clock=anyio.current_time)]),
+        executor=executor,
+        shutdown=brace.GracefulShutdown(clock=anyio.current_time),  # (never triggered)
+        clock=anyio.current_time,
+    )
+    answers: list[tuple[httpx.Response, float]] = []
+    start = anyio.current_time()
+    async with client(app) as http:
+
+        async def call() -> None:
+            answer = await http.get("/slow")
+            answers.append((answer, anyio.current_time() - start))
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(call)
+            tasks.start_soon(call)
+            await anyio.sleep(1)
+            tasks.start_soon(call)  # waits: both slots are taken
+            await anyio.sleep(1)
+            report = await executor.drain(30.0)
+    assert len(answers) == 3
+    for answer, at in answers:
+        assert answer.status_code == 503
+        assert answer.json()["error"] == "shutting_down"
+        assert answer.headers["connection"] == "close"
+        assert at == pytest.approx(32.0)
+    assert (report.cancelled_running, report.cancelled_queued, report.still_running) == (2, 1, 0)
+    assert app.statistics().shutting_down == 3
+
+
+async def test_the_litestar_guard_alone_holds_no_slot_for_a_drain_to_bound() -> None:
+    """RateLimitGuard only rate-limits: its requests take no executor slot, so an
+    executor's drain neither waits for nor cuts them (wrap the app, as above, for that)."""
+    from brace.litestar import RateLimitGuard
+
+    executor = brace.PriorityExecutor(2, 10, clock=anyio.current_time)
+    app = Litestar(route_handlers=[slow], guards=[RateLimitGuard(clock=anyio.current_time)])
+    answers: list[tuple[httpx.Response, float]] = []
+    start = anyio.current_time()
+    async with client(app) as http, anyio.create_task_group() as tasks:
+
+        async def call() -> None:
+            answer = await http.get("/slow")
+            answers.append((answer, anyio.current_time() - start))
+
+        tasks.start_soon(call)
+        await anyio.sleep(1)
+        report = await executor.drain(30.0)
+        assert anyio.current_time() - start == pytest.approx(1.0)  # nothing to wait for
+    assert (report.finished, report.still_running, report.timed_out) == (0, 0, False)
+    ((answer, at),) = answers
+    assert answer.json() == {"late": True}
+    assert at == pytest.approx(50.0)

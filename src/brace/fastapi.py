@@ -15,12 +15,21 @@ every ``RateLimit`` of a route are merged (a 429 carries those of the limits che
 before the one refusing); add `RateLimitHeaders` to the app to put them on
 every response, including the ``JSONResponse`` or ``StreamingResponse`` a route returns
 itself (FastAPI drops a dependency's headers from those).
+
+A request holding a ``Concurrency`` slot is under the executor's drain, as under
+`BraceMiddleware`: when a drain's timeout passes, a request still waiting or running is
+cancelled and answered 503 ``shutting_down``. A response already started (a stream) is
+cut short; a dependency cannot end it quietly, so the request ends with
+`brace.ShuttingDown` (the server logs it and closes the connection).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
+from contextlib import AsyncExitStack
 from typing import Any, Literal
+
+import anyio
 
 from ._extras import missing_extra
 
@@ -33,7 +42,7 @@ except ImportError as error:  # the extra is not installed
 from ._asgi_rules import CompiledRule, Limit, Rule
 from ._client_ip import ClientAddress, ForwardedHeader, TrustedProxies
 from ._core.decision import Decision
-from ._exceptions import Rejected
+from ._exceptions import Rejected, ShuttingDown
 from ._executor import PriorityExecutor
 from ._pipeline import Answer, Exchange, Pipeline
 from ._pipeline import unavailable as _unavailable
@@ -164,7 +173,13 @@ class RateLimitHeaders:
 class Concurrency:
     """A FastAPI dependency running the route in a slot of ``executor`` at ``priority``:
     ``Depends(Concurrency(executor, priority=Priority.LOW))``. A refusal (queue full,
-    draining) is a 503 with ``Retry-After`` (``default_retry_after`` when it has none)."""
+    draining) is a 503 with ``Retry-After`` (``default_retry_after`` when it has none).
+
+    The request runs in one cancel scope under the executor's drain, from the moment it
+    asks for a slot to the end of its response: at the drain's timeout it is cancelled
+    and answered 503 ``shutting_down``, or, when its response had started, it ends with
+    `brace.ShuttingDown` (the response is cut short).
+    """
 
     def __init__(
         self,
@@ -179,18 +194,52 @@ class Concurrency:
         self.priority = priority
         self.default_retry_after = default_retry_after
 
-    async def __call__(self) -> AsyncIterator[None]:
-        slot = self.executor.slot(self.priority)
+    async def __call__(self, request: Request) -> AsyncIterator[None]:
+        executor = self.executor
+        scope = anyio.CancelScope()
+        executor.track(scope)
+        started = _endpoint_returned(request)
         try:
-            await slot.__aenter__()
-        except Rejected as refusal:
-            raise unavailable(refusal, self.default_retry_after) from None
-        try:
-            yield
-        except BaseException as error:
-            await slot.__aexit__(type(error), error, error.__traceback__)
-            raise
-        await slot.__aexit__(None, None, None)
+            with scope:
+                slot = executor.slot(self.priority)
+                try:
+                    await slot.__aenter__()
+                except Rejected as refusal:
+                    raise unavailable(refusal, self.default_retry_after) from None
+                try:
+                    yield
+                except BaseException as error:
+                    await slot.__aexit__(type(error), error, error.__traceback__)
+                    raise
+                await slot.__aexit__(None, None, None)
+        finally:
+            executor.untrack(scope)
+        if scope.cancelled_caught:  # only the drain cancels it
+            if started():
+                raise ShuttingDown(
+                    "cancelled: the server drained and its timeout passed; the response, "
+                    "already started, is cut short"
+                )
+            raise unavailable(
+                ShuttingDown("cancelled: the server drained and its timeout passed"),
+                self.default_retry_after,
+            )
+
+
+def _endpoint_returned(request: Request) -> Callable[[], bool]:
+    """Whether the route's function has returned (its response is then being sent): FastAPI
+    closes the stack of its ``scope="function"`` dependencies right after the function,
+    before the response. Always False where that stack is not found."""
+    returned = False
+
+    def exit_function(exc_type: object, exc: object, traceback: object) -> None:
+        nonlocal returned
+        returned = exc_type is None
+
+    stack = request.scope.get("fastapi_function_astack")
+    if isinstance(stack, AsyncExitStack):
+        stack.push(exit_function)
+    return lambda: returned
 
 
 def unavailable(refusal: Rejected, default_retry_after: float = 5.0) -> HTTPException:

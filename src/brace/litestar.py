@@ -14,7 +14,9 @@ must admit), ``rate_limit_per`` (``"client"``, ``"ip"`` or ``"user"``; default
 Routes without ``rate_limit`` pass. A refusal raises Litestar's ``TooManyRequestsException``
 (429 with ``Retry-After`` and the IETF ``RateLimit`` fields). Guards run before the handler
 and cannot touch a successful response, so only refusals carry the fields; for headers on
-every response, and for queueing, wrap the app in `brace.asgi.BraceMiddleware`.
+every response, and for queueing, wrap the app in `brace.asgi.BraceMiddleware`. The guard
+takes no executor slot: an executor's drain does not bound the requests it admits, while
+the middleware (given ``executor=`` and ``shutdown=``) puts every request under it.
 """
 
 from __future__ import annotations

@@ -17,9 +17,13 @@ semaphore in Redis (the `DistributedLimit` script); without one it is refused wi
 `brace.CircuitOpen`. One good probe closes the fleet: the other replicas see the close
 at their next sync and close their breakers (those open on the fleet's account only).
 
-When Redis fails, each replica's breaker goes on alone: a failed sync is logged once,
-and until a sync succeeds again a half-open replica probes under its own
-``half_open_max_calls`` without asking Redis for a permit.
+When Redis fails, each replica's breaker goes on alone: a failed call is logged once,
+and a half-open replica probes under its own ``half_open_max_calls`` without asking
+Redis for a permit while the store's rule, `brace._core.outage.OutageCore` (one of its
+own per fleet breaker), leaves Redis alone: for the store's ``recovery_time`` after a
+failure of the server (`brace.redis._errors.error_scope`), then one permit call probes
+it while the others keep away. Syncs always try (they are the fleet's news), and one
+that answers ends the outage.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -41,8 +46,10 @@ from .._breaker import CircuitBreaker
 from .._core._validate import check_int, check_seconds
 from .._core.breaker import CircuitState
 from .._core.fleet import ReplicaSync
+from .._core.outage import OutageCore
 from .._exceptions import CircuitOpen
 from ._clients import ScriptClient, is_noscript
+from ._errors import error_scope
 from ._scripts import Script
 from ._semaphore import SEMAPHORE
 from ._store import RedisStore
@@ -128,6 +135,10 @@ class FleetBreakerStatistics:
     probes_refused: int
 
 
+class _LeftAlone(Exception):
+    """Redis is left alone after a failure (the outage core said so): nothing was sent."""
+
+
 class FleetBreaker:
     """A replica's `brace.CircuitBreaker` that opens and closes with the fleet's.
 
@@ -135,7 +146,8 @@ class FleetBreaker:
     ``async with fleet:``, ``await fleet.call(fn, *args)`` or ``@fleet``.
 
     Args:
-        store: the `RedisStore` whose client and prefix are used.
+        store: the `RedisStore` whose client, ``prefix``, ``timeout`` and
+            ``recovery_time`` are used.
         name: the fleet breaker's name (every replica uses the same); text without
             ``{`` or ``}``, at most 200 characters.
         breaker: this replica's own breaker (its rules decide when it trips).
@@ -160,14 +172,15 @@ class FleetBreaker:
         "_keys",
         "_last",
         "_logged",
+        "_outage",
         "_probe_args",
         "_probe_keys",
         "_probes",
         "_probes_refused",
-        "_reachable",
         "_sync",
         "_sync_errors",
         "_syncs",
+        "_timeout",
         "breaker",
         "name",
         "quorum",
@@ -222,7 +235,8 @@ class FleetBreaker:
         self._counter = 0
         self._sync = ReplicaSync(shared=quorum is None)
         self._last = (0.0, 0, 0)
-        self._reachable = True
+        self._timeout = store.timeout or 1.0
+        self._outage = OutageCore(store.recovery_time)
         self._entered: dict[object, list[AbstractAsyncContextManager[None]]] = {}
         self._logged: set[str] = set()
         self._syncs = self._sync_errors = self._fleet_opens = self._closes = 0
@@ -244,13 +258,11 @@ class FleetBreaker:
         own, closed = self._sync.report(statistics.state, statistics.opened_count)
         args = (self._id, "1" if own else "0", "1" if closed else "0", *self._args)
         try:
-            reply = await self._eval(BREAKER_SYNC, self._keys, args)
-        except Exception as exc:
+            reply = await self._eval(BREAKER_SYNC, self._keys, args, always=True)
+        except Exception as exc:  # probes go by the local breaker alone meanwhile
             self._sync_errors += 1
-            self._reachable = False  # probes go by the local breaker alone meanwhile
             self._record(exc)
             return
-        self._reachable = True
         self._syncs += 1
         data = reply if isinstance(reply, bytes) else str(reply).encode()
         remaining_text, opened, live, closes = data.split(b" ")
@@ -268,16 +280,45 @@ class FleetBreaker:
             breaker.force_close()
             self._closes += 1
 
-    async def _eval(self, script: Script, keys: tuple[bytes, ...], args: tuple[str, ...]) -> object:
+    async def _eval(
+        self,
+        script: Script,
+        keys: tuple[bytes, ...],
+        args: tuple[str, ...],
+        *,
+        always: bool = False,
+    ) -> object:
+        """Run ``script`` within the store's timeout; the outcome goes to the outage core.
+
+        Raises the client's error, or `_LeftAlone` without calling Redis while the core
+        keeps callers away (unless ``always``: a sync).
+        """
+        outage = self._outage
+        probing = False
+        if not outage.up:
+            now = time.monotonic()
+            if not always:
+                if not outage.available(now):
+                    raise _LeftAlone
+                probing = outage.start(now)  # the others keep away until it is done
         client = self._client
-        with anyio.fail_after(getattr(self.store, "_timeout", None) or 1.0):
-            try:
-                return await client.evalsha(script.sha, keys, args)
-            except Exception as exc:
-                if not is_noscript(exc):
-                    raise
-                await client.script_load(script.text)
-                return await client.evalsha(script.sha, keys, args)
+        try:
+            with anyio.fail_after(self._timeout):
+                try:
+                    reply = await client.evalsha(script.sha, keys, args)
+                except Exception as exc:
+                    if not is_noscript(exc):
+                        raise
+                    await client.script_load(script.text)
+                    reply = await client.evalsha(script.sha, keys, args)
+        except Exception as exc:
+            if error_scope(exc) == "server":
+                outage.server_failed(time.monotonic())
+            else:  # an error of this call says nothing about Redis
+                outage.call_failed(probing, time.monotonic())
+            raise
+        outage.answered()
+        return reply
 
     def _record(self, exc: BaseException) -> None:
         kind = f"{type(exc).__module__}.{type(exc).__qualname__}"
@@ -298,7 +339,9 @@ class FleetBreaker:
     async def guard(self) -> AsyncIterator[None]:
         """Run the block through the breaker; a half-open probe also needs a fleet permit."""
         breaker = self.breaker
-        if breaker.state is not CircuitState.HALF_OPEN or not self._reachable:
+        if breaker.state is not CircuitState.HALF_OPEN or not self._outage.available(
+            time.monotonic()
+        ):
             async with breaker:
                 yield
             return
@@ -320,6 +363,8 @@ class FleetBreaker:
             reply = await self._eval(
                 SEMAPHORE, self._probe_keys, ("try", holder, "", *self._probe_args)
             )
+        except _LeftAlone:
+            return None
         except Exception as exc:
             self._record(exc)
             return None
@@ -340,6 +385,8 @@ class FleetBreaker:
             await self._eval(
                 SEMAPHORE, self._probe_keys, ("release", holder, "", *self._probe_args)
             )
+        except _LeftAlone:  # the permit's lease frees it
+            pass
         except Exception as exc:  # the permit's lease frees it
             self._record(exc)
 

@@ -22,7 +22,12 @@ come, first served among the waiters in Redis and within each process, bounded b
 When Redis fails, an acquisition follows the store's ``on_error``: ``fail_closed``
 refuses (`brace.QueueFull`), ``fail_open`` runs the call without a permit, and
 ``fallback`` takes a permit of a local semaphore of ``limit // nodes`` permits. A
-release that fails is left to the lease's expiry.
+release that fails is left to the lease's expiry. Whether to ask Redis at all is the
+store's rule, `brace._core.outage.OutageCore` (one of its own per limit): after a
+failure of the server (`brace.redis._errors.error_scope`) Redis is left alone for the
+store's ``recovery_time``, every acquisition and release meanwhile decided at once; then
+one call probes it while the others keep away. Renewals are the exception: they always
+try (a lost lease is worse than one call every ``lease / 3``), and their outcome counts.
 """
 
 from __future__ import annotations
@@ -44,8 +49,10 @@ import anyio
 from typing_extensions import ParamSpec
 
 from .._core._validate import check_int, check_seconds
+from .._core.outage import OutageCore
 from .._exceptions import QueueFull, QueueTimeout
 from ._clients import ScriptClient, is_noscript
+from ._errors import error_scope
 from ._scripts import NOW, Script
 from ._store import OnError, RedisStore
 
@@ -238,7 +245,6 @@ class DistributedLimit:
         "_clock",
         "_closed_retry_after",
         "_counter",
-        "_down_until",
         "_entered",
         "_errors",
         "_fallback",
@@ -255,6 +261,7 @@ class DistributedLimit:
         "_max_poll_interval",
         "_max_wait",
         "_on_error",
+        "_outage",
         "_poll_interval",
         "_pollers",
         "_recovery_time",
@@ -329,7 +336,7 @@ class DistributedLimit:
         self._args = (str(self.limit), repr(self._lease), repr(wait_ttl), str(max_waiters))
         self._id = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self._counter = 0
-        self._down_until = -math.inf
+        self._outage = OutageCore(self._recovery_time)
         self._wake: anyio.Event | None = None
         self._gate: anyio.Semaphore | None = None
         self._pollers = min(self.limit, _MAX_POLLERS)
@@ -409,7 +416,8 @@ class DistributedLimit:
         """
         self._counter += 1
         holder = f"{self._id}-{self._counter}"
-        if self._down_until != -math.inf and self._clock() < self._down_until:
+        outage = self._outage
+        if not outage.up and not outage.available(self._clock()):
             return await self._on_failure(holder)
         max_wait = self._max_wait
         if max_wait == 0:
@@ -486,7 +494,7 @@ class DistributedLimit:
         if permit.source != "redis" or permit.released:
             return not permit.lost
         try:
-            held, _ = await self._call("renew", permit.holder)
+            held, _ = await self._call("renew", permit.holder, always=True)
         except _Unavailable:
             return True
         if held:
@@ -518,8 +526,6 @@ class DistributedLimit:
 
     async def _forget(self, holder: str) -> bool:
         """Drop ``holder`` from Redis (holders and queue); a failure leaves it to expire."""
-        if self._down_until != -math.inf and self._clock() < self._down_until:
-            return False
         try:
             held, _ = await self._call("release", holder)
         except _Unavailable:
@@ -551,8 +557,18 @@ class DistributedLimit:
         with anyio.move_on_after(delay):
             await wake.wait()
 
-    async def _call(self, mode: str, holder: str) -> tuple[bool, int]:
-        """Run the script; ``(acquired or held, position)``. Raises `_Unavailable`."""
+    async def _call(self, mode: str, holder: str, *, always: bool = False) -> tuple[bool, int]:
+        """Run the script; ``(acquired or held, position)``. Raises `_Unavailable` when
+        Redis fails, or without calling it while the outage core keeps callers away
+        (unless ``always``: a renewal)."""
+        outage = self._outage
+        probing = False
+        if not outage.up:
+            now = self._clock()
+            if not always:
+                if not outage.available(now):
+                    raise _Unavailable("Redis is left alone after a failure")
+                probing = outage.start(now)  # the others keep away until it is done
         client = self._client
         keys = self._keys
         args = (mode, holder, "", *self._args)
@@ -569,28 +585,33 @@ class DistributedLimit:
                     reply = await client.evalsha(SEMAPHORE.sha, keys, args)
         except Exception as exc:  # every client failure (and the timeout) goes to on_error
             self._errors += 1
-            self._down_until = self._clock() + self._recovery_time
-            self._record(exc)
+            scope = error_scope(exc)
+            if scope == "server":
+                outage.server_failed(self._clock())
+            else:  # an error of this call says nothing about Redis
+                outage.call_failed(probing, self._clock())
+            self._record(exc, scope)
             raise _Unavailable(str(exc)) from exc
-        self._down_until = -math.inf
+        outage.answered()
         data = reply if isinstance(reply, bytes) else str(reply).encode()
         acquired, holders, position = data.split(b" ")
         self._fleet_holders = int(holders)
         return acquired == b"1", int(position)
 
-    def _record(self, exc: BaseException) -> None:
-        kind = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    def _record(self, exc: BaseException, scope: str) -> None:
+        kind = f"{type(exc).__module__}.{type(exc).__qualname__}:{scope}"
         if kind in self._logged or len(self._logged) >= 64:
             return
         self._logged.add(kind)
         logger.error(
-            "%r: Redis failed (%s: %s); acquisitions follow on_error=%r for %s s "
-            "(logged once for this kind of error)",
+            "%r: Redis failed (%s: %s); %s on_error=%r (logged once for this kind of error)",
             self,
             type(exc).__name__,
             exc,
+            f"acquisitions for {self._recovery_time} s follow"
+            if scope == "server"
+            else "that call (an error of its own) follows",
             self._on_error,
-            self._recovery_time,
         )
 
     async def _on_failure(self, holder: str) -> Permit:
@@ -642,7 +663,7 @@ class DistributedLimit:
             fallbacks=self._fallbacks,
             errors=self._errors,
             round_trips=self._round_trips,
-            available=self._down_until == -math.inf or self._clock() >= self._down_until,
+            available=self._outage.available(self._clock()),
         )
 
     def __repr__(self) -> str:
