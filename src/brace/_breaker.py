@@ -608,7 +608,12 @@ class CircuitTicket:
 
     def success(self) -> None:
         """The call worked."""
-        self._take()._succeeded(self._ticket, self._start)
+        breaker = self._breaker  # (_take, inlined: every admitted request ends here)
+        if breaker is None:
+            self._take()  # raises
+            return
+        self._breaker = None
+        breaker._succeeded(self._ticket, self._start)
 
     def failure(self) -> None:
         """The call failed."""

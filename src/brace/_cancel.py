@@ -178,7 +178,8 @@ class Scope(Deadline):
     drain use (``deadline``, ``cancel()``, ``cancel_called``, ``cancelled_caught``).
 
     ``cancel()`` may come before the ``with`` (a drain already past its timeout): the task
-    is cancelled at once and the ``with`` catches it, as anyio's scope would."""
+    is cancelled at its next suspension and the ``with`` catches it, as anyio's scope
+    would."""
 
     __slots__ = ("cancel_called", "cancelled_caught")
 
@@ -197,8 +198,15 @@ class Scope(Deadline):
         self.cancelled_caught = False
 
     def after(self, seconds: float) -> None:
-        """Move the deadline to ``seconds`` from now."""
-        self.deadline = self._loop.time() + seconds
+        """Move the deadline to ``seconds`` from now (the setter, without its call)."""
+        loop = self._loop
+        self._when = when = loop.time() + seconds
+        if not self._open or self.expired:
+            return
+        handle = self._handle
+        if handle is not None:
+            handle.cancel()
+        self._handle = loop.call_at(when, self._fire)
 
     def cancel(self) -> None:
         if self.cancel_called or not self._open:
@@ -209,7 +217,15 @@ class Scope(Deadline):
         handle = self._handle
         if handle is not None:
             handle.cancel()
-        self._fire()  # (a shield in the way holds it off, as at the deadline)
+        loop = self._loop
+        if current_task(loop) is self.task:
+            # the task cancels its own scope: at its next suspension, as anyio's would
+            # (a body that ends before one is not cancelled, and leaves no cancellation
+            # behind: closing the scope drops this call)
+            self._handle = loop.call_soon(self._fire)
+        else:
+            self._handle = None
+            self._fire()  # (a shield in the way holds it off, as at the deadline)
 
     def _fire(self) -> None:
         super()._fire()

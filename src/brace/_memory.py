@@ -25,6 +25,7 @@ from ._clock import check_clock
 from ._core._inline import inline_steps
 from ._core._validate import check_positive
 from ._core.memory import MemoryAdmission, MemoryLevel, MemoryLevelsCore, memory_admission
+from ._done import DONE
 from ._events import Event, EventHook, Reason, Refused, event_hook
 from ._exceptions import MemoryPressure, QueueFull
 from ._priority import Priority, check_priority
@@ -331,15 +332,17 @@ class MemoryGuard:
 
     # -- waiting forms -------------------------------------------------------------------
 
-    async def wait_admitted(self, priority: int | None = None) -> None:
-        """Return once work of this priority may start; raise :class:`brace.MemoryPressure`
-        if it is refused (CRITICAL, shedding, or ``queue_timeout`` passed while waiting)."""
+    def wait_admitted(self, priority: int | None = None) -> Awaitable[None]:
+        """``await guard.wait_admitted(priority)`` returns once work of this priority may
+        start; raises :class:`brace.MemoryPressure` if it is refused (CRITICAL, shedding,
+        or ``queue_timeout`` passed while waiting). (A plain method: admitted work awaits
+        a finished awaitable, no coroutine.)"""
         admission = self.admit(priority)
         if admission is MemoryAdmission.ADMIT:
-            return
+            return DONE
         if admission is MemoryAdmission.REJECT:
             raise self._pressure_error()
-        await self.hold()
+        return self.hold()
 
     def bind(self, executor: PriorityExecutor) -> None:
         """Let ``executor``'s queue bound the work held here (``PriorityExecutor(guard=)``)."""

@@ -36,7 +36,7 @@ import anyio.abc
 
 from ._asgi_rules import CompiledLimit, CompiledRule, Rule, RuleTable, default_priority
 from ._breaker import CircuitTicket
-from ._cancel import move_after, request_scope
+from ._cancel import Scope, move_after, request_scope
 from ._client_ip import ClientAddress, ForwardedHeader, TrustedProxies
 from ._clock import check_clock
 from ._core._validate import check_positive
@@ -631,7 +631,10 @@ class Pipeline:
         rule = exchange.rule
         if scope is not None and rule.timeout is not None:
             # the time to start a response counts from here, once the request has a slot
-            move_after(scope, rule.timeout)
+            if type(scope) is Scope:
+                scope.after(rule.timeout)
+            else:
+                move_after(scope, rule.timeout)
         try:
             status = await call()
         except BaseException as error:
