@@ -126,7 +126,7 @@ class Deadline:
         #: the task's enclosing entry of the same Timeout (its stack of open entries)
         self.outer: Deadline | None = None
         self._when = when = loop.time() + seconds
-        self._handle: asyncio.TimerHandle | None = (
+        self._handle: asyncio.Handle | None = (
             None if when == math.inf else loop.call_at(when, self._fire)
         )
 
