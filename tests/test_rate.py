@@ -160,3 +160,11 @@ def test_rate_as_limiter_policy_is_a_counter() -> None:
         limiter = brace.RateLimiter(policy)
         assert isinstance(limiter.policy, SlidingWindowCounter)
         assert (limiter.policy.limit, limiter.policy.window) == (20, 900.0)
+
+
+@pytest.mark.parametrize("period", [1e-05, 1.5e-06, 3e14, 0.1, 7.25])
+def test_a_rate_reads_back_from_its_text_even_in_exponent_form(period: float) -> None:
+    """str(Rate) writes a period no unit divides as Python writes the float (1e-05), and
+    parse_rate reads that back (found by the hostile-constructor property)."""
+    rate = brace.Rate(10, period)
+    assert brace.parse_rate(str(rate)) == rate

@@ -513,7 +513,9 @@ class Pipeline:
             finally:
                 counters.active -= 1
                 if slow is not None:
-                    self._report_slow(exchange, method, path, slow)
+                    now = self.clock()
+                    if now - exchange.begin > slow or self.durations is not None:
+                        self._report_slow(exchange, method, path, slow, now)
             if status is not None:
                 exchange.status = status
             return None
@@ -603,7 +605,9 @@ class Pipeline:
         finally:
             counters.active -= 1
             if slow is not None:
-                self._report_slow(exchange, method, path, slow)
+                now = self.clock()
+                if now - exchange.begin > slow or self.durations is not None:
+                    self._report_slow(exchange, method, path, slow, now)
         return None
 
     async def _guarded(
@@ -658,8 +662,10 @@ class Pipeline:
             else:
                 ticket.success()
 
-    def _report_slow(self, exchange: Exchange, method: str, path: str, slow: float) -> None:
-        now = self.clock()
+    def _report_slow(
+        self, exchange: Exchange, method: str, path: str, slow: float, now: float
+    ) -> None:
+        """Time the request (an exporter reads the durations) and report it if slow."""
         elapsed = now - exchange.begin
         durations = self.durations
         if durations is not None:

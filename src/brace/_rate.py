@@ -23,7 +23,7 @@ _RATE = re.compile(
     r"""
     \s* (?P<limit>[0-9]+)
     \s* (?:/|\bper\b)
-    \s* (?P<count>[0-9]+(?:\.[0-9]+)?)?
+    \s* (?P<count>[0-9]+(?:\.[0-9]+)?(?:e[-+]?[0-9]+)?)?  # (as str(Rate) writes it)
     \s* (?P<unit>[a-z]+)
     \s*
     """,
