@@ -16,6 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 import brace
 from brace._core.admission import AdmissionCore
+from brace._core.breaker import CircuitBreakerCore
 from brace._core.gcra import GCRA, TokenBucketCore
 from brace._core.memory import MemoryAdmission, MemoryLevel, memory_admission
 from brace._core.window import SlidingWindowCounter, SlidingWindowCounterCore
@@ -170,6 +171,75 @@ class SlotShellsMachine(RuleBasedStateMachine):
 
 TestSlotShells = SlotShellsMachine.TestCase
 TestSlotShells.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+
+
+class Boom(Exception):
+    """A failure of the guarded service."""
+
+
+class BreakerShellsMachine(RuleBasedStateMachine):
+    """``async with CircuitBreaker`` (the generated exits of its closed classes, without
+    and with a failure-rate window, and the general path once open) and
+    CircuitBreakerCore (whose own model is in test_core_breaker.py) decide every call
+    alike at the same times: admitted or refused, the state, and every count."""
+
+    @initialize(
+        threshold=st.none() | st.integers(1, 4),
+        window=st.sampled_from([None, "calls", "time"]),
+        rate=st.sampled_from([0.25, 0.5, 1.0]),
+    )
+    def setup(self, threshold: int | None, window: str | None, rate: float) -> None:
+        options: dict[str, object] = {"failure_threshold": threshold, "recovery_time": 2.0}
+        if window is not None or threshold is None:
+            options.update(failure_rate=rate, minimum_calls=2)
+            if window == "calls":
+                options.update(window_calls=4)
+            else:
+                options.update(window=8.0, window_buckets=4)
+        self.clock = FakeClock(0.0)
+        self.breaker = brace.CircuitBreaker(**options, clock=self.clock)  # type: ignore[arg-type]
+        self.core = CircuitBreakerCore(**options)  # type: ignore[arg-type]
+
+    @rule(ticks=st.integers(0, 64))
+    def advance(self, ticks: int) -> None:
+        self.clock.advance(ticks / 16)
+
+    @rule(failed=st.booleans())
+    def call(self, failed: bool) -> None:
+        now = self.clock()
+        ticket = self.core.admit(now)
+        try:
+            entered = completes(self.breaker.__aenter__())
+        except brace.CircuitOpen:
+            assert ticket is None
+            return
+        assert ticket is not None
+        assert entered
+        if failed:
+            error = Boom()
+            assert completes(self.breaker.__aexit__(Boom, error, None))
+            self.core.failure(ticket, now, 0.0)
+        else:
+            assert completes(self.breaker.__aexit__(None, None, None))
+            if ticket == 0:
+                self.core.closed_success(now)
+            else:
+                self.core.success(ticket, now, 0.0)
+
+    @rule()
+    def agree(self) -> None:
+        now = self.clock()
+        shell = self.breaker.statistics()
+        core = self.core.statistics(now)
+        assert shell.state is core.state
+        for field in ("successes", "failures", "consecutive_failures", "window_calls"):
+            assert getattr(shell, field) == getattr(core, field), field
+        assert shell.failure_rate == core.failure_rate
+        assert shell.opened_count == core.opened_count
+
+
+TestBreakerShells = BreakerShellsMachine.TestCase
+TestBreakerShells.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
 
 
 LEVELS = st.sampled_from(list(MemoryLevel))

@@ -29,6 +29,7 @@ from ._core.breaker import (
     CircuitState,
     CircuitStateChange,
     succeed_closed,
+    succeed_closed_bare,
 )
 from ._done import DONE
 from ._events import EventHook, Refused, event_hook, hooks_of
@@ -440,8 +441,13 @@ class CircuitBreaker:
     def _settle(self) -> None:
         """Take the class that fits the state (see :class:`_ClosedCircuitBreaker`)."""
         if type(self) in _CLASSES:  # a user's subclass keeps its class and the plain path
-            fast = self._core.state is _CLOSED and not self._needs_duration
-            self.__class__ = _ClosedCircuitBreaker if fast else CircuitBreaker  # pyright: ignore[reportAttributeAccessIssue]
+            if self._core.state is not _CLOSED or self._needs_duration:
+                cls: type[CircuitBreaker] = CircuitBreaker
+            elif self._needs_end_time or self._core.window is not None:
+                cls = _ClosedWindowCircuitBreaker
+            else:
+                cls = _ClosedCircuitBreaker
+            self.__class__ = cls  # pyright: ignore[reportAttributeAccessIssue]
 
     # -- the three ways to guard a call --------------------------------------------------
 
@@ -563,13 +569,34 @@ class _ClosedCircuitBreaker(CircuitBreaker):
         # none to take back: the general exit reads the task's own)
         if exc is None and not self._tickets_out:
             core = self._core
+            moved = succeed_closed_bare(core)  # noqa: F841 (never moves)
+            return _DONE
+        return CircuitBreaker.__aexit__(self, exc_type, exc, traceback)
+
+
+class _ClosedWindowCircuitBreaker(_ClosedCircuitBreaker):
+    """:class:`_ClosedCircuitBreaker` for a breaker with a failure-rate window (or one
+    whose successes need their time: recorded call durations): the same exit, which
+    records the call in the window (at the time, if it needs one) and may trip it."""
+
+    __slots__ = ()
+
+    @inline_steps
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> Awaitable[None]:
+        if exc is None and not self._tickets_out:
+            core = self._core
             now = self._clock() if self._needs_end_time else 0.0
             moved = succeed_closed(core, now)  # noqa: F841 (moved: _settle swapped the class)
             return _DONE
         return CircuitBreaker.__aexit__(self, exc_type, exc, traceback)
 
 
-_CLASSES = (CircuitBreaker, _ClosedCircuitBreaker)
+_CLASSES = (CircuitBreaker, _ClosedCircuitBreaker, _ClosedWindowCircuitBreaker)
 
 
 def _call_hook(hook: StateChangeHook, change: CircuitStateChange) -> None:

@@ -67,6 +67,7 @@ __all__ = (
     "TRANSITIONS",
     "state_diagram",
     "succeed_closed",
+    "succeed_closed_bare",
 )
 
 
@@ -328,6 +329,19 @@ def _check_rate(value: object, name: str) -> float:
 
 def _check_optional_int(value: object, name: str, minimum: int) -> int | None:
     return None if value is None else check_int(value, name, minimum=minimum)
+
+
+@step
+def succeed_closed_bare(core: CircuitBreakerCore) -> bool:
+    """:func:`succeed_closed` for a core known to be closed and to have no window (no
+    failure rate to look at): count the success, end the run of consecutive failures.
+    Never moves the state (False).
+
+    The breaker's ``async with`` inlines this step while it is closed without a window.
+    """
+    core.successes += 1
+    core.consecutive_failures = 0
+    return False
 
 
 @step
