@@ -22,6 +22,7 @@ from typing_extensions import Unpack
 
 from ._asgi_rules import Limit, Rule, default_priority
 from ._client_ip import TrustedProxies
+from ._done import DONE
 from ._executor import PriorityExecutor
 from ._health_app import HealthApp, health_app, send_answer
 from ._keys_http import by_api_key, by_bearer_subject, by_cookie, by_header
@@ -162,9 +163,11 @@ class BraceMiddleware:
         answered = False
         headers = pipeline.headers_on_success
 
-        async def send_wrapper(message: Message) -> None:
+        # A plain function returning ``send``'s awaitable: the application awaits it as
+        # it would ``send`` itself, without a coroutine of ours per message.
+        def send_wrapper(message: Message) -> Awaitable[None]:
             if answered:
-                return  # brace answered (a timeout): nothing more from the app goes out
+                return DONE  # brace answered (a timeout): nothing more from the app goes out
             if message["type"] == "http.response.start":
                 if exchange.scope is None:
                     exchange.started = True
@@ -176,7 +179,7 @@ class BraceMiddleware:
                     message = {**message, "headers": [*message.get("headers", ()), *extra]}
             elif exchange.idle is not None:
                 exchange.body_sent()
-            await send(message)
+            return send(message)  # type: ignore[no-any-return]
 
         answer = await pipeline.run(
             exchange, method, path, lambda: self.app(scope, receive, send_wrapper)
