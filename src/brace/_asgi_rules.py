@@ -316,7 +316,6 @@ class CompiledRule:
         "name",
         "plain",
         "policy_header",
-        "policy_raw",
         "priority",
         "rule",
         "stream_timeout",
@@ -350,11 +349,11 @@ class CompiledRule:
         )
         #: no breaker, bound or timeout: the application runs as it is (counted)
         self.plain = not self.timed and self.breaker is None and self.concurrency is None
-        #: every limit decided in this process, none keyed by a function
+        #: every limit decided in this process, none keyed by a function: without a
+        #: ``user`` callable, checked without waiting (`Pipeline.check_local`)
         self.local = all(limit.local and limit.kind != "custom" for limit in self.limits)
         #: the RateLimit-Policy value, built once
         self.policy_header = ", ".join(limit.field.member for limit in self.limits)
-        self.policy_raw = self.policy_header.encode("latin-1")
 
 
 class RuleTable:

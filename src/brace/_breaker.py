@@ -46,9 +46,8 @@ logger = logging.getLogger("brace.breaker")
 _CLOSED = CircuitState.CLOSED
 
 
-# ``__aenter__`` and ``__aexit__`` are plain methods returning a finished awaitable (see
-# brace._done): the closed path of ``async with breaker`` is the hot path of every call.
-_DONE = DONE
+# ``__aenter__`` and ``__aexit__`` are plain methods returning the finished awaitable
+# brace._done.DONE: the closed path of ``async with breaker`` is the hot path of every call.
 
 
 def _is_cancellation(error: BaseException) -> bool:
@@ -454,7 +453,7 @@ class CircuitBreaker:
     def __aenter__(self) -> Awaitable[None]:
         core = self._core
         if core.state is _CLOSED and not self._needs_duration:
-            return _DONE  # (a subclass's path; the breaker's own class is faster still)
+            return DONE  # (a subclass's path; the breaker's own class is faster still)
         now = self._clock()
         ticket = core.admit(now)
         if ticket is None:
@@ -462,7 +461,7 @@ class CircuitBreaker:
         tickets = self._tickets
         tickets.set((ticket, now, tickets.get()))
         self._tickets_out += 1
-        return _DONE
+        return DONE
 
     def __aexit__(
         self,
@@ -475,7 +474,7 @@ class CircuitBreaker:
         if entry is None:  # admitted while closed, on the fast path: no slow-call rule
             if exc is None:
                 self._core.closed_success(self._clock() if self._needs_end_time else 0.0)
-                return _DONE
+                return DONE
             ticket, start = 0, 0.0
         else:
             ticket, start, previous = entry
@@ -486,9 +485,9 @@ class CircuitBreaker:
                 self._core.success(ticket, now, now - start)
                 if self._durations is not None:
                     self._durations.observe(now - start)
-                return _DONE
+                return DONE
         self._ended_with(ticket, start, exc)
-        return _DONE
+        return DONE
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``await fn(*args, **kwargs)`` through the breaker; return its result."""
@@ -555,7 +554,7 @@ class _ClosedCircuitBreaker(CircuitBreaker):
 
     __slots__ = ()
 
-    __aenter__ = itertools.repeat(_DONE).__next__  # pyright: ignore[reportAssignmentType]
+    __aenter__ = itertools.repeat(DONE).__next__  # pyright: ignore[reportAssignmentType]
 
     @inline_steps
     def __aexit__(
@@ -570,7 +569,7 @@ class _ClosedCircuitBreaker(CircuitBreaker):
         if exc is None and not self._tickets_out:
             core = self._core
             moved = succeed_closed_bare(core)  # noqa: F841 (never moves)
-            return _DONE
+            return DONE
         return CircuitBreaker.__aexit__(self, exc_type, exc, traceback)
 
 
@@ -592,7 +591,7 @@ class _ClosedWindowCircuitBreaker(_ClosedCircuitBreaker):
             core = self._core
             now = self._clock() if self._needs_end_time else 0.0
             moved = succeed_closed(core, now)  # noqa: F841 (moved: _settle swapped the class)
-            return _DONE
+            return DONE
         return CircuitBreaker.__aexit__(self, exc_type, exc, traceback)
 
 
@@ -635,12 +634,7 @@ class CircuitTicket:
 
     def success(self) -> None:
         """The call worked."""
-        breaker = self._breaker  # (_take, inlined: every admitted request ends here)
-        if breaker is None:
-            self._take()  # raises
-            return
-        self._breaker = None
-        breaker._succeeded(self._ticket, self._start)
+        self._take()._succeeded(self._ticket, self._start)
 
     def failure(self) -> None:
         """The call failed."""

@@ -112,11 +112,12 @@ class Deadline:
         "task",
     )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float, task: Any = None) -> None:
         # Any: Task.cancelling/uncancel are 3.11+ (NATIVE), mypy checks for 3.10
-        task: Any = current_task(loop)
         if task is None:
-            raise RuntimeError("a timeout must be entered in a task")
+            task = current_task(loop)
+            if task is None:
+                raise RuntimeError("a timeout must be entered in a task")
         self._loop = loop
         self.task = task
         self._cancelling: int = task.cancelling()
@@ -184,29 +185,13 @@ class Scope(Deadline):
     __slots__ = ("cancel_called", "cancelled_caught")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, task: Any) -> None:
-        # Deadline.__init__ with no deadline yet, without its call (a request's cost)
-        self._loop = loop
-        self.task = task
-        self._cancelling: int = task.cancelling()
-        self._boundary = scope_of(task)
-        self.expired = False
-        self._open = True
-        self.outer = None
-        self._when = math.inf
-        self._handle = None
+        super().__init__(loop, math.inf, task)  # no deadline until the request has a slot
         self.cancel_called = False
         self.cancelled_caught = False
 
     def after(self, seconds: float) -> None:
-        """Move the deadline to ``seconds`` from now (the setter, without its call)."""
-        loop = self._loop
-        self._when = when = loop.time() + seconds
-        if not self._open or self.expired:
-            return
-        handle = self._handle
-        if handle is not None:
-            handle.cancel()
-        self._handle = loop.call_at(when, self._fire)
+        """Move the deadline to ``seconds`` from now."""
+        self.deadline = self._loop.time() + seconds
 
     def cancel(self) -> None:
         if self.cancel_called or not self._open:

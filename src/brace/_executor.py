@@ -294,7 +294,9 @@ class PriorityExecutor:
             limit.attach(self)
             self._adaptive = limit
         # the shared context of the default priority (None: an adaptive limit times each use)
-        self._default_slot: _Slot | None = None if limit is not None else self._slot_for(None)
+        self._default_slot: _Slot | None = None
+        if limit is None:
+            self._default_slot = self._slot_for(None)
 
     # -- configuration -------------------------------------------------------------------
 
@@ -357,7 +359,12 @@ class PriorityExecutor:
         return self._default_priority
 
     def _slot_for(self, priority: int | None) -> _Slot:
-        priority = self._default_priority if priority is None else check_priority(priority)
+        if priority is None:
+            if self._default_slot is not None:
+                return self._default_slot
+            priority = self._default_priority
+        else:
+            priority = check_priority(priority)
         slot = self._slots.get(priority)
         if slot is None:
             slot = self._slots[priority] = _Slot(self, priority)
@@ -384,16 +391,11 @@ class PriorityExecutor:
         cancelled and raises :class:`brace.ShuttingDown`.
         """
         # (a plain method returning the coroutine: one coroutine a job instead of two)
-        slot = self._default_slot if priority is None else None
-        if slot is None:
-            slot = self._slot_for(priority)
-        limit = self._timeout if timeout == "default" else self._limit(timeout)
-        return self._run(slot, limit, fn, args, kwargs)
+        return self._run(self._slot_for(priority), self._limit(timeout), fn, args, kwargs)
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """``run(fn, *args, **kwargs)`` with the default priority and timeout (for compose)."""
-        slot = self._default_slot or self._slot_for(None)
-        return await self._run(slot, self._timeout, fn, args, kwargs)
+        return await self._run(self._slot_for(None), self._timeout, fn, args, kwargs)
 
     @overload
     def __call__(self, fn: Callable[P, Awaitable[T]], /) -> Callable[P, Awaitable[T]]: ...

@@ -92,13 +92,5 @@ class PolicyField:
 
 def ratelimit_item(policy: PolicyField, remaining: int, reset: float) -> str:
     """The policy's member of the ``RateLimit`` field: ``"name";r=<remaining>;t=<reset>``."""
-    # (delay_seconds and the clamps, inlined: this runs for every admitted response)
-    if remaining < 0:
-        remaining = 0
-    elif remaining > _MAX_SF_INTEGER:
-        remaining = _MAX_SF_INTEGER
-    if not reset > 0:  # also NaN
-        return f"{policy.prefix}{remaining};t=0"
-    if reset >= _MAX_SF_INTEGER:
-        return f"{policy.prefix}{remaining};t={_MAX_SF_INTEGER}"
-    return f"{policy.prefix}{remaining};t={math.ceil(reset - 1e-9)}"
+    remaining = min(max(remaining, 0), _MAX_SF_INTEGER)
+    return f"{policy.prefix}{remaining};t={delay_seconds(reset)}"

@@ -36,7 +36,7 @@ import anyio.abc
 
 from ._asgi_rules import CompiledLimit, CompiledRule, Rule, RuleTable, default_priority
 from ._breaker import CircuitTicket
-from ._cancel import Scope, move_after, request_scope
+from ._cancel import move_after, request_scope
 from ._client_ip import ClientAddress, ForwardedHeader, TrustedProxies
 from ._clock import check_clock
 from ._core._validate import check_positive
@@ -198,6 +198,7 @@ class Exchange:
         "decision",
         "fields",
         "idle",
+        "priority",
         "response",
         "rule",
         "scope",
@@ -213,6 +214,8 @@ class Exchange:
         self.started = False
         self.status = 0
         self.begin = 0.0
+        #: the request's priority, once `Pipeline.run` has it
+        self.priority = 0
         #: the request's cancel scope (`brace._cancel.request_scope`), while it has one
         self.scope: Any = None
         #: the stream's total deadline once the response started (inf: none)
@@ -369,14 +372,11 @@ class Pipeline:
 
         ``request`` goes to the ``user`` callable and to key functions; ``address()``
         gives the client's address, asked only when a limit needs it."""
-        shutdown = self.shutdown
-        if shutdown is not None and shutdown.shutting_down:
-            return self.refusal(ShuttingDown("the server is shutting down"), exchange.rule)
         rule = exchange.rule
-        if not rule.limits:
-            return None
         if rule.local and self.user is None:
             return self.check_local(exchange, address)
+        if self._shutting_down():
+            return self.refusal(ShuttingDown("the server is shutting down"), rule)
         fields: Fields = []
         exchange.fields = fields
         client: str | None = None
@@ -410,11 +410,12 @@ class Pipeline:
         return None
 
     def check_local(self, exchange: Exchange, address: Callable[[], str]) -> Answer | None:
-        """`check_limits` for a rule whose limits are all in this process and none of
-        them keyed by a function, while there is no ``user`` callable: every key is the
-        client's address (a ``per="user"`` limit skips the request), and nothing waits.
-        The caller checks the shutdown first."""
+        """`check_limits` without waiting, for a ``local`` rule while the pipeline has no
+        ``user`` callable: every key is the client's address (a ``per="user"`` limit
+        skips the request)."""
         rule = exchange.rule
+        if self._shutting_down():
+            return self.refusal(ShuttingDown("the server is shutting down"), rule)
         fields: Fields = []
         exchange.fields = fields
         client: str | None = None
@@ -428,6 +429,10 @@ class Pipeline:
             if not self._counted(exchange, limit, client, decision):
                 return self.rate_limited(rule, limit, decision.retry_after, fields)
         return None
+
+    def _shutting_down(self) -> bool:
+        shutdown = self.shutdown
+        return shutdown is not None and shutdown.shutting_down
 
     def _counted(
         self, exchange: Exchange, limit: CompiledLimit, key: str, decision: Decision
@@ -513,9 +518,7 @@ class Pipeline:
             finally:
                 counters.active -= 1
                 if slow is not None:
-                    now = self.clock()
-                    if now - exchange.begin > slow or self.durations is not None:
-                        self._report_slow(exchange, method, path, slow, now)
+                    self._timed(exchange, method, path, slow)
             if status is not None:
                 exchange.status = status
             return None
@@ -539,16 +542,17 @@ class Pipeline:
             # an executor given the same guard asks it itself (and counts what it holds)
             if memory is not None and executor is not None and executor.guard is memory:
                 memory = None
+            exchange.priority = priority
             guarded = self._called if rule.concurrency is None else self._guarded
             if not rule.timed and (executor is None or self.shutdown is None):
                 # no timeout to keep and no shutdown to bound it: no cancel scope
                 if memory is not None:
                     await memory.wait_admitted(priority)
                 if executor is None:
-                    await guarded(exchange, call, ticket, None, priority)
+                    await guarded(exchange, call, ticket, None)
                 else:
                     async with executor.slot(priority):
-                        await guarded(exchange, call, ticket, None, priority)
+                        await guarded(exchange, call, ticket, None)
             else:
                 scope = request_scope()
                 exchange.scope = scope
@@ -559,10 +563,10 @@ class Pipeline:
                         if memory is not None:
                             await memory.wait_admitted(priority)
                         if executor is None:
-                            await guarded(exchange, call, ticket, scope, priority)
+                            await guarded(exchange, call, ticket, scope)
                         else:
                             async with executor.slot(priority):
-                                await guarded(exchange, call, ticket, scope, priority)
+                                await guarded(exchange, call, ticket, scope)
                 finally:
                     exchange.scope = None
                     if executor is not None:
@@ -605,9 +609,7 @@ class Pipeline:
         finally:
             counters.active -= 1
             if slow is not None:
-                now = self.clock()
-                if now - exchange.begin > slow or self.durations is not None:
-                    self._report_slow(exchange, method, path, slow, now)
+                self._timed(exchange, method, path, slow)
         return None
 
     async def _guarded(
@@ -616,12 +618,11 @@ class Pipeline:
         call: Callable[[], Awaitable[int | None]],
         ticket: CircuitTicket | None,
         scope: Any,
-        priority: int,
     ) -> None:
         # the rule's own bound (a fleet-wide DistributedLimit...), after the server's
         # slot; a refusal here comes before the call and says nothing about the service
         assert exchange.rule.concurrency is not None
-        async with exchange.rule.concurrency.slot(priority):
+        async with exchange.rule.concurrency.slot(exchange.priority):
             await self._called(exchange, call, ticket, scope)
 
     async def _called(
@@ -630,15 +631,11 @@ class Pipeline:
         call: Callable[[], Awaitable[int | None]],
         ticket: CircuitTicket | None,
         scope: Any,
-        priority: int = 0,
     ) -> None:
         rule = exchange.rule
         if scope is not None and rule.timeout is not None:
             # the time to start a response counts from here, once the request has a slot
-            if type(scope) is Scope:
-                scope.after(rule.timeout)
-            else:
-                move_after(scope, rule.timeout)
+            move_after(scope, rule.timeout)
         try:
             status = await call()
         except BaseException as error:
@@ -662,10 +659,9 @@ class Pipeline:
             else:
                 ticket.success()
 
-    def _report_slow(
-        self, exchange: Exchange, method: str, path: str, slow: float, now: float
-    ) -> None:
+    def _timed(self, exchange: Exchange, method: str, path: str, slow: float) -> None:
         """Time the request (an exporter reads the durations) and report it if slow."""
+        now = self.clock()
         elapsed = now - exchange.begin
         durations = self.durations
         if durations is not None:
@@ -698,11 +694,6 @@ class Pipeline:
         self, rule: CompiledRule, fields: Fields
     ) -> list[tuple[bytes, bytes]]:
         """`rate_limit_headers` encoded, as ASGI sends them."""
-        if self.ietf and not self.legacy:  # the default, without the str pairs
-            return [
-                (b"ratelimit-policy", rule.policy_raw),
-                (b"ratelimit", ratelimit_value(fields).encode("latin-1")),
-            ]
         return [
             (name.encode("latin-1"), value.encode("latin-1"))
             for name, value in self.rate_limit_headers(rule, fields)

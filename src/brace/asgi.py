@@ -153,7 +153,7 @@ class BraceMiddleware:
             return
         rule = exchange.rule
         if rule.limits or pipeline.shutdown is not None:
-            if rule.local and pipeline.user is None and pipeline.shutdown is None:
+            if rule.local and pipeline.user is None:
                 answer = pipeline.check_local(exchange, lambda: self._client(scope))
             else:
                 answer = await pipeline.check_limits(exchange, scope, lambda: self._client(scope))
@@ -169,11 +169,7 @@ class BraceMiddleware:
             if answered:
                 return DONE  # brace answered (a timeout): nothing more from the app goes out
             if message["type"] == "http.response.start":
-                if exchange.scope is None:
-                    exchange.started = True
-                    exchange.status = message["status"]
-                else:
-                    exchange.response_started(message["status"])
+                exchange.response_started(message["status"])
                 if headers and exchange.fields:
                     extra = pipeline.raw_rate_limit_headers(exchange.rule, exchange.fields)
                     message = {**message, "headers": [*message.get("headers", ()), *extra]}

@@ -43,6 +43,7 @@ __all__ = (
     "UrlClient",
     "adapt_client",
     "current_backend",
+    "eval_script",
     "is_noscript",
     "key_slot",
     "parse_url",
@@ -83,6 +84,20 @@ def is_noscript(exc: BaseException) -> bool:
     if any(cls.__name__ == "NoScriptError" for cls in type(exc).__mro__):
         return True
     return "NOSCRIPT" in str(exc)
+
+
+async def eval_script(
+    client: ScriptClient, script: Any, keys: Sequence[Key], args: Sequence[Argument]
+) -> object:
+    """``EVALSHA`` of ``script`` (a `brace.redis._scripts.Script`), loading it first if the
+    server does not know it (NOSCRIPT), then once more."""
+    try:
+        return await client.evalsha(script.sha, keys, args)
+    except Exception as exc:
+        if not is_noscript(exc):
+            raise
+    await client.script_load(script.text)
+    return await client.evalsha(script.sha, keys, args)
 
 
 def current_backend() -> str:
@@ -204,13 +219,7 @@ class _Adapter(ABC):
         args = ("\n".join(lines),)
         reply: Any
         try:
-            try:
-                reply = await self.evalsha(BATCH.sha, keys, args)
-            except Exception as exc:
-                if not is_noscript(exc):
-                    raise
-                await self.script_load(BATCH.text)
-                reply = await self.evalsha(BATCH.sha, keys, args)
+            reply = await eval_script(self, BATCH, keys, args)
         except Exception as exc:
             return [exc] * len(calls)
         text = reply if isinstance(reply, bytes) else str(reply).encode()

@@ -48,7 +48,7 @@ from .._core.breaker import CircuitState
 from .._core.fleet import ReplicaSync
 from .._core.outage import OutageCore
 from .._exceptions import CircuitOpen
-from ._clients import ScriptClient, is_noscript
+from ._clients import ScriptClient, eval_script
 from ._errors import error_scope
 from ._scripts import Script
 from ._semaphore import SEMAPHORE
@@ -304,13 +304,7 @@ class FleetBreaker:
         client = self._client
         try:
             with anyio.fail_after(self._timeout):
-                try:
-                    reply = await client.evalsha(script.sha, keys, args)
-                except Exception as exc:
-                    if not is_noscript(exc):
-                        raise
-                    await client.script_load(script.text)
-                    reply = await client.evalsha(script.sha, keys, args)
+                reply = await eval_script(client, script, keys, args)
         except Exception as exc:
             if error_scope(exc) == "server":
                 outage.server_failed(time.monotonic())

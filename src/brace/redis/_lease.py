@@ -47,7 +47,7 @@ from .._core.gcra import GCRA
 from .._core.quota import next_lease_size
 from .._keys import encode_key
 from .._store import Policy, RateLimitStore
-from ._clients import is_noscript
+from ._clients import eval_script
 from ._scripts import NOW, Script
 from ._store import RedisStore
 
@@ -329,13 +329,7 @@ class LeasedStore:
         args = (str(tokens), repr(policy.interval), "")
         try:
             with anyio.fail_after(getattr(store, "_timeout", None) or 1.0):
-                try:
-                    await client.evalsha(GIVE_BACK.sha, keys, args)
-                except Exception as exc:
-                    if not is_noscript(exc):
-                        raise
-                    await client.script_load(GIVE_BACK.text)
-                    await client.evalsha(GIVE_BACK.sha, keys, args)
+                await eval_script(client, GIVE_BACK, keys, args)
         except Exception:  # the tokens lapse: fewer admissions, never more
             return False
         return True
