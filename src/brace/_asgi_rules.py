@@ -317,6 +317,7 @@ class CompiledRule:
         "plain",
         "policy_header",
         "priority",
+        "raw_policy",
         "rule",
         "stream_timeout",
         "timed",
@@ -354,6 +355,8 @@ class CompiledRule:
         self.local = all(limit.local and limit.kind != "custom" for limit in self.limits)
         #: the RateLimit-Policy value, built once
         self.policy_header = ", ".join(limit.field.member for limit in self.limits)
+        #: the RateLimit-Policy field as ASGI sends it (policy names are printable ASCII)
+        self.raw_policy = (b"ratelimit-policy", self.policy_header.encode("latin-1"))
 
 
 class RuleTable:

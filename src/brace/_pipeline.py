@@ -329,6 +329,8 @@ class Pipeline:
             )
         self.ietf = rate_limit_headers in ("ietf", "both")
         self.legacy = rate_limit_headers in ("legacy", "both")
+        #: the default style: the pair is encoded without the general path
+        self.ietf_only = rate_limit_headers == "ietf"
         for name, flag in (
             ("headers_on_success", headers_on_success),
             ("count_preflight", count_preflight),
@@ -426,7 +428,10 @@ class Pipeline:
             if client is None:
                 client = "ip:" + address()
             decision = limit.limiter.try_hit(client, cost)
-            if not self._counted(exchange, limit, client, decision):
+            if decision.allowed:  # _counted's admitted case, without its call
+                exchange.decision = decision
+                fields.append((limit, decision.remaining, decision.reset_after))
+            elif not self._counted(exchange, limit, client, decision):
                 return self.rate_limited(rule, limit, decision.retry_after, fields)
         return None
 
@@ -518,7 +523,9 @@ class Pipeline:
             finally:
                 counters.active -= 1
                 if slow is not None:
-                    self._timed(exchange, method, path, slow)
+                    now = self.clock()
+                    if now - exchange.begin > slow or self.durations is not None:
+                        self._timed(exchange, method, path, slow, now)
             if status is not None:
                 exchange.status = status
             return None
@@ -609,7 +616,9 @@ class Pipeline:
         finally:
             counters.active -= 1
             if slow is not None:
-                self._timed(exchange, method, path, slow)
+                now = self.clock()
+                if now - exchange.begin > slow or self.durations is not None:
+                    self._timed(exchange, method, path, slow, now)
         return None
 
     async def _guarded(
@@ -659,9 +668,9 @@ class Pipeline:
             else:
                 ticket.success()
 
-    def _timed(self, exchange: Exchange, method: str, path: str, slow: float) -> None:
-        """Time the request (an exporter reads the durations) and report it if slow."""
-        now = self.clock()
+    def _timed(self, exchange: Exchange, method: str, path: str, slow: float, now: float) -> None:
+        """Record the request's time (an exporter reads the durations) and report it if
+        slow; called only when either applies (the clock read ``now``)."""
         elapsed = now - exchange.begin
         durations = self.durations
         if durations is not None:
@@ -694,6 +703,8 @@ class Pipeline:
         self, rule: CompiledRule, fields: Fields
     ) -> list[tuple[bytes, bytes]]:
         """`rate_limit_headers` encoded, as ASGI sends them."""
+        if self.ietf_only:  # the policy's field is encoded once, with the rule
+            return [rule.raw_policy, (b"ratelimit", ratelimit_value(fields).encode("latin-1"))]
         return [
             (name.encode("latin-1"), value.encode("latin-1"))
             for name, value in self.rate_limit_headers(rule, fields)

@@ -170,9 +170,11 @@ class BraceMiddleware:
                 return DONE  # brace answered (a timeout): nothing more from the app goes out
             if message["type"] == "http.response.start":
                 exchange.response_started(message["status"])
-                if headers and exchange.fields:
-                    extra = pipeline.raw_rate_limit_headers(exchange.rule, exchange.fields)
-                    message = {**message, "headers": [*message.get("headers", ()), *extra]}
+                fields = exchange.fields
+                if headers and fields:
+                    extra = pipeline.raw_rate_limit_headers(exchange.rule, fields)
+                    given = message.get("headers")
+                    message = {**message, "headers": [*given, *extra] if given else extra}
             elif exchange.idle is not None:
                 exchange.body_sent()
             return send(message)  # type: ignore[no-any-return]
