@@ -863,7 +863,7 @@ def ratelimit_value(fields: Fields) -> str:
     if len(fields) == 1:  # the common case, without a generator
         limit, left, reset = fields[0]
         return ratelimit_item(limit.field, left, reset)
-    return ", ".join(ratelimit_item(limit.field, left, reset) for limit, left, reset in fields)
+    return ", ".join([ratelimit_item(limit.field, left, reset) for limit, left, reset in fields])
 
 
 def unavailable(refusal: Rejected, default_retry_after: float, error: str | None = None) -> Answer:
