@@ -367,16 +367,17 @@ class Pipeline:
     # -- 2. the limits -------------------------------------------------------------------
 
     async def check_limits(
-        self, exchange: Exchange, request: Any, address: Callable[[], str]
+        self, exchange: Exchange, request: Any, address: Callable[[Any], str], source: Any
     ) -> Answer | None:
         """Refuse while shutting down (503), then ask each limit of the rule: the 429
         `Answer` of the first that refuses, ``None`` when all admit the request.
 
-        ``request`` goes to the ``user`` callable and to key functions; ``address()``
-        gives the client's address, asked only when a limit needs it."""
+        ``request`` goes to the ``user`` callable and to key functions;
+        ``address(source)`` gives the client's address, asked only when a limit needs it
+        (an ASGI adapter passes `ClientAddress` and the scope: no closure per request)."""
         rule = exchange.rule
         if rule.local and self.user is None:
-            return self.check_local(exchange, address)
+            return self.check_local(exchange, address, source)
         if self._shutting_down():
             return self.refusal(ShuttingDown("the server is shutting down"), rule)
         fields: Fields = []
@@ -403,7 +404,7 @@ class Pipeline:
                     continue
                 else:
                     if client is None:
-                        client = address()
+                        client = address(source)
                     key = "ip:" + client
             limiter = limit.limiter
             decision = limiter.try_hit(key, cost) if limit.local else await limiter.hit(key, cost)
@@ -411,7 +412,9 @@ class Pipeline:
                 return self.rate_limited(rule, limit, decision.retry_after, fields)
         return None
 
-    def check_local(self, exchange: Exchange, address: Callable[[], str]) -> Answer | None:
+    def check_local(
+        self, exchange: Exchange, address: Callable[[Any], str], source: Any
+    ) -> Answer | None:
         """`check_limits` without waiting, for a ``local`` rule while the pipeline has no
         ``user`` callable: every key is the client's address (a ``per="user"`` limit
         skips the request)."""
@@ -426,7 +429,7 @@ class Pipeline:
             if limit.kind == "user":
                 continue
             if client is None:
-                client = "ip:" + address()
+                client = "ip:" + address(source)
             decision = limit.limiter.try_hit(client, cost)
             if decision.allowed:  # _counted's admitted case, without its call
                 exchange.decision = decision
@@ -484,10 +487,11 @@ class Pipeline:
         exchange: Exchange,
         method: str,
         path: str,
-        call: Callable[[], Awaitable[int | None]],
+        call: Callable[..., Awaitable[int | None]],
+        args: tuple[Any, ...] = (),
     ) -> Answer | None:
-        """Run ``call`` (the application; it returns the response's status, or ``None``
-        when the adapter reports it through `Exchange.response_started`) behind the
+        """Run ``call(*args)`` (the application; it returns the response's status, or
+        ``None`` when the adapter reports it through `Exchange.response_started`) behind the
         shedding, the breaker, the executor slot and the timeouts. A refusal, or a timeout
         before the response started, is the `Answer` to send; ``None``: the application
         answered (a timeout after it started leaves the response cut short).
@@ -509,7 +513,7 @@ class Pipeline:
             # nothing to shed, queue, guard or time out: the application, counted
             counters.active += 1
             try:
-                status = await call()
+                status = await call(*args)
             except Rejected as refusal:  # raised by the application: answered as ours
                 if exchange.started:
                     raise
@@ -556,10 +560,10 @@ class Pipeline:
                 if memory is not None:
                     await memory.wait_admitted(priority)
                 if executor is None:
-                    await guarded(exchange, call, ticket, None)
+                    await guarded(exchange, call, args, ticket, None)
                 else:
                     async with executor.slot(priority):
-                        await guarded(exchange, call, ticket, None)
+                        await guarded(exchange, call, args, ticket, None)
             else:
                 scope = request_scope()
                 exchange.scope = scope
@@ -570,10 +574,10 @@ class Pipeline:
                         if memory is not None:
                             await memory.wait_admitted(priority)
                         if executor is None:
-                            await guarded(exchange, call, ticket, scope)
+                            await guarded(exchange, call, args, ticket, scope)
                         else:
                             async with executor.slot(priority):
-                                await guarded(exchange, call, ticket, scope)
+                                await guarded(exchange, call, args, ticket, scope)
                 finally:
                     exchange.scope = None
                     if executor is not None:
@@ -624,7 +628,8 @@ class Pipeline:
     async def _guarded(
         self,
         exchange: Exchange,
-        call: Callable[[], Awaitable[int | None]],
+        call: Callable[..., Awaitable[int | None]],
+        args: tuple[Any, ...],
         ticket: CircuitTicket | None,
         scope: Any,
     ) -> None:
@@ -632,12 +637,13 @@ class Pipeline:
         # slot; a refusal here comes before the call and says nothing about the service
         assert exchange.rule.concurrency is not None
         async with exchange.rule.concurrency.slot(exchange.priority):
-            await self._called(exchange, call, ticket, scope)
+            await self._called(exchange, call, args, ticket, scope)
 
     async def _called(
         self,
         exchange: Exchange,
-        call: Callable[[], Awaitable[int | None]],
+        call: Callable[..., Awaitable[int | None]],
+        args: tuple[Any, ...],
         ticket: CircuitTicket | None,
         scope: Any,
     ) -> None:
@@ -646,7 +652,7 @@ class Pipeline:
             # the time to start a response counts from here, once the request has a slot
             move_after(scope, rule.timeout)
         try:
-            status = await call()
+            status = await call(*args)
         except BaseException as error:
             if ticket is not None:
                 if scope is not None and scope.cancel_called:

@@ -66,6 +66,13 @@ class BraceMiddleware:
         self.memory = pipeline.memory
         self.load = pipeline.load
         self.shutdown = pipeline.shutdown
+        client = pipeline.client
+
+        def address(request: web.Request) -> str:
+            """The client's address of an aiohttp request."""
+            return client(_scope(request))
+
+        self._address = address
 
     def statistics(self) -> BraceMiddlewareStatistics:
         """The counters since construction."""
@@ -108,9 +115,7 @@ class BraceMiddleware:
         exchange = pipeline.begin(method, request.path, preflight=preflight)
         if exchange is None:
             return await handler(request)
-        answer = await pipeline.check_limits(
-            exchange, request, lambda: self._pipeline.client(_scope(request))
-        )
+        answer = await pipeline.check_limits(exchange, request, self._address, request)
         if answer is not None:
             return _response(answer)
         response: web.StreamResponse | None = None

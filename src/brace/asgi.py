@@ -154,9 +154,9 @@ class BraceMiddleware:
         rule = exchange.rule
         if rule.limits or pipeline.shutdown is not None:
             if rule.local and pipeline.user is None:
-                answer = pipeline.check_local(exchange, lambda: self._client(scope))
+                answer = pipeline.check_local(exchange, self._client, scope)
             else:
-                answer = await pipeline.check_limits(exchange, scope, lambda: self._client(scope))
+                answer = await pipeline.check_limits(exchange, scope, self._client, scope)
             if answer is not None:
                 await send_answer(send, answer)
                 return
@@ -180,7 +180,7 @@ class BraceMiddleware:
             return send(message)  # type: ignore[no-any-return]
 
         answer = await pipeline.run(
-            exchange, method, path, lambda: self.app(scope, receive, send_wrapper)
+            exchange, method, path, self.app, (scope, receive, send_wrapper)
         )
         if answer is not None:
             answered = True

@@ -100,7 +100,7 @@ class RateLimit:
     async def __call__(self, request: Request, response: Response) -> Decision | None:
         exchange = Exchange(self._rule)
         pipeline = self._pipeline
-        answer = await pipeline.check_limits(exchange, request, lambda: self._client(request.scope))
+        answer = await pipeline.check_limits(exchange, request, self._client, request.scope)
         if answer is not None:
             raise _exception(answer, _earlier(request, response))
         if not exchange.fields:

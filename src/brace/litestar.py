@@ -116,7 +116,7 @@ class RateLimitGuard:
             return
         exchange = Exchange(rule)
         answer = await self._pipeline.check_limits(
-            exchange, connection, lambda: self._client(connection.scope)
+            exchange, connection, self._client, connection.scope
         )
         if answer is None:
             return
