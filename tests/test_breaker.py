@@ -128,6 +128,22 @@ def test_backoff_jitter_stays_within_bounds() -> None:
         clock.advance(wait)
 
 
+@pytest.mark.parametrize("first", ["success", "failure", "cancel"])
+@pytest.mark.parametrize("second", ["success", "failure", "cancel"])
+def test_a_ticket_reports_once(first: str, second: str) -> None:
+    """A ticket's outcome is reported once: a second report of any kind raises and
+    changes nothing (the first success counted, not two)."""
+    breaker = CircuitBreaker(failure_threshold=1, clock=FakeClock())
+    ticket = breaker.try_enter()
+    assert ticket.pending
+    getattr(ticket, first)()
+    assert not ticket.pending
+    before = breaker.statistics()
+    with pytest.raises(RuntimeError, match="already reported"):
+        getattr(ticket, second)()
+    assert breaker.statistics() == before
+
+
 # -- what counts as a failure -------------------------------------------------------------
 
 
