@@ -9,7 +9,9 @@ process twice, for ``--low`` and ``--high`` requests after the same warm-up; the
 difference of the two totals divided by the difference of the counts is the cost of one
 request, without the interpreter's start, the imports and the warm-up. Timings on a
 shared machine move by a third from one run to the next and by half from one day to the
-next; instruction counts move by well under 1 %. They are not time: a first-level cache
+next; a case's count moves by under 1 % (its overhead over the bare app by about 1,000
+instructions; slowapi's by a third, its storage expiring keys on a background thread).
+They are not time: a first-level cache
 miss costs no instruction (see docs/performance.md), so they rank changes to the request
 path, and the timed benchmark says what a request costs.
 """

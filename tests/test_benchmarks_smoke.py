@@ -100,3 +100,12 @@ def test_profile_runs() -> None:
     from benchmarks.profile import profile_case
 
     assert "function calls" in profile_case("floor.await", "asyncio", 10, "tottime", 5)
+
+
+@pytest.mark.parametrize("case", ["bare", "none", "limit", "limit-no-headers", "executor", "full"])
+def test_asgi_instruction_cases_run(case: str) -> None:
+    """Each case `benchmarks/asgi_instructions.py` measures under callgrind runs (its child
+    mode, without valgrind): the app answers 200 to every request."""
+    from benchmarks import asgi_instructions
+
+    asgi_instructions.child(case, 3)
