@@ -81,6 +81,11 @@ async def main():
             await counter.decr(COUNTER)
 
         await counter.get(COUNTER)  # connected
+        # the store's client too, before the burst (as the ASGI lifespan does): 100 first
+        # commands at once into redis-py's cluster client on a busy machine sometimes closed
+        # connections other commands were using ("the handler is closed"), and that
+        # worker's decisions failed closed until the client recovered
+        await store.check()
         print("ready", flush=True)
         await anyio.to_thread.run_sync(sys.stdin.readline)
 
@@ -89,7 +94,7 @@ async def main():
                 try:
                     await protected()
                 except Exception as exc:
-                    errors.append(repr(exc))
+                    errors.append(f"{exc!r} <- {exc.__context__!r}")  # and the store's error
 
         async with anyio.create_task_group() as group:
             for _ in range(tasks):
