@@ -102,5 +102,5 @@ def test_any_values_give_valid_fields(
     assert all(0 <= value <= 999_999_999_999_999 for value in (*params.values(), *item.values()))
     if all(" " <= char <= "~" for char in name):
         assert parsed_name == name
-    # the item's own fast path says what delay_seconds and the clamp say
+    # r is the clamped remaining count, t what delay_seconds says of the reset
     assert item == {"r": min(max(remaining, 0), 999_999_999_999_999), "t": delay_seconds(reset)}

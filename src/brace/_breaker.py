@@ -634,12 +634,7 @@ class CircuitTicket:
 
     def success(self) -> None:
         """The call worked."""
-        breaker = self._breaker
-        if breaker is None:  # (_take, without its call on the pipeline's every request)
-            self._take()
-        else:
-            self._breaker = None
-            breaker._succeeded(self._ticket, self._start)
+        self._take()._succeeded(self._ticket, self._start)
 
     def failure(self) -> None:
         """The call failed."""

@@ -107,8 +107,6 @@ class Deadline:
         "_loop",
         "_open",
         "_when",
-        "cancel_called",
-        "cancelled_caught",
         "expired",
         "outer",
         "task",
@@ -123,16 +121,8 @@ class Deadline:
         self._loop = loop
         self.task = task
         self._cancelling: int = task.cancelling()
-        states = _task_states
-        if states is None:
-            self._boundary = scope_of(task)
-        else:  # scope_of, without its frame once the states are known
-            state = states.get(_ref(task))
-            self._boundary = None if state is None else state.cancel_scope
+        self._boundary = scope_of(task)
         self.expired = False
-        #: (`Scope`'s, as anyio's scope names them: a cancel asked for, and caught at exit)
-        self.cancel_called = False
-        self.cancelled_caught = False
         self._open = True
         #: the task's enclosing entry of the same Timeout (its stack of open entries)
         self.outer: Deadline | None = None
@@ -192,9 +182,16 @@ class Scope(Deadline):
     is cancelled at its next suspension and the ``with`` catches it, as anyio's scope
     would."""
 
-    # Built as ``Scope(loop, math.inf, task)``: no deadline until the request has a slot.
-    # Its two flags are Deadline's slots (set by its __init__), so it needs no __init__.
-    __slots__ = ()
+    __slots__ = ("cancel_called", "cancelled_caught")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, task: Any) -> None:
+        super().__init__(loop, math.inf, task)  # no deadline until the request has a slot
+        self.cancel_called = False
+        self.cancelled_caught = False
+
+    def after(self, seconds: float) -> None:
+        """Move the deadline to ``seconds`` from now."""
+        self.deadline = self._loop.time() + seconds
 
     def cancel(self) -> None:
         if self.cancel_called or not self._open:
@@ -239,7 +236,7 @@ def request_scope() -> Any:
     if NATIVE:
         task = current_task(loop)
         if task is not None:
-            return Scope(loop, math.inf, task)
+            return Scope(loop, task)
     import anyio
 
     return anyio.CancelScope()
@@ -248,7 +245,7 @@ def request_scope() -> Any:
 def move_after(scope: Any, seconds: float) -> None:
     """Move a `request_scope`'s deadline to ``seconds`` from now, on its own clock."""
     if type(scope) is Scope:
-        scope.deadline = scope._loop.time() + seconds
+        scope.after(seconds)
     else:
         import anyio
 

@@ -17,7 +17,6 @@ Policies are fixed per rule, so their member text is built once (`PolicyField`);
 from __future__ import annotations
 
 import math
-from math import ceil
 
 __all__ = (
     "PolicyField",
@@ -93,8 +92,5 @@ class PolicyField:
 
 def ratelimit_item(policy: PolicyField, remaining: int, reset: float) -> str:
     """The policy's member of the ``RateLimit`` field: ``"name";r=<remaining>;t=<reset>``."""
-    if not 0 <= remaining <= _MAX_SF_INTEGER:
-        remaining = min(max(remaining, 0), _MAX_SF_INTEGER)
-    if 0 < reset < _MAX_SF_INTEGER:  # delay_seconds' common case, without its call
-        return f"{policy.prefix}{remaining};t={ceil(reset - 1e-9)}"
+    remaining = min(max(remaining, 0), _MAX_SF_INTEGER)
     return f"{policy.prefix}{remaining};t={delay_seconds(reset)}"

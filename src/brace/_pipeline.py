@@ -329,8 +329,6 @@ class Pipeline:
             )
         self.ietf = rate_limit_headers in ("ietf", "both")
         self.legacy = rate_limit_headers in ("legacy", "both")
-        #: the default style: the pair is encoded without the general path
-        self.ietf_only = rate_limit_headers == "ietf"
         for name, flag in (
             ("headers_on_success", headers_on_success),
             ("count_preflight", count_preflight),
@@ -431,10 +429,7 @@ class Pipeline:
             if client is None:
                 client = "ip:" + address(source)
             decision = limit.limiter.try_hit(client, cost)
-            if decision.allowed:  # _counted's admitted case, without its call
-                exchange.decision = decision
-                fields.append((limit, decision.remaining, decision.reset_after))
-            elif not self._counted(exchange, limit, client, decision):
+            if not self._counted(exchange, limit, client, decision):
                 return self.rate_limited(rule, limit, decision.retry_after, fields)
         return None
 
@@ -527,9 +522,7 @@ class Pipeline:
             finally:
                 counters.active -= 1
                 if slow is not None:
-                    now = self.clock()
-                    if now - exchange.begin > slow or self.durations is not None:
-                        self._timed(exchange, method, path, slow, now)
+                    self._timed(exchange, method, path, slow)
             if status is not None:
                 exchange.status = status
             return None
@@ -620,9 +613,7 @@ class Pipeline:
         finally:
             counters.active -= 1
             if slow is not None:
-                now = self.clock()
-                if now - exchange.begin > slow or self.durations is not None:
-                    self._timed(exchange, method, path, slow, now)
+                self._timed(exchange, method, path, slow)
         return None
 
     async def _guarded(
@@ -674,9 +665,9 @@ class Pipeline:
             else:
                 ticket.success()
 
-    def _timed(self, exchange: Exchange, method: str, path: str, slow: float, now: float) -> None:
-        """Record the request's time (an exporter reads the durations) and report it if
-        slow; called only when either applies (the clock read ``now``)."""
+    def _timed(self, exchange: Exchange, method: str, path: str, slow: float) -> None:
+        """Time the request (an exporter reads the durations) and report it if slow."""
+        now = self.clock()
         elapsed = now - exchange.begin
         durations = self.durations
         if durations is not None:
@@ -708,13 +699,18 @@ class Pipeline:
     def raw_rate_limit_headers(
         self, rule: CompiledRule, fields: Fields
     ) -> list[tuple[bytes, bytes]]:
-        """`rate_limit_headers` encoded, as ASGI sends them."""
-        if self.ietf_only:  # the policy's field is encoded once, with the rule
-            return [rule.raw_policy, (b"ratelimit", ratelimit_value(fields).encode("latin-1"))]
-        return [
-            (name.encode("latin-1"), value.encode("latin-1"))
-            for name, value in self.rate_limit_headers(rule, fields)
-        ]
+        """`rate_limit_headers` encoded, as ASGI sends them (the policy's field is encoded
+        once, with the rule)."""
+        headers: list[tuple[bytes, bytes]] = []
+        if self.ietf:
+            headers.append(rule.raw_policy)
+            headers.append((b"ratelimit", ratelimit_value(fields).encode("latin-1")))
+        if self.legacy:
+            headers += [
+                (name.encode("latin-1"), value.encode("latin-1"))
+                for name, value in legacy_headers(fields)
+            ]
+        return headers
 
     def rate_limit_headers(self, rule: CompiledRule, fields: Fields) -> list[tuple[str, str]]:
         """``RateLimit-Policy`` / ``RateLimit`` and/or the legacy ``X-RateLimit-*`` trio."""
@@ -723,10 +719,7 @@ class Pipeline:
             headers.append(("ratelimit-policy", rule.policy_header))
             headers.append(("ratelimit", ratelimit_value(fields)))
         if self.legacy:
-            limit, left, reset = min(fields, key=lambda item: item[1])
-            headers.append(("x-ratelimit-limit", str(limit.field.quota)))
-            headers.append(("x-ratelimit-remaining", str(max(left, 0))))
-            headers.append(("x-ratelimit-reset", str(delay_seconds(reset))))
+            headers += legacy_headers(fields)
         return headers
 
     def rate_limited(
@@ -870,6 +863,17 @@ def ratelimit_value(fields: Fields) -> str:
         limit, left, reset = fields[0]
         return ratelimit_item(limit.field, left, reset)
     return ", ".join([ratelimit_item(limit.field, left, reset) for limit, left, reset in fields])
+
+
+def legacy_headers(fields: Fields) -> list[tuple[str, str]]:
+    """The legacy ``X-RateLimit-Limit`` / ``-Remaining`` / ``-Reset`` trio of the limit
+    with the least left."""
+    limit, left, reset = min(fields, key=lambda item: item[1])
+    return [
+        ("x-ratelimit-limit", str(limit.field.quota)),
+        ("x-ratelimit-remaining", str(max(left, 0))),
+        ("x-ratelimit-reset", str(delay_seconds(reset))),
+    ]
 
 
 def unavailable(refusal: Rejected, default_retry_after: float, error: str | None = None) -> Answer:

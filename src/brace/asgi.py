@@ -173,8 +173,7 @@ class BraceMiddleware:
                 fields = exchange.fields
                 if headers and fields:
                     extra = pipeline.raw_rate_limit_headers(exchange.rule, fields)
-                    given = message.get("headers")
-                    message = {**message, "headers": [*given, *extra] if given else extra}
+                    message = {**message, "headers": [*message.get("headers", ()), *extra]}
             elif exchange.idle is not None:
                 exchange.body_sent()
             return send(message)  # type: ignore[no-any-return]
