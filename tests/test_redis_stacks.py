@@ -376,6 +376,29 @@ def test_cluster_admits_fifty_concurrent_fresh_keys(
     run(backend, main)
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_opening_a_cluster_store_finds_its_nodes(loop: str, redis_cluster: RedisCluster) -> None:
+    """``open()`` on asyncio learns the cluster's nodes before the first command (a burst
+    into a cold redis-py cluster client can close connections in use); a cluster that
+    cannot be reached at open is found on first use instead, not an error."""
+
+    async def main() -> None:
+        port = redis_cluster.ports[0]
+        async with RedisStore.from_url(
+            f"redis://127.0.0.1:{port}", cluster=True, timeout=2.0
+        ) as store:
+            client = store.client._client.client  # type: ignore[attr-defined]
+            assert client._initialize is False  # the topology is known: no command yet
+            assert len(client.get_primaries()) == len(redis_cluster.ports)
+            assert (await store.hit(GCRA(5, 60.0), uuid.uuid4().hex)).allowed
+        async with RedisStore.from_url(
+            f"redis://127.0.0.1:{free_port()}", cluster=True, timeout=0.5
+        ) as down:
+            assert down.client._client.client._initialize is True  # type: ignore[attr-defined]
+
+    run(loop, main)
+
+
 def test_a_cluster_call_error_is_that_calls_alone(redis_cluster: RedisCluster) -> None:
     """A key holding the wrong type fails its own decision; the batch's others are right."""
     policy = GCRA(1, 60.0, burst=1)

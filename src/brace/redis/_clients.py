@@ -20,6 +20,7 @@ coredis's on trio, when first used, since the backend is known only then.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import sys
 import warnings
@@ -34,6 +35,8 @@ import anyio
 
 from ._errors import RedisBackendError, ResponseError
 from ._scripts import BATCH, SCRIPTS
+
+logger = logging.getLogger("brace.redis")
 
 __all__ = (
     "Batch",
@@ -466,6 +469,8 @@ class UrlClient:
             return
         if current_backend() == "asyncio":
             self._build_redis_py()
+            if self.cluster:
+                await self._discover()
             return
         import coredis
 
@@ -495,6 +500,21 @@ class UrlClient:
             raise
         self._client = CorediscClient(client, cluster=self.cluster)
         self._close = stack.aclose
+
+    async def _discover(self) -> None:
+        """Learn a redis-py cluster's topology now, before the first burst of commands.
+
+        Left to the first commands, a burst of them into a client that has not found
+        its nodes yet sometimes closes connections other commands are using ("the
+        handler is closed") on a loaded machine, and those decisions fail. A cluster
+        that cannot be reached now is not an error here: the first command finds the
+        nodes as it would have (and its failure is the store's to handle).
+        """
+        assert self._client is not None
+        try:
+            await self._client.client.initialize()
+        except Exception:  # noqa: BLE001 (unreachable now: discovered on first use)
+            logger.debug("could not discover the cluster's nodes at open", exc_info=True)
 
     async def aclose(self) -> None:
         """Close the client (on trio: in the task that opened it); a later use reopens."""
