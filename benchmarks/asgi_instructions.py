@@ -39,6 +39,7 @@ CASES = {
     "executor": "brace (limit + executor + memory)",
     "full": "brace (fully configured rule)",
     "slowapi": "slowapi (limit + headers)",
+    "floor": "floor: limiter + fields only",
 }
 WARM = 500
 _COLLECTED = re.compile(r"Collected : (\d+)")

@@ -103,7 +103,9 @@ def test_profile_runs() -> None:
     assert "function calls" in profile_case("floor.await", "asyncio", 10, "tottime", 5)
 
 
-@pytest.mark.parametrize("case", ["bare", "none", "limit", "limit-no-headers", "executor", "full"])
+@pytest.mark.parametrize(
+    "case", ["bare", "none", "limit", "limit-no-headers", "executor", "full", "floor"]
+)
 def test_asgi_instruction_cases_run(case: str) -> None:
     """Each case `benchmarks/asgi_instructions.py` measures under callgrind runs (its child
     mode, without valgrind): the app answers 200 to every request."""

@@ -704,7 +704,8 @@ class Pipeline:
         headers: list[tuple[bytes, bytes]] = []
         if self.ietf:
             headers.append(rule.raw_policy)
-            headers.append((b"ratelimit", ratelimit_value(fields).encode("latin-1")))
+            # (ASCII: policy names are printable ASCII, the rest digits)
+            headers.append((b"ratelimit", ratelimit_value(fields).encode()))
         if self.legacy:
             headers += [
                 (name.encode("latin-1"), value.encode("latin-1"))
