@@ -213,16 +213,18 @@ class Exchange:
         self.decision: Decision | None = None
         self.started = False
         self.status = 0
-        self.begin = 0.0
-        #: the request's priority, once `Pipeline.run` has it
-        self.priority = 0
         #: the request's cancel scope (`brace._cancel.request_scope`), while it has one
         self.scope: Any = None
-        #: the stream's total deadline once the response started (inf: none)
-        self.deadline = math.inf
         self.idle: float | None = None
         #: the adapter's response object once started, where it needs it to finish
         self.response: Any = None
+
+    # Set where they start to matter, not for every request: ``begin`` by `Pipeline.run`,
+    # ``priority`` once it has it, ``deadline`` (the stream's total deadline once the
+    # response started, inf: none) with ``idle``.
+    begin: float
+    priority: int
+    deadline: float
 
     def response_started(self, status: int) -> None:
         """The application started its response: the time-to-start timeout is over; the
