@@ -1,33 +1,40 @@
 """Cancellation at the running loop's own cost, shared by Timeout and PriorityExecutor.run.
 
-On asyncio (3.11+) a deadline is a ``loop.call_at`` timer that calls ``Task.cancel`` and
-the exit counts the request back out with ``Task.uncancel`` (what ``asyncio.timeout``
-does); the cancellation is ours only if no other one was asked for meanwhile
-(``Task.cancelling()`` back to its value at entry), so an enclosing anyio scope's
-cancellation always reaches its scope. anyio's shielded scopes are honoured: a native
-cancellation that falls due while the task is inside a shield opened after our entry
-waits until the shield is gone (checked every millisecond, the rare case). On trio a
-bare ``trio.CancelScope`` stands in for anyio's wrapper around one.
+On asyncio (3.11+) a deadline is a timer that calls ``Task.cancel`` and the exit counts
+the request back out with ``Task.uncancel`` (what ``asyncio.timeout`` does), and the
+timers of one loop share one ``loop.call_at`` (`Timers`). The cancellation is ours only
+if no other one was asked for meanwhile (``Task.cancelling()`` back to its value at
+entry), so an enclosing anyio scope's cancellation always reaches its scope. anyio's
+shielded scopes are honoured: a native cancellation that falls due while the task is
+inside a shield opened after our entry waits until the shield is gone (checked every
+millisecond, the rare case). On trio a bare ``trio.CancelScope`` stands in for anyio's
+wrapper around one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import sys
+from collections.abc import Callable
+from heapq import heapify, heappop, heappush
 from typing import Any, Final, cast
+from weakref import WeakKeyDictionary
 from weakref import ref as _ref
 
 __all__ = (
     "NATIVE",
     "Deadline",
     "Scope",
+    "Timers",
     "current_task",
     "get_running_loop",
     "move_after",
     "request_scope",
     "scope_of",
     "shielded",
+    "timers_of",
     "trio_scope",
     "trio_scope_after",
 )
@@ -47,6 +54,112 @@ _trio_cancel_scope: Any = None
 _trio_now: Any = None
 #: how often a cancellation held off by a shield looks again (seconds)
 SHIELD_POLL: Final = 0.001
+#: a heap with fewer dropped entries than this is not rebuilt (asyncio's own threshold)
+_MIN_SWEEP: Final = 100
+_order = itertools.count()
+
+
+class Timers:
+    """The deadlines of one asyncio loop behind a single timer of the loop's own.
+
+    A deadline per request (or per ``Timeout`` entry) as a ``loop.call_at`` each is a
+    ``TimerHandle`` made, pushed into the loop's heap (ordered there by a Python
+    ``__lt__``), cancelled, and swept out later. Here a deadline is a list ``[when,
+    order, callback]`` in a heap of our own (ordered in C), and only the earliest is a
+    loop timer. `drop` empties an entry (its callback becomes None): emptied entries
+    leave the heap when they reach its head, or all at once when they are more than
+    half of it, as asyncio does with its cancelled timers. Bounded by the deadlines
+    open now plus as many dropped ones.
+    """
+
+    __slots__ = ("_armed", "_dead", "_handle", "_heap", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # weakly: the loop's map of Timers must not keep the loop alive
+        self._loop = _ref(loop)
+        self._heap: list[list[Any]] = []
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed = math.inf  # when the loop's timer is set for (inf: not set)
+        self._dead = 0
+
+    def add(self, when: float, callback: Callable[[], None]) -> list[Any]:
+        """Call ``callback`` once the loop's clock reaches ``when``; the entry to `drop`."""
+        entry = [when, next(_order), callback]
+        heappush(self._heap, entry)
+        if when < self._armed:
+            self._arm(when)
+        return entry
+
+    def drop(self, entry: list[Any]) -> None:
+        """Forget an entry `add` returned (a no-op once it was called or dropped)."""
+        if entry[2] is None:
+            return
+        entry[2] = None
+        self._dead = dead = self._dead + 1
+        if dead > _MIN_SWEEP and dead * 2 > len(self._heap):
+            self._heap = heap = [each for each in self._heap if each[2] is not None]
+            heapify(heap)
+            self._dead = 0
+
+    def __len__(self) -> int:
+        """Entries in the heap, dropped ones included (for the tests)."""
+        return len(self._heap)
+
+    def _arm(self, when: float) -> None:
+        loop = self._loop()
+        if loop is None:
+            return
+        handle = self._handle
+        if handle is not None:
+            handle.cancel()
+        self._armed = when
+        self._handle = loop.call_at(when, self._run)
+
+    def _run(self) -> None:
+        due = self._armed  # the loop found this time due
+        self._handle = None
+        self._armed = math.inf
+        loop = self._loop()
+        if loop is None:
+            return
+        now = loop.time()
+        if now < due:
+            now = due
+        try:
+            while heap := self._heap:  # (read again: a callback may add, or sweep)
+                entry = heap[0]
+                callback = entry[2]
+                if callback is None:
+                    heappop(heap)
+                    self._dead -= 1
+                elif entry[0] <= now:
+                    heappop(heap)
+                    entry[2] = None
+                    callback()
+                else:
+                    break
+        finally:
+            heap = self._heap
+            if heap and self._handle is None:
+                self._arm(heap[0][0])
+
+
+_timers: WeakKeyDictionary[asyncio.AbstractEventLoop, Timers] = WeakKeyDictionary()
+#: the last loop asked for and its Timers (one tuple: read and replaced atomically)
+_last: tuple[Any, Any] = (None, None)
+
+
+def timers_of(loop: asyncio.AbstractEventLoop) -> Timers:
+    """The `Timers` of ``loop``."""
+    global _last
+    last = _last
+    if last[0] is loop:
+        return cast(Timers, last[1])
+    timers = _timers.get(loop)
+    if timers is None:
+        timers = _timers[loop] = Timers(loop)
+    _last = (loop, timers)
+    return timers
 
 
 def scope_of(task: asyncio.Task[Any]) -> Any:
@@ -103,9 +216,10 @@ class Deadline:
     __slots__ = (
         "_boundary",
         "_cancelling",
-        "_handle",
+        "_entry",
         "_loop",
         "_open",
+        "_timers",
         "_when",
         "expired",
         "outer",
@@ -126,10 +240,10 @@ class Deadline:
         self._open = True
         #: the task's enclosing entry of the same Timeout (its stack of open entries)
         self.outer: Deadline | None = None
+        self._timers = timers = timers_of(loop)
         self._when = when = loop.time() + seconds
-        self._handle: asyncio.Handle | None = (
-            None if when == math.inf else loop.call_at(when, self._fire)
-        )
+        #: our entry in the loop's `Timers` (None: no deadline, or it fired)
+        self._entry: list[Any] | None = None if when == math.inf else timers.add(when, self._fire)
 
     @property
     def deadline(self) -> float:
@@ -140,20 +254,20 @@ class Deadline:
         self._when = value
         if not self._open or self.expired:
             return  # closed, or already cancelled: nothing left to move
-        handle = self._handle
-        if handle is not None:
-            handle.cancel()
-        self._handle = None if value == math.inf else self._loop.call_at(value, self._fire)
+        timers = self._timers
+        entry = self._entry
+        if entry is not None:
+            timers.drop(entry)
+        self._entry = None if value == math.inf else timers.add(value, self._fire)
 
     def _fire(self) -> None:
         task: asyncio.Task[Any] = self.task
+        self._entry = None
         if task.done():
-            self._handle = None
             return
         if shielded(task, self._boundary):
-            self._handle = self._loop.call_at(self._loop.time() + SHIELD_POLL, self._fire)
+            self._entry = self._timers.add(self._loop.time() + SHIELD_POLL, self._fire)
             return
-        self._handle = None
         self.expired = True
         task.cancel("brace: deadline exceeded")
 
@@ -161,10 +275,10 @@ class Deadline:
         """Leave the deadline; True when the body ended (``cancelled``) in our
         cancellation alone. Idempotent."""
         self._open = False
-        handle = self._handle
-        if handle is not None:
-            handle.cancel()
-            self._handle = None
+        entry = self._entry
+        if entry is not None:
+            self._timers.drop(entry)
+            self._entry = None
         if not self.expired:
             return False
         self.expired = False  # counted out once: closing again is a no-op
@@ -182,12 +296,14 @@ class Scope(Deadline):
     is cancelled at its next suspension and the ``with`` catches it, as anyio's scope
     would."""
 
-    __slots__ = ("cancel_called", "cancelled_caught")
+    __slots__ = ("_soon", "cancel_called", "cancelled_caught")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, task: Any) -> None:
         super().__init__(loop, math.inf, task)  # no deadline until the request has a slot
         self.cancel_called = False
         self.cancelled_caught = False
+        #: a cancellation by its own task, due at the task's next suspension
+        self._soon: asyncio.Handle | None = None
 
     def after(self, seconds: float) -> None:
         """Move the deadline to ``seconds`` from now."""
@@ -199,23 +315,32 @@ class Scope(Deadline):
         self.cancel_called = True
         if self.expired:
             return  # its deadline cancelled it already
-        handle = self._handle
-        if handle is not None:
-            handle.cancel()
+        entry = self._entry
+        if entry is not None:
+            self._timers.drop(entry)
+            self._entry = None
         loop = self._loop
         if current_task(loop) is self.task:
             # the task cancels its own scope: at its next suspension, as anyio's would
             # (a body that ends before one is not cancelled, and leaves no cancellation
-            # behind: closing the scope drops this call)
-            self._handle = loop.call_soon(self._fire)
+            # behind: closing the scope drops this call); call_soon, not a timer: a
+            # timer due now would run after the task's own next step
+            self._soon = loop.call_soon(self._fire)
         else:
-            self._handle = None
             self._fire()  # (a shield in the way holds it off, as at the deadline)
 
     def _fire(self) -> None:
+        self._soon = None
         super()._fire()
         if self.expired:
             self.cancel_called = True
+
+    def close(self, cancelled: bool) -> bool:
+        soon = self._soon
+        if soon is not None:
+            soon.cancel()
+            self._soon = None
+        return super().close(cancelled)
 
     def __enter__(self) -> Scope:
         return self

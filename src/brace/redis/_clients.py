@@ -513,7 +513,7 @@ class UrlClient:
         assert self._client is not None
         try:
             await self._client.client.initialize()
-        except Exception:  # noqa: BLE001 (unreachable now: discovered on first use)
+        except Exception:  # unreachable now: its nodes are found on first use
             logger.debug("could not discover the cluster's nodes at open", exc_info=True)
 
     async def aclose(self) -> None:
