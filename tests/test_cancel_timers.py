@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from brace._cancel import _MIN_SWEEP, Timers, timers_of
+from brace._cancel import _MIN_SWEEP, Timers, _timers, timers_of
 
 
 class Handle:
@@ -107,6 +108,9 @@ def test_a_loop_has_one_timers_and_drops_it_with_the_loop() -> None:
     first = asyncio.run(main())
     second = asyncio.run(main())
     assert first is not second
+    gc.collect()
+    assert first._loop() is None  # the map of Timers kept no closed loop alive
+    assert second in _timers.values()
 
 
 def test_a_fired_callback_may_add_again() -> None:
