@@ -35,6 +35,7 @@ from starlette.routing import Route
 
 import brace
 from brace._headers import PolicyField, ratelimit_item
+from brace._rate import parse_rate
 from brace.asgi import BraceMiddleware, Limit, Rule
 
 App = Callable[..., Awaitable[None]]
@@ -108,7 +109,8 @@ class FloorMiddleware:
     def __init__(self, app: App) -> None:
         self.app = app
         self.limiter = brace.RateLimiter(LIMIT)
-        self.policy = PolicyField("default", 60000, 60.0)
+        rate = parse_rate(LIMIT)
+        self.policy = PolicyField("default", rate.limit, rate.period)
         self.raw_policy = (b"ratelimit-policy", self.policy.member.encode())
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -254,11 +254,16 @@ class Deadline:
         self._when = value
         if not self._open or self.expired:
             return  # closed, or already cancelled: nothing left to move
-        timers = self._timers
+        self._disarm()
+        if value != math.inf:
+            self._entry = self._timers.add(value, self._fire)
+
+    def _disarm(self) -> None:
+        """Take our entry out of the loop's `Timers` (no firing pending)."""
         entry = self._entry
         if entry is not None:
-            timers.drop(entry)
-        self._entry = None if value == math.inf else timers.add(value, self._fire)
+            self._entry = None
+            self._timers.drop(entry)
 
     def _fire(self) -> None:
         task: asyncio.Task[Any] = self.task
@@ -275,10 +280,7 @@ class Deadline:
         """Leave the deadline; True when the body ended (``cancelled``) in our
         cancellation alone. Idempotent."""
         self._open = False
-        entry = self._entry
-        if entry is not None:
-            self._timers.drop(entry)
-            self._entry = None
+        self._disarm()
         if not self.expired:
             return False
         self.expired = False  # counted out once: closing again is a no-op
@@ -315,10 +317,7 @@ class Scope(Deadline):
         self.cancel_called = True
         if self.expired:
             return  # its deadline cancelled it already
-        entry = self._entry
-        if entry is not None:
-            self._timers.drop(entry)
-            self._entry = None
+        self._disarm()
         loop = self._loop
         if current_task(loop) is self.task:
             # the task cancels its own scope: at its next suspension, as anyio's would
