@@ -3,8 +3,8 @@
 Standalone: ``python benchmarks/hedge_bench.py [--calls 10000] [--calls-overhead 20000]
 [--rounds 7] [--backend trio|asyncio] [--seed 2026]``.
 
-Part 1, in virtual time (trio's ``MockClock(autojump_threshold=0)``, or a looptime loop
-on asyncio): a synthetic upstream sleeps a seeded long-tail latency: 10 ms x
+Part 1, in virtual time (``brace.testing.virtual_time``: trio's
+``MockClock(autojump_threshold=0)``, or a looptime loop on asyncio): a synthetic upstream sleeps a seeded long-tail latency: 10 ms x
 lognormal(0, 0.25), and for 3 % of the calls seven to eleven times that (so p99 is about
 10 x p50). ``--calls`` calls are made by 50 concurrent tasks, bare and through
 ``brace.Hedge`` whose delay is a ``brace.LatencyQuantile`` (p95 of recent attempts) and
@@ -31,7 +31,6 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 if __package__ in (None, ""):  # run as ``python benchmarks/hedge_bench.py``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
@@ -39,6 +38,7 @@ if __package__ in (None, ""):  # run as ``python benchmarks/hedge_bench.py``
 import anyio
 
 import brace
+from brace.testing import virtual_time
 
 cpu = time.process_time
 
@@ -103,17 +103,8 @@ def tail_part(calls: int, seed: int, backend: str) -> bool:
     results: dict[str, tuple[list[float], int]] = {}
     refused = ""
     for hedged in (False, True):
-        options: dict[str, Any]
-        if backend == "trio":
-            import trio.testing
-
-            options = {"clock": trio.testing.MockClock(autojump_threshold=0)}
-        else:
-            import looptime
-
-            options = {"loop_factory": looptime.new_event_loop}
         latencies, upstream_calls, hedge = anyio.run(
-            measure, calls, seed, hedged, backend=backend, backend_options=options
+            measure, calls, seed, hedged, backend=backend, backend_options=virtual_time(backend)
         )
         results["hedged" if hedged else "bare"] = (latencies, upstream_calls)
         if hedge is not None:

@@ -2,7 +2,8 @@
 
 trio gets ``MockClock(autojump_threshold=0)``: whenever every task is blocked, time jumps
 to the next deadline. asyncio gets a ``looptime`` loop, which does the same (on Python
-3.10, where only looptime 0.7 installs and can stall, the equivalent ``virtual_loop``). Both clocks
+3.10, where only looptime 0.7 installs and can stall, the equivalent
+``brace.testing.VirtualTimeLoop``): `brace.testing.virtual_time`. Both clocks
 are made fresh for each test inside the fixture. ``anyio_mode = "auto"`` (pyproject)
 runs every ``async def`` test under anyio's plugin without a marker. Code under test
 reads the loop's clock through ``anyio.current_time`` so its arithmetic and its sleeps
@@ -11,22 +12,14 @@ agree.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import pytest
-import trio.testing
+
+from brace.testing import virtual_time
 
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     """The backend and its virtual-time options, built anew for each test."""
-    if request.param == "trio":
-        return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})
-    if sys.version_info >= (3, 11):
-        import looptime
-
-        return ("asyncio", {"loop_factory": looptime.new_event_loop})
-    import virtual_loop
-
-    return ("asyncio", {"loop_factory": virtual_loop.new_event_loop})
+    return (request.param, virtual_time(request.param))

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import inspect
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import pytest
-import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from brace import CircuitBreaker, CircuitOpen, CircuitState, CircuitStateChange
-from brace.testing import FakeClock, FixedRandom
+from brace.testing import FakeClock, FixedRandom, virtual_time
 
 BACKENDS = ("asyncio", "trio")
 
@@ -41,17 +39,7 @@ class Ignored(Boom):
 
 def run_async(main: Callable[[], Awaitable[None]], backend: str) -> None:
     """``main()`` on ``backend`` with virtual time, as the fixtures of conftest.py do."""
-    if backend == "trio":
-        options: dict[str, Any] = {"clock": trio.testing.MockClock(autojump_threshold=0)}
-    elif sys.version_info >= (3, 11):
-        import looptime
-
-        options = {"loop_factory": looptime.new_event_loop}
-    else:  # pragma: no cover - Python 3.10
-        import virtual_loop
-
-        options = {"loop_factory": virtual_loop.new_event_loop}
-    anyio.run(main, backend=backend, backend_options=options)
+    anyio.run(main, backend=backend, backend_options=virtual_time(backend))
 
 
 class SettableClock:

@@ -5,7 +5,6 @@ time (issue 14's acceptance test for events)."""
 from __future__ import annotations
 
 import itertools
-import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,13 +14,13 @@ from urllib.parse import parse_qs
 import anyio
 import httpx
 import pytest
-import trio.testing
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import brace
 from brace.asgi import BraceMiddleware, Rule
 from brace.events import REASONS, Event, Refused
+from brace.testing import virtual_time
 
 # the reason a client reads from a refused answer: 429 and 504 by status, 503 by body
 _BODY_REASONS = {
@@ -180,17 +179,7 @@ async def serve(mix: Mix) -> tuple[Counter[str], dict[str, int], Counter[str], d
 
 
 def run_backend(backend: str, mix: Mix) -> Any:
-    if backend == "trio":
-        options: dict[str, Any] = {"clock": trio.testing.MockClock(autojump_threshold=0)}
-    elif sys.version_info >= (3, 11):
-        import looptime
-
-        options = {"loop_factory": looptime.new_event_loop}
-    else:
-        import virtual_loop
-
-        options = {"loop_factory": virtual_loop.new_event_loop}
-    return anyio.run(serve, mix, backend=backend, backend_options=options)
+    return anyio.run(serve, mix, backend=backend, backend_options=virtual_time(backend))
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

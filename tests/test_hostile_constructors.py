@@ -13,19 +13,17 @@ from __future__ import annotations
 import math
 import random
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import pytest
-import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import brace
 from brace._core.adaptive import AIMDCore, Gradient2Core, VegasCore
-from brace.testing import FakeClock
+from brace.testing import FakeClock, virtual_time
 
 CALLS = 1000
 BACKENDS = ("asyncio", "trio")
@@ -93,17 +91,7 @@ def construct(make: Callable[[], Any], names: object) -> Any:
 
 def run_async(main: Callable[[], Awaitable[None]], backend: str) -> None:
     """``main()`` on ``backend`` with virtual time, as the test fixtures do."""
-    if backend == "trio":
-        options: dict[str, Any] = {"clock": trio.testing.MockClock(autojump_threshold=0)}
-    elif sys.version_info >= (3, 11):
-        import looptime
-
-        options = {"loop_factory": looptime.new_event_loop}
-    else:  # pragma: no cover - Python 3.10
-        import virtual_loop
-
-        options = {"loop_factory": virtual_loop.new_event_loop}
-    anyio.run(main, backend=backend, backend_options=options)
+    anyio.run(main, backend=backend, backend_options=virtual_time(backend))
 
 
 async def noop() -> None:

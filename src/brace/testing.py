@@ -1,16 +1,22 @@
-"""Helpers for testing code that uses brace: a fake clock you move by hand.
+"""Helpers for testing code that uses brace: a fake clock you move by hand, and
+virtual time for async tests.
 
 Every brace primitive takes ``clock=``, a zero-argument callable returning seconds.
 Pass a :class:`FakeClock` to drive it deterministically in synchronous tests, or
-``anyio.current_time`` when the test runs on a virtual-time event loop (trio's
-``MockClock``, ``looptime`` on asyncio) so that the primitive's clock and its sleeps agree.
+``anyio.current_time`` when the test runs on a virtual-time event loop
+(:func:`virtual_time`: trio's ``MockClock``, ``looptime`` on asyncio) so that the
+primitive's clock and its sleeps agree.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
+import selectors
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from . import _retry
 from ._core._validate import shown
@@ -18,9 +24,11 @@ from ._core._validate import shown
 __all__ = (
     "FakeClock",
     "FixedRandom",
+    "VirtualTimeLoop",
     "disable_retry_sleep",
     "is_retry_testing",
     "set_retry_testing",
+    "virtual_time",
 )
 
 
@@ -119,6 +127,73 @@ def _check_time(value: float, name: str) -> float:
     if not math.isfinite(seconds):
         raise ValueError(f"{name} must be finite (a number of seconds), got {shown(value)}")
     return seconds
+
+
+# --- virtual time for async tests ---
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An asyncio loop in virtual time: ``time()`` starts at 0 and moves only by jumping
+    to the next timer, whenever nothing is ready to run and no I/O is pending (what trio's
+    ``MockClock(autojump_threshold=0)`` does). Real I/O is still polled first, and a loop
+    with no timer at all waits for I/O for real.
+
+    :func:`virtual_time` gives it on Python 3.10, where only looptime 0.7 installs and its
+    clock can stop for good: rounded to the microsecond, a timer a fraction of a
+    microsecond ahead never comes due and the loop spins.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._virtual_now = 0.0
+        selector = self._selector  # type: ignore[attr-defined]
+        real_select = selector.select
+
+        def select(timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+            events: list[Any] = real_select(0)
+            if events or timeout == 0:
+                return events
+            if timeout is None:  # no timer at all: only I/O (or a thread) can wake us
+                return real_select(None)  # type: ignore[no-any-return]
+            self._virtual_now += timeout
+            return events
+
+        selector.select = select
+
+    def time(self) -> float:
+        return self._virtual_now
+
+
+def virtual_time(backend: str = "asyncio") -> dict[str, Any]:
+    """The ``backend_options`` that run ``backend`` in virtual time, for ``anyio.run``
+    or as the second item of an ``anyio_backend`` fixture: a sleep or a timeout of an hour
+    passes at once whenever every task waits.
+
+    - ``"trio"``: a fresh ``trio.testing.MockClock(autojump_threshold=0)``;
+    - ``"asyncio"``: a looptime loop on Python 3.11+ where looptime is installed (its
+      clock is rounded to the microsecond: compare times with a tolerance), else a
+      :class:`VirtualTimeLoop` (always on 3.10, where looptime 0.7 can stall).
+
+    ```python
+    @pytest.fixture(params=["asyncio", "trio"])
+    def anyio_backend(request):
+        return request.param, brace.testing.virtual_time(request.param)
+    ```
+    """
+    if backend == "trio":
+        import trio.testing
+
+        return {"clock": trio.testing.MockClock(autojump_threshold=0)}
+    if backend != "asyncio":
+        raise ValueError(f"backend must be 'asyncio' or 'trio', got {shown(backend)}")
+    if sys.version_info >= (3, 11):
+        try:
+            import looptime
+        except ImportError:
+            pass
+        else:
+            return {"loop_factory": looptime.new_event_loop}
+    return {"loop_factory": VirtualTimeLoop}
 
 
 # --- retry testing switch (issue 3) ---

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from typing_extensions import assert_type
 
 import brace
@@ -48,6 +50,16 @@ def conventions() -> None:
     brace.CircuitBreaker(recovery_jitter=0.5, random=FixedRandom(0.5), clock=FakeClock())
     brace.LoadMonitor(0.1, random=random.Random(2))
     assert_type(brace.Backoff.full_jitter(0.1).delay(1, 0.0, FixedRandom(0.5)), float)
+
+
+def virtual_time() -> None:
+    # anyio.run's backend options for virtual time, per backend
+    from brace.testing import VirtualTimeLoop, virtual_time
+
+    assert_type(virtual_time("trio"), dict[str, Any])
+    loop = VirtualTimeLoop()
+    assert_type(loop.time(), float)
+    loop.close()
 
 
 def wrong() -> None:
