@@ -1,5 +1,6 @@
-"""brace.testing.virtual_time and VirtualTimeLoop: anyio runs in virtual time on both
-backends, on every Python (VirtualTimeLoop stands in for looptime 0.7 on 3.10)."""
+"""The test harness itself: async tests run on both backends with virtual time
+(`brace.testing.virtual_time`, on every Python: `VirtualTimeLoop` stands in for
+looptime 0.7 on 3.10)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,17 @@ import anyio
 import pytest
 
 from brace.testing import VirtualTimeLoop, virtual_time
+
+
+async def test_sleep_is_virtual(anyio_backend_name: str) -> None:
+    """An hour of anyio.sleep passes instantly in wall time but fully on the loop's clock
+    (the conftest fixture's options)."""
+    wall = time.monotonic()
+    start = anyio.current_time()
+    await anyio.sleep(3600)
+    assert anyio.current_time() - start >= 3600
+    assert time.monotonic() - wall < 5
+    assert anyio_backend_name in {"asyncio", "trio"}
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
