@@ -2,7 +2,9 @@
 busy or slower machine does not move.
 
 Standalone: ``python benchmarks/asgi_instructions.py [--cases bare,limit] [--jobs 2]``
-(needs ``valgrind``; Debian's package).
+(needs ``valgrind``; Debian's package). With ``--bytecodes`` it counts instead the
+interpreter's bytecodes and Python calls per request (``sys.settrace``, no valgrind), and
+``--functions CASE`` lists that case's functions by bytecodes per request.
 
 Each case of ``benchmarks/asgi_bench.py`` runs in its own ``valgrind --tool=callgrind``
 process twice, for ``--low`` and ``--high`` requests after the same warm-up; the
@@ -14,18 +16,25 @@ instructions; slowapi's by a third, its storage expiring keys on a background th
 They are not time: a first-level cache
 miss costs no instruction (see docs/performance.md), so they rank changes to the request
 path, and the timed benchmark says what a request costs.
+
+Bytecodes follow time more closely than instructions do: each one is a jump through the
+interpreter's dispatch, which the processor mispredicts more often on a long path of
+varied code run once per request than on a tight loop. Their count is exact (the same in
+every run), and ``--functions`` says where they go.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import re
 import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -59,6 +68,67 @@ def child(case: str, requests: int) -> None:
     asyncio.run(main())
 
 
+def bytecodes(case: str, requests: int) -> tuple[float, float, collections.Counter[str]]:
+    """Bytecodes and Python calls per request of ``case`` after the warm-up, and the
+    bytecodes of each function over the ``requests`` requests (in this process)."""
+    app = asgi_bench.CASES[CASES[case]]()
+    if app is None:
+        raise SystemExit(f"{case}: its library is not installed")
+    templates = asgi_bench.scopes()
+    ops: collections.Counter[str] = collections.Counter()
+    calls = 0
+
+    def trace(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal calls
+        if event == "opcode":
+            code = frame.f_code
+            name = getattr(code, "co_qualname", code.co_name)  # (3.11+)
+            ops[f"{code.co_filename}:{code.co_firstlineno}:{name}"] += 1
+        elif event == "call":  # (a coroutine's resumption is a call too)
+            calls += 1
+            frame.f_trace_opcodes = True
+        return trace
+
+    async def main() -> None:
+        # every client once at least: the counted requests find their keys, as the
+        # difference of two callgrind runs does
+        await asgi_bench.run(app, max(WARM, asgi_bench.CLIENTS), templates)
+        previous = sys.gettrace()  # (a coverage tool's, under the tests)
+        sys.settrace(trace)
+        try:
+            await asgi_bench.run(app, requests, templates)
+        finally:
+            sys.settrace(previous)
+
+    asyncio.run(main())
+    return ops.total() / requests, calls / requests, ops
+
+
+def print_functions(case: str, requests: int, top: int = 40) -> None:
+    """The functions of ``case`` by bytecodes per request."""
+    total, calls, ops = bytecodes(case, requests)
+    print(f"{CASES[case]}: {total:,.0f} bytecodes, {calls:.1f} Python calls per request\n")
+    print(f"| {'bytecodes':>9} | function |")
+    print(f"|{'-' * 11}|----------|")
+    for name, value in ops.most_common(top):
+        short = re.sub(r"^.*/(site-packages|src|lib/python3\.\d+)/", "", name)
+        print(f"| {value / requests:9.1f} | {short} |")
+
+
+def print_bytecodes(cases: list[str], requests: int) -> None:
+    per_request = {case: bytecodes(case, requests)[:2] for case in cases}
+    bare, bare_calls = per_request["bare"]
+    print(f"Python {sys.version.split()[0]}, bytecodes and Python calls per request\n")
+    print(f"| {'case':<36} | {'bytecodes':>9} | {'over bare':>9} | {'calls over bare':>15} |")
+    print(f"|{'-' * 38}|{'-' * 11}|{'-' * 11}|{'-' * 17}|")
+    for case in cases:
+        value, calls = per_request[case]
+        print(
+            f"| {CASES[case]:<36} | {value:9,.0f} | {value - bare:9,.0f} "
+            f"| {calls - bare_calls:15,.1f} |"
+        )
+
+
 def count(case: str, requests: int) -> int:
     """Instructions of a whole child process (callgrind's total)."""
     done = subprocess.run(
@@ -88,19 +158,31 @@ def main() -> None:
     parser.add_argument("--low", type=int, default=1000)
     parser.add_argument("--high", type=int, default=3000)
     parser.add_argument("--jobs", type=int, default=2, help="callgrind processes at once")
+    parser.add_argument(
+        "--bytecodes", action="store_true", help="count bytecodes and calls (no valgrind)"
+    )
+    parser.add_argument("--functions", metavar="CASE", help="one case's functions by bytecodes")
     parser.add_argument("--child", nargs=2, metavar=("CASE", "REQUESTS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child[0], int(args.child[1]))
         return
-    if shutil.which("valgrind") is None:
-        raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
+    if args.functions:
+        if args.functions not in CASES:
+            raise SystemExit(f"unknown case {args.functions!r}; choose from {list(CASES)}")
+        print_functions(args.functions, args.low)
+        return
     cases = [case.strip() for case in args.cases.split(",")]
     unknown = [case for case in cases if case not in CASES]
     if unknown:
         raise SystemExit(f"unknown cases {unknown}; choose from {list(CASES)}")
     if "bare" not in cases:
         cases.insert(0, "bare")
+    if args.bytecodes:
+        print_bytecodes(cases, args.low)
+        return
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
     if args.high <= args.low:
         raise SystemExit("--high must be more than --low")
     runs = [(case, requests) for case in cases for requests in (args.low, args.high)]

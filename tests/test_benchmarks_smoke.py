@@ -113,3 +113,14 @@ def test_asgi_instruction_cases_run(case: str) -> None:
     # which the lint environment does not install
     asgi_instructions = importlib.import_module("benchmarks.asgi_instructions")
     asgi_instructions.child(case, 3)
+
+
+def test_asgi_bytecodes_are_counted() -> None:
+    """`asgi_instructions.py --bytecodes` counts every bytecode and call of a request: a
+    limit adds some to the bare app, and its own functions are among them."""
+    asgi_instructions = importlib.import_module("benchmarks.asgi_instructions")
+    bare, bare_calls, _ = asgi_instructions.bytecodes("bare", 20)
+    limit, limit_calls, functions = asgi_instructions.bytecodes("limit", 20)
+    assert 0 < bare < limit
+    assert 0 < bare_calls < limit_calls
+    assert any("brace/_pipeline.py" in name and "check_local" in name for name in functions)
