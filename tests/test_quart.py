@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from importlib.metadata import version
 from typing import Any
 
 import anyio
@@ -57,10 +58,17 @@ async def test_quart_asgi_app_is_limited() -> None:
     _ = anyio
 
 
-async def test_quart_timeout_sends_one_response_and_the_handler_is_not_cut() -> None:
-    """Quart runs each handler in a task of its own, so the rule's timeout cannot cancel
-    it: brace answers 504 on time, and what the handler sends later never reaches the
-    server (no second response, no "Unexpected ASGI message"). The documented behaviour."""
+#: Quart 0.23 (Python 3.13+) runs a request's handler in a task group inside the ASGI
+#: call, which a timeout cancels; before, the handler ran in a task of its own
+QUART_CANCELS = tuple(int(part) for part in version("quart").split(".")[:2]) >= (0, 23)
+
+
+async def test_quart_timeout_sends_one_response() -> None:
+    """brace answers 504 on time, and nothing the handler sends afterwards reaches the
+    server (no second response, no "Unexpected ASGI message"). Before Quart 0.23 the
+    handler runs in a task of its own, which the timeout cannot cancel: it runs to its
+    end; from 0.23 it is cut at the timeout, as on the other frameworks. The documented
+    behaviour."""
     app = Quart(__name__)
     finished: list[str] = []
 
@@ -88,8 +96,8 @@ async def test_quart_timeout_sends_one_response_and_the_handler_is_not_cut() -> 
     started = time.monotonic()
     await app(scope, receive, send)  # type: ignore[arg-type]
     assert time.monotonic() - started < 0.35  # answered at the timeout, not after 0.4 s
-    await asyncio.sleep(0.6)  # the handler finishes in its own task meanwhile
+    await asyncio.sleep(0.6)  # an uncancelled handler finishes in its own task meanwhile
     disconnect.set()
     starts = [message["status"] for message in sent if message["type"] == "http.response.start"]
     assert starts == [504]
-    assert finished == ["slow"]  # the handler ran to its end: Quart does not cancel it
+    assert finished == ([] if QUART_CANCELS else ["slow"])
