@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import Any
@@ -563,6 +564,65 @@ async def test_lifespan_starts_background_tasks_and_drains() -> None:
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert len(samples) >= 10  # sampled by the background task while idle
     assert executor.draining
+
+
+@pytest.mark.parametrize("background", [False, True])
+async def test_the_lifespan_is_over_when_its_shutdown_is_reported(background: bool) -> None:
+    """Once the server reads ``lifespan.shutdown.complete``, the lifespan call has nothing
+    left to wait for: hypercorn (asyncio) cancels the lifespan task right then and awaits
+    it, and a call still at a checkpoint (brace's background tasks ending) raised
+    ``CancelledError`` out of the server on Python 3.12+. Here the server cancels the
+    call's scope when it reads the message: no checkpoint may follow."""
+    guard = brace.MemoryGuard(high=100, probe=lambda: 10, interval=1.0, clock=anyio.current_time)
+    inner = Starlette(routes=[Route("/", hello)])
+    app = BraceMiddleware(inner, memory=guard if background else None, clock=anyio.current_time)
+    inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[str] = []
+    scope = anyio.CancelScope()
+
+    async def receive() -> dict[str, Any]:
+        await anyio.sleep(5)
+        return inbox.pop(0)
+
+    async def send(message: Any) -> None:
+        sent.append(message["type"])
+        if message["type"] == "lifespan.shutdown.complete":
+            scope.cancel()
+
+    with scope:
+        await app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert not scope.cancelled_caught
+
+
+@pytest.mark.parametrize("background", [False, True])
+async def test_hypercorn_cancelling_the_finished_lifespan_is_harmless(
+    background: bool, anyio_backend_name: str
+) -> None:
+    """hypercorn's asyncio worker, at shutdown: wait for ``lifespan.shutdown.complete``,
+    then ``lifespan_task.cancel()`` and ``await lifespan_task``. The task must be over by
+    then, or the server exits with ``CancelledError``."""
+    if anyio_backend_name != "asyncio":
+        pytest.skip("asyncio's Task.cancel(), what hypercorn's asyncio worker calls")
+    guard = brace.MemoryGuard(high=100, probe=lambda: 10, interval=1.0, clock=anyio.current_time)
+    inner = Starlette(routes=[Route("/", hello)])
+    app = BraceMiddleware(inner, memory=guard if background else None, clock=anyio.current_time)
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    started, shut = asyncio.Event(), asyncio.Event()
+
+    async def send(message: Any) -> None:
+        {"lifespan.startup.complete": started, "lifespan.shutdown.complete": shut}[
+            message["type"]
+        ].set()
+
+    task = asyncio.ensure_future(app({"type": "lifespan"}, inbox.get, send))
+    await inbox.put({"type": "lifespan.startup"})
+    await started.wait()
+    await anyio.sleep(5)
+    await inbox.put({"type": "lifespan.shutdown"})
+    await shut.wait()
+    task.cancel()
+    await task  # raises CancelledError if the lifespan was still running
 
 
 async def test_health_app_endpoints_under_a_prefix() -> None:

@@ -15,7 +15,7 @@ shared with the aiohttp, FastAPI and Litestar adapters.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Final
 
 import anyio
 from typing_extensions import Unpack
@@ -186,37 +186,56 @@ class BraceMiddleware:
             await send_answer(send, answer)
 
     async def _lifespan(self, scope: Message, receive: Any, send: Any) -> None:
-        async with anyio.create_task_group() as tasks:
-            begun = False
+        # The application's answer to the shutdown goes out last, once brace's background
+        # tasks are over and nothing is left to wait for: a server may cancel the lifespan
+        # as soon as it reads it (hypercorn's asyncio worker does, then awaits the task).
+        answer: Message | None = None
+        begun = False
 
-            async def lifespan_receive() -> Message:
-                nonlocal begun
-                message: Message = await receive()
-                kind = message.get("type")
-                if kind == "lifespan.startup" and not begun:
-                    begun = True
-                    try:
-                        await self._pipeline.start(tasks)
-                    except Exception as error:  # a store that cannot serve: do not start
-                        text = f"brace: {type(error).__name__}: {error}"
-                        await send({"type": "lifespan.startup.failed", "message": text})
-                        raise _StartupFailed from error
-                elif kind == "lifespan.shutdown":
-                    await self.drain()
-                    await self._pipeline.close_stores()
-                return message
+        async def lifespan_send(message: Message) -> None:
+            nonlocal answer
+            if message["type"] in _SHUTDOWN_ANSWERS:
+                answer = message
+            else:
+                await send(message)
 
-            try:
-                await self.app(scope, lifespan_receive, send)
-            except _StartupFailed:
-                pass  # reported to the server, which exits
-            finally:
-                tasks.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tasks:
+
+                async def lifespan_receive() -> Message:
+                    nonlocal begun
+                    message: Message = await receive()
+                    kind = message.get("type")
+                    if kind == "lifespan.startup" and not begun:
+                        begun = True
+                        try:
+                            await self._pipeline.start(tasks)
+                        except Exception as error:  # a store that cannot serve: do not start
+                            text = f"brace: {type(error).__name__}: {error}"
+                            await send({"type": "lifespan.startup.failed", "message": text})
+                            raise _StartupFailed from error
+                    elif kind == "lifespan.shutdown":
+                        await self.drain()
+                        await self._pipeline.close_stores()
+                    return message
+
+                try:
+                    await self.app(scope, lifespan_receive, lifespan_send)
+                except _StartupFailed:
+                    pass  # reported to the server, which exits
+                finally:
+                    tasks.cancel_scope.cancel()
+        finally:
+            if answer is not None:
+                await send(answer)
 
     async def drain(self) -> None:
         """Finish what runs: wait for a `brace.GracefulShutdown` under way, then drain the
         executor (``drain_timeout``). The lifespan shutdown calls it."""
         await self._pipeline.drain()
+
+
+_SHUTDOWN_ANSWERS: Final = frozenset({"lifespan.shutdown.complete", "lifespan.shutdown.failed"})
 
 
 class _StartupFailed(Exception):
