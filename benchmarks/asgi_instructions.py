@@ -3,7 +3,8 @@ busy or slower machine does not move.
 
 Standalone: ``python benchmarks/asgi_instructions.py [--cases bare,limit] [--jobs 2]``
 (needs ``valgrind``; Debian's package). With ``--bytecodes`` it counts instead the
-interpreter's bytecodes and Python calls per request (``sys.settrace``, no valgrind), and
+interpreter's bytecodes and Python calls per request (``sys.settrace``, ``sys.monitoring``
+on 3.12+; no valgrind), and
 ``--functions CASE`` lists that case's functions by bytecodes per request.
 
 Each case of ``benchmarks/asgi_bench.py`` runs in its own ``valgrind --tool=callgrind``
@@ -75,17 +76,21 @@ def bytecodes(case: str, requests: int) -> tuple[float, float, collections.Count
     if app is None:
         raise SystemExit(f"{case}: its library is not installed")
     templates = asgi_bench.scopes()
-    ops: collections.Counter[str] = collections.Counter()
+    ops: collections.Counter[Any] = collections.Counter()  # by code object
     calls = 0
 
-    def trace(frame: Any, event: str, arg: Any) -> Any:
+    def instruction(code: Any, offset: int) -> None:
+        ops[code] += 1
+
+    def call(code: Any, offset: int) -> None:
         nonlocal calls
+        calls += 1
+
+    def trace(frame: Any, event: str, arg: Any) -> Any:
         if event == "opcode":
-            code = frame.f_code
-            name = getattr(code, "co_qualname", code.co_name)  # (3.11+)
-            ops[f"{code.co_filename}:{code.co_firstlineno}:{name}"] += 1
+            ops[frame.f_code] += 1
         elif event == "call":  # (a coroutine's resumption is a call too)
-            calls += 1
+            call(frame.f_code, 0)
             frame.f_trace_opcodes = True
         return trace
 
@@ -93,15 +98,35 @@ def bytecodes(case: str, requests: int) -> tuple[float, float, collections.Count
         # every client once at least: the counted requests find their keys, as the
         # difference of two callgrind runs does
         await asgi_bench.run(app, max(WARM, asgi_bench.CLIENTS), templates)
-        previous = sys.gettrace()  # (a coverage tool's, under the tests)
-        sys.settrace(trace)
+        monitoring: Any = getattr(sys, "monitoring", None)
+        if monitoring is None:  # before 3.12: settrace's opcode events
+            previous = sys.gettrace()  # (a coverage tool's, under the tests)
+            sys.settrace(trace)
+            try:
+                await asgi_bench.run(app, requests, templates)
+            finally:
+                sys.settrace(previous)
+            return
+        # 3.12+: sys.monitoring (settrace's opcode events do not come on 3.12.1)
+        tool = next(tool for tool in range(6) if monitoring.get_tool(tool) is None)
+        events = monitoring.events
+        monitoring.use_tool_id(tool, "asgi_instructions")
+        monitoring.register_callback(tool, events.INSTRUCTION, instruction)
+        monitoring.register_callback(tool, events.PY_START, call)
+        monitoring.register_callback(tool, events.PY_RESUME, call)
+        monitoring.set_events(tool, events.INSTRUCTION | events.PY_START | events.PY_RESUME)
         try:
             await asgi_bench.run(app, requests, templates)
         finally:
-            sys.settrace(previous)
+            monitoring.set_events(tool, 0)
+            monitoring.free_tool_id(tool)
 
     asyncio.run(main())
-    return ops.total() / requests, calls / requests, ops
+    functions: collections.Counter[str] = collections.Counter()
+    for code, count in ops.items():
+        name = getattr(code, "co_qualname", code.co_name)  # (3.11+)
+        functions[f"{code.co_filename}:{code.co_firstlineno}:{name}"] += count
+    return functions.total() / requests, calls / requests, functions
 
 
 def print_functions(case: str, requests: int, top: int = 40) -> None:
