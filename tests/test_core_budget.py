@@ -152,6 +152,7 @@ def test_memory_is_constant() -> None:
         ({"window": math.inf}, ValueError, "window"),
         ({"buckets": 0}, ValueError, "buckets"),
         ({"buckets": 2.5}, TypeError, "buckets"),
+        ({"buckets": 10**6 + 1}, ValueError, "buckets"),  # allocated at once: bounded
     ],
 )
 def test_bad_configuration_names_the_parameter(

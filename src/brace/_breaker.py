@@ -110,8 +110,10 @@ class CircuitBreaker:
         ignore: Exception types that count as neither failure nor success (as a
             cancellation does): the call is forgotten, a probe's permit is given back
             and the state stays as it is. Checked before ``exceptions`` and ``exclude``.
-        window_calls: Use a window of the last ``window_calls`` calls instead of time.
-        window_buckets: Buckets in the time window (memory is O(buckets)).
+        window_calls: Use a window of the last ``window_calls`` calls instead of time
+            (at most a million: the ring is allocated at once).
+        window_buckets: Buckets in the time window (memory is O(buckets); at most a
+            million).
         slow_call_rate: Open when slow calls / calls over the window reaches this.
         success_threshold: Successful probes needed to close from half-open.
         recovery_backoff: Growth factor of the open period on trips in a row (>= 1).

@@ -12,6 +12,7 @@ import math
 
 __all__ = (
     "MAX_COUNT",
+    "MAX_RING",
     "MAX_SECONDS",
     "MIN_INTERVAL",
     "MIN_WINDOW",
@@ -30,6 +31,10 @@ MAX_SECONDS = 1e15
 #: The largest count (limit, burst) accepted: 2**53, the last integer from which a float
 #: can still count one by one.
 MAX_COUNT = 2**53
+#: The most slots of a ring or bucket array sized by a parameter and allocated at once (a
+#: breaker's count window and time buckets, a retry budget's buckets, a reservoir): a
+#: larger size would be memory taken at construction for nothing a window needs.
+MAX_RING = 10**6
 #: The shortest window accepted, in seconds: the windows compare times with a slack of
 #: 1e-9 s, so a window must be much longer than that.
 MIN_WINDOW = 1e-6

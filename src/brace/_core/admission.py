@@ -67,7 +67,7 @@ from collections import deque
 from typing import Literal, overload
 
 from ._inline import inline_steps, step
-from ._validate import check_int, check_positive
+from ._validate import MAX_RING, check_int, check_positive
 
 __all__ = (
     "CLASS_STEP",
@@ -611,8 +611,8 @@ class Reservoir:
     __slots__ = ("_count", "_index", "_samples", "size", "zeros")
 
     def __init__(self, size: int = 1024) -> None:
-        # At most a million samples: the ring is allocated at once (8 bytes a slot).
-        self.size = check_int(size, "reservoir_size", minimum=1, maximum=10**6)
+        # the ring is allocated at once (8 bytes a slot)
+        self.size = check_int(size, "reservoir_size", minimum=1, maximum=MAX_RING)
         self._samples: list[float] = [0.0] * self.size
         self._index = 0
         self._count = 0

@@ -56,7 +56,7 @@ from typing import ClassVar
 
 from .._events import Event
 from ._inline import step
-from ._validate import check_int, check_positive
+from ._validate import MAX_RING, check_int, check_positive
 
 __all__ = (
     "CircuitBreakerCore",
@@ -327,8 +327,10 @@ def _check_rate(value: object, name: str) -> float:
     return float(value)
 
 
-def _check_optional_int(value: object, name: str, minimum: int) -> int | None:
-    return None if value is None else check_int(value, name, minimum=minimum)
+def _check_optional_int(
+    value: object, name: str, minimum: int, maximum: int | None = None
+) -> int | None:
+    return None if value is None else check_int(value, name, minimum=minimum, maximum=maximum)
 
 
 @step
@@ -441,8 +443,9 @@ class CircuitBreakerCore:
         )
         self.minimum_calls = check_int(minimum_calls, "minimum_calls", minimum=1)
         window = check_positive(window, "window")
-        window_calls = _check_optional_int(window_calls, "window_calls", 1)
-        window_buckets = check_int(window_buckets, "window_buckets", minimum=1)
+        # (both allocated at once: bounded)
+        window_calls = _check_optional_int(window_calls, "window_calls", 1, MAX_RING)
+        window_buckets = check_int(window_buckets, "window_buckets", minimum=1, maximum=MAX_RING)
         self.slow_call_duration = (
             None
             if slow_call_duration is None

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 
-from ._validate import MIN_WINDOW, check_finite, check_int, check_seconds
+from ._validate import MAX_RING, MIN_WINDOW, check_finite, check_int, check_seconds
 
 __all__ = ("RetryBudgetCore",)
 
@@ -69,7 +69,7 @@ class RetryBudgetCore:
             raise ValueError(f"min_per_second must be a finite number >= 0, got {min_per_second!r}")
         # at least MIN_WINDOW: a slot of a subnormal width divides ``now`` into infinity
         self.window = check_seconds(window, "window", minimum=MIN_WINDOW)
-        self.buckets = check_int(buckets, "buckets", minimum=1)
+        self.buckets = check_int(buckets, "buckets", minimum=1, maximum=MAX_RING)
         self.width = self.window / self.buckets
         self.reserve = self.min_per_second * self.window
         self._requests = [0] * self.buckets
