@@ -4,13 +4,14 @@ Standalone: ``python benchmarks/hedge_bench.py [--calls 10000] [--calls-overhead
 [--rounds 7] [--backend trio|asyncio] [--seed 2026]``.
 
 Part 1, in virtual time (``brace.testing.virtual_time``: trio's
-``MockClock(autojump_threshold=0)``, or a looptime loop on asyncio): a synthetic upstream sleeps a seeded long-tail latency: 10 ms x
-lognormal(0, 0.25), and for 3 % of the calls seven to eleven times that (so p99 is about
-10 x p50). ``--calls`` calls are made by 50 concurrent tasks, bare and through
-``brace.Hedge`` whose delay is a ``brace.LatencyQuantile`` (p95 of recent attempts) and
-whose budget grants extra attempts up to 10 % of the calls. Reported: p50/p90/p99 of the
-latency each caller saw, and the extra calls the upstream received. Pass: hedged p99 <=
-1/3 of the bare p99 with <= 10 % extra calls.
+``MockClock(autojump_threshold=0)``, or a looptime loop on asyncio): a synthetic
+upstream sleeps a seeded long-tail latency: 10 ms x lognormal(0, 0.25), and for 3 % of
+the calls seven to eleven times that (so p99 is about 10 x p50). ``--calls`` calls are
+made by 50 concurrent tasks, bare and through ``brace.Hedge`` whose delay is a
+``brace.LatencyQuantile`` (p95 of recent attempts) and whose budget grants extra
+attempts up to 10 % of the calls. Reported: p50/p90/p99 of the latency each caller saw,
+and the extra calls the upstream received. Pass: hedged p99 <= 1/3 of the bare p99 with
+<= 10 % extra calls.
 
 Part 2, CPU time (``time.process_time``) of the success path, the call answering at once
 (no sleep): a bare ``await``, ``brace.Fallback``, ``brace.Hedge`` (a task group and one
