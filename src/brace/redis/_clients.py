@@ -37,8 +37,9 @@ from ._errors import RedisBackendError, ResponseError
 from ._scripts import BATCH, SCRIPTS
 
 logger = logging.getLogger("brace.redis")
-#: seconds `UrlClient.open` waits for a cluster's nodes (as long as ``store.check()``)
-DISCOVER_TIMEOUT = 5.0
+#: seconds a store's startup steps wait: `UrlClient.open` for a cluster's nodes, and
+#: ``RedisStore.check()`` by default
+STARTUP_TIMEOUT = 5.0
 
 __all__ = (
     "Batch",
@@ -509,13 +510,13 @@ class UrlClient:
         Left to the first commands, a burst of them into a client that has not found
         its nodes yet sometimes closes connections other commands are using ("the
         handler is closed") on a loaded machine, and those decisions fail. A cluster
-        that cannot be reached now, or does not answer within `DISCOVER_TIMEOUT`, is not
+        that cannot be reached now, or does not answer within `STARTUP_TIMEOUT`, is not
         an error here: the first command finds the nodes as it would have (and its
         failure is the store's to handle).
         """
         assert self._client is not None
         try:
-            with anyio.move_on_after(DISCOVER_TIMEOUT):
+            with anyio.move_on_after(STARTUP_TIMEOUT):
                 await self._client.client.initialize()
         except Exception:  # unreachable now: its nodes are found on first use
             logger.debug("could not discover the cluster's nodes at open", exc_info=True)

@@ -63,6 +63,7 @@ from .._keys import bound_key, encode_key
 from .._metrics import REDIS_BUCKETS, Histogram
 from .._store import MemoryStore, Policy, RateLimitStore, _policy_identity, check_key
 from ._clients import (
+    STARTUP_TIMEOUT,
     Batch,
     ScriptClient,
     UrlClient,
@@ -515,11 +516,11 @@ class RedisStore:
     ) -> None:
         await self.aclose()
 
-    async def check(self, timeout: float = 5.0) -> None:
+    async def check(self, timeout: float = STARTUP_TIMEOUT) -> None:
         """Raise a `brace.redis.RedisError` unless this store can decide through Redis.
 
         Loads the scripts (on every primary of a cluster) and runs a decision that
-        consumes nothing, within ``timeout`` seconds. Raises
+        consumes nothing, within ``timeout`` seconds (5 by default). Raises
         `brace.redis.RedisAuthenticationError` when the server refuses the credentials,
         `brace.redis.RedisConnectionError` when it cannot be reached (or does not answer
         in time), `brace.redis.RedisBackendError` when the client does not run on the
