@@ -4,8 +4,8 @@ busy or slower machine does not move.
 Standalone: ``python benchmarks/asgi_instructions.py [--cases bare,limit] [--jobs 2]``
 (needs ``valgrind``; Debian's package). With ``--bytecodes`` it counts instead the
 interpreter's bytecodes and Python calls per request (``sys.settrace``, ``sys.monitoring``
-on 3.12+; no valgrind), and
-``--functions CASE`` lists that case's functions by bytecodes per request.
+on 3.12+; no valgrind), and ``--functions CASE`` says where one case's bytecodes go: by
+part of the request (`GROUPS`), over the bare app, then by function.
 
 Each case of ``benchmarks/asgi_bench.py`` runs in its own ``valgrind --tool=callgrind``
 process twice, for ``--low`` and ``--high`` requests after the same warm-up; the
@@ -18,10 +18,9 @@ They are not time: a first-level cache
 miss costs no instruction (see docs/performance.md), so they rank changes to the request
 path, and the timed benchmark says what a request costs.
 
-Bytecodes follow time more closely than instructions do: each one is a jump through the
-interpreter's dispatch, which the processor mispredicts more often on a long path of
-varied code run once per request than on a tight loop. Their count is exact (the same in
-every run), and ``--functions`` says where they go.
+Bytecodes follow time more closely than instructions do (docs/performance.md: a bytecode
+of brace's costs about what one of the bare app's does, an instruction about twice), and
+their count is exact: the same in every run.
 """
 
 from __future__ import annotations
@@ -55,12 +54,35 @@ WARM = 500
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
-def child(case: str, requests: int) -> None:
-    """Run ``requests`` requests of ``case`` after the warm-up (in the measured process)."""
+#: the parts of a request's path, by the functions' "file:line:name" (the first that
+#: matches); brace's functions no part names are its own bookkeeping
+GROUPS = (
+    (
+        "the limits: key, decision, recording",
+        re.compile(r"brace/(_store|_limiter|_client_ip|_core/window)\.py|check_local|_counted"),
+    ),
+    ("the RateLimit fields", re.compile(r"brace/_headers\.py|ratelimit_value|raw_rate_limit")),
+    ("the cancel scope and its deadline", re.compile(r"brace/_cancel\.py")),
+    ("the executor slot", re.compile(r"brace/_executor\.py")),
+    ("the breaker's ticket", re.compile(r"brace/(_breaker|_core/breaker)\.py")),
+    ("the memory guard", re.compile(r"brace/_memory\.py")),
+    ("the request's own bookkeeping", re.compile(r"brace/")),
+    ("the event loop", re.compile(r"asyncio/|selectors\.py")),
+    ("the application and the harness", re.compile(r"")),
+)
+
+
+def _app(case: str) -> tuple[Any, list[dict[str, Any]]]:
+    """The app of ``case`` and the request scopes it is called with."""
     app = asgi_bench.CASES[CASES[case]]()
     if app is None:
         raise SystemExit(f"{case}: its library is not installed")
-    templates = asgi_bench.scopes()
+    return app, asgi_bench.scopes()
+
+
+def child(case: str, requests: int) -> None:
+    """Run ``requests`` requests of ``case`` after the warm-up (in the measured process)."""
+    app, templates = _app(case)
 
     async def main() -> None:
         await asgi_bench.run(app, WARM, templates)
@@ -72,10 +94,7 @@ def child(case: str, requests: int) -> None:
 def bytecodes(case: str, requests: int) -> tuple[float, float, collections.Counter[str]]:
     """Bytecodes and Python calls per request of ``case`` after the warm-up, and the
     bytecodes of each function over the ``requests`` requests (in this process)."""
-    app = asgi_bench.CASES[CASES[case]]()
-    if app is None:
-        raise SystemExit(f"{case}: its library is not installed")
-    templates = asgi_bench.scopes()
+    app, templates = _app(case)
     ops: collections.Counter[Any] = collections.Counter()  # by code object
     calls = 0
 
@@ -129,10 +148,26 @@ def bytecodes(case: str, requests: int) -> tuple[float, float, collections.Count
     return functions.total() / requests, calls / requests, functions
 
 
+def groups(functions: collections.Counter[str]) -> collections.Counter[str]:
+    """Bytecodes by part of the request (`GROUPS`)."""
+    parts: collections.Counter[str] = collections.Counter()
+    for name, count in functions.items():
+        parts[next(label for label, pattern in GROUPS if pattern.search(name))] += count
+    return parts
+
+
 def print_functions(case: str, requests: int, top: int = 40) -> None:
-    """The functions of ``case`` by bytecodes per request."""
+    """Where the bytecodes of ``case`` go: by part of the request, over the bare app, then
+    by function."""
     total, calls, ops = bytecodes(case, requests)
+    parts = groups(ops)
+    bare = groups(bytecodes("bare", requests)[2])
     print(f"{CASES[case]}: {total:,.0f} bytecodes, {calls:.1f} Python calls per request\n")
+    print(f"| {'over the bare app':<40} | {'bytecodes':>9} |")
+    print(f"|{'-' * 42}|{'-' * 11}|")
+    for label, _ in GROUPS:
+        print(f"| {label:<40} | {(parts[label] - bare[label]) / requests:9,.0f} |")
+    print()
     print(f"| {'bytecodes':>9} | function |")
     print(f"|{'-' * 11}|----------|")
     for name, value in ops.most_common(top):

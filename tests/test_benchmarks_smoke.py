@@ -124,3 +124,6 @@ def test_asgi_bytecodes_are_counted() -> None:
     assert 0 < bare < limit
     assert 0 < bare_calls < limit_calls
     assert any("brace/_pipeline.py" in name and "check_local" in name for name in functions)
+    parts = asgi_instructions.groups(functions)  # every bytecode in one part
+    assert parts.total() == functions.total()
+    assert parts["the limits: key, decision, recording"] > 0
