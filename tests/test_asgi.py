@@ -566,6 +566,14 @@ async def test_lifespan_starts_background_tasks_and_drains() -> None:
     assert executor.draining
 
 
+def lifespan_app(background: bool) -> BraceMiddleware:
+    """A middleware whose lifespan runs a background task (the memory guard's sampler),
+    or none."""
+    guard = brace.MemoryGuard(high=100, probe=lambda: 10, interval=1.0, clock=anyio.current_time)
+    inner = Starlette(routes=[Route("/", hello)])
+    return BraceMiddleware(inner, memory=guard if background else None, clock=anyio.current_time)
+
+
 @pytest.mark.parametrize("background", [False, True])
 async def test_the_lifespan_is_over_when_its_shutdown_is_reported(background: bool) -> None:
     """Once the server reads ``lifespan.shutdown.complete``, the lifespan call has nothing
@@ -573,9 +581,7 @@ async def test_the_lifespan_is_over_when_its_shutdown_is_reported(background: bo
     it, and a call still at a checkpoint (brace's background tasks ending) raised
     ``CancelledError`` out of the server on Python 3.12+. Here the server cancels the
     call's scope when it reads the message: no checkpoint may follow."""
-    guard = brace.MemoryGuard(high=100, probe=lambda: 10, interval=1.0, clock=anyio.current_time)
-    inner = Starlette(routes=[Route("/", hello)])
-    app = BraceMiddleware(inner, memory=guard if background else None, clock=anyio.current_time)
+    app = lifespan_app(background)
     inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
     sent: list[str] = []
     scope = anyio.CancelScope()
@@ -604,9 +610,7 @@ async def test_hypercorn_cancelling_the_finished_lifespan_is_harmless(
     then, or the server exits with ``CancelledError``."""
     if anyio_backend_name != "asyncio":
         pytest.skip("asyncio's Task.cancel(), what hypercorn's asyncio worker calls")
-    guard = brace.MemoryGuard(high=100, probe=lambda: 10, interval=1.0, clock=anyio.current_time)
-    inner = Starlette(routes=[Route("/", hello)])
-    app = BraceMiddleware(inner, memory=guard if background else None, clock=anyio.current_time)
+    app = lifespan_app(background)
     inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     started, shut = asyncio.Event(), asyncio.Event()
 

@@ -21,6 +21,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from brace._core._validate import MAX_RING
 from brace._core.breaker import (
     TRANSITIONS,
     CircuitBreakerCore,
@@ -295,8 +296,8 @@ def test_statistics_are_a_frozen_snapshot() -> None:
         ({"failure_rate": 0.5, "window_calls": 5, "minimum_calls": 10}, ValueError, "window_calls"),
         ({"window_buckets": 0}, ValueError, "window_buckets"),
         # allocated at once: bounded (a hostile size once asked for 30 GB)
-        ({"failure_rate": 0.5, "window_calls": 10**6 + 1}, ValueError, "window_calls"),
-        ({"failure_rate": 0.5, "window_buckets": 10**6 + 1}, ValueError, "window_buckets"),
+        ({"failure_rate": 0.5, "window_calls": MAX_RING + 1}, ValueError, "window_calls"),
+        ({"failure_rate": 0.5, "window_buckets": MAX_RING + 1}, ValueError, "window_buckets"),
         ({"slow_call_duration": 0}, ValueError, "slow_call_duration"),
         ({"slow_call_rate": 0}, ValueError, "slow_call_rate"),
         ({"slow_call_rate": 1.01}, ValueError, "slow_call_rate"),
