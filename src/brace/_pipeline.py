@@ -358,11 +358,19 @@ class Pipeline:
     def begin(self, method: str, path: str, *, preflight: bool = False) -> Exchange | None:
         """The request's exchange, or ``None`` when nothing applies (an exempt rule, or a
         CORS preflight while ``count_preflight`` is off)."""
-        rule = self.rules.match(method, path)
-        if rule.exempt or (preflight and not self.count_preflight):
+        rule = self.route(method, path, preflight=preflight)
+        if rule is None:
             return None
         self.counters.requests += 1
         return Exchange(rule)
+
+    def route(self, method: str, path: str, *, preflight: bool = False) -> CompiledRule | None:
+        """The request's rule, or ``None`` when nothing applies (see `begin`, which also
+        counts the request and makes its exchange)."""
+        rule = self.rules.match(method, path)
+        if rule.exempt or (preflight and not self.count_preflight):
+            return None
+        return rule
 
     # -- 2. the limits -------------------------------------------------------------------
 
@@ -408,21 +416,37 @@ class Pipeline:
                     key = "ip:" + client
             limiter = limit.limiter
             decision = limiter.try_hit(key, cost) if limit.local else await limiter.hit(key, cost)
-            if not self._counted(exchange, limit, key, decision):
-                return self.rate_limited(rule, limit, decision.retry_after, fields)
+            exchange.decision = decision
+            if not decision.allowed:
+                return self._limited(rule, limit, key, decision, fields)
+            fields.append((limit, decision.remaining, decision.reset_after))
         return None
 
     def check_local(
         self, exchange: Exchange, address: Callable[[Any], str], source: Any
     ) -> Answer | None:
         """`check_limits` without waiting, for a ``local`` rule while the pipeline has no
-        ``user`` callable: every key is the client's address (a ``per="user"`` limit
-        skips the request)."""
+        ``user`` callable (`hit_local`)."""
         rule = exchange.rule
         if self._shutting_down():
             return self.refusal(ShuttingDown("the server is shutting down"), rule)
         fields: Fields = []
         exchange.fields = fields
+        decided = self.hit_local(rule, fields, address, source)
+        if isinstance(decided, Answer):
+            return decided
+        exchange.decision = decided
+        return None
+
+    def hit_local(
+        self, rule: CompiledRule, fields: Fields, address: Callable[[Any], str], source: Any
+    ) -> Decision | Answer | None:
+        """Ask each limit of a ``local`` rule, keyed by the client's address
+        (``address(source)``; a ``per="user"`` limit skips the request, there being no
+        ``user`` callable), adding each one's fields to ``fields``: the 429 `Answer` of
+        the first that refuses, else the last decision (``None``: every limit skipped).
+        Nothing here waits; the shutdown is the caller's to check."""
+        decision = None
         client: str | None = None
         cost = rule.cost
         for limit in rule.limits:
@@ -431,29 +455,29 @@ class Pipeline:
             if client is None:
                 client = "ip:" + address(source)
             decision = limit.limiter.try_hit(client, cost)
-            if not self._counted(exchange, limit, client, decision):
-                return self.rate_limited(rule, limit, decision.retry_after, fields)
-        return None
+            if not decision.allowed:
+                return self._limited(rule, limit, client, decision, fields)
+            fields.append((limit, decision.remaining, decision.reset_after))
+        return decision
 
     def _shutting_down(self) -> bool:
         shutdown = self.shutdown
         return shutdown is not None and shutdown.shutting_down
 
-    def _counted(
-        self, exchange: Exchange, limit: CompiledLimit, key: str, decision: Decision
-    ) -> bool:
-        """Record one limit's decision in the exchange's fields; False (counted and
-        reported) when it refuses."""
-        exchange.decision = decision
-        fields = exchange.fields
-        assert fields is not None
-        if decision.allowed:
-            fields.append((limit, decision.remaining, decision.reset_after))
-            return True
+    def _limited(
+        self,
+        rule: CompiledRule,
+        limit: CompiledLimit,
+        key: str,
+        decision: Decision,
+        fields: Fields,
+    ) -> Answer:
+        """``limit`` refused ``key``: count and report it, and answer 429 with the fields
+        of every limit asked."""
         self.counters.rate_limited += 1
-        self.refused("rate_limited", exchange.rule, decision.retry_after, key=key)
+        self.refused("rate_limited", rule, decision.retry_after, key=key)
         fields.append((limit, 0, decision.retry_after))
-        return False
+        return self.rate_limited(rule, limit, decision.retry_after, fields)
 
     async def _custom_key(self, limit: CompiledLimit, request: Any) -> str | None:
         assert limit.key is not None
@@ -509,24 +533,22 @@ class Pipeline:
         if rule.plain and self.plain:
             # nothing to shed, queue, guard or time out: the application, counted
             counters.active += 1
+            status = None
             try:
                 status = await call(*args)
             except Rejected as refusal:  # raised by the application: answered as ours
                 if exchange.started:
                     raise
-                priority = rule.priority
-                if priority is None:
-                    priority = default_priority(method, path)
-                return self.refusal(refusal, rule, priority)
+                return self.app_refusal(refusal, rule, method, path)
             except Exception:
                 counters.errors += 1
                 raise
             finally:
                 counters.active -= 1
+                if status is not None:
+                    exchange.status = status
                 if slow is not None:
-                    self._timed(exchange, method, path, slow)
-            if status is not None:
-                exchange.status = status
+                    self.timed(rule, exchange.begin, exchange.status, method, path)
             return None
         priority = rule.priority
         if priority is None:
@@ -615,7 +637,7 @@ class Pipeline:
         finally:
             counters.active -= 1
             if slow is not None:
-                self._timed(exchange, method, path, slow)
+                self.timed(rule, exchange.begin, exchange.status, method, path)
         return None
 
     async def _guarded(
@@ -667,10 +689,14 @@ class Pipeline:
             else:
                 ticket.success()
 
-    def _timed(self, exchange: Exchange, method: str, path: str, slow: float) -> None:
-        """Time the request (an exporter reads the durations) and report it if slow."""
+    def timed(self, rule: CompiledRule, begin: float, status: int, method: str, path: str) -> None:
+        """Time a request that began at ``begin`` (on the pipeline's clock) into the
+        durations an exporter reads, and report it if slow (only while ``slow_request``
+        is set)."""
+        slow = self.slow
+        assert slow is not None
         now = self.clock()
-        elapsed = now - exchange.begin
+        elapsed = now - begin
         durations = self.durations
         if durations is not None:
             durations.observe(elapsed)
@@ -681,13 +707,19 @@ class Pipeline:
                 method,
                 path,
                 elapsed,
-                exchange.status or "none",
-                exchange.rule.name,
+                status or "none",
+                rule.name,
             )
             if self.on_event is not None:
-                self.on_event(
-                    SlowRequest(exchange.rule.name, now, method, path, elapsed, exchange.status)
-                )
+                self.on_event(SlowRequest(rule.name, now, method, path, elapsed, status))
+
+    def app_refusal(self, refusal: Rejected, rule: CompiledRule, method: str, path: str) -> Answer:
+        """The answer to a brace refusal the application raised before it responded,
+        answered as the pipeline's own (a rule with no priority: the request's default)."""
+        priority = rule.priority
+        if priority is None:
+            priority = default_priority(method, path)
+        return self.refusal(refusal, rule, priority)
 
     # -- 4. answers ----------------------------------------------------------------------
 
@@ -703,11 +735,12 @@ class Pipeline:
     ) -> list[tuple[bytes, bytes]]:
         """`rate_limit_headers` encoded, as ASGI sends them (the policy's field is encoded
         once, with the rule)."""
-        headers: list[tuple[bytes, bytes]] = []
+        headers: list[tuple[bytes, bytes]]
         if self.ietf:
-            headers.append(rule.raw_policy)
             # (ASCII: policy names are printable ASCII, the rest digits)
-            headers.append((b"ratelimit", ratelimit_value(fields).encode()))
+            headers = [rule.raw_policy, (b"ratelimit", ratelimit_value(fields).encode())]
+        else:
+            headers = []
         if self.legacy:
             headers += [
                 (name.encode("latin-1"), value.encode("latin-1"))

@@ -23,12 +23,21 @@ from typing_extensions import Unpack
 from ._asgi_rules import Limit, Rule, default_priority
 from ._client_ip import TrustedProxies
 from ._done import DONE
+from ._exceptions import Rejected
 from ._executor import PriorityExecutor
 from ._health_app import HealthApp, health_app, send_answer
 from ._keys_http import by_api_key, by_bearer_subject, by_cookie, by_header
 from ._load import LoadMonitor
 from ._memory import MemoryGuard
-from ._pipeline import BraceMiddlewareStatistics, Pipeline, PipelineOptions, is_preflight
+from ._pipeline import (
+    Answer,
+    BraceMiddlewareStatistics,
+    Exchange,
+    Fields,
+    Pipeline,
+    PipelineOptions,
+    is_preflight,
+)
 from ._shutdown import GracefulShutdown
 
 __all__ = (
@@ -99,7 +108,7 @@ class BraceMiddleware:
     - ``clock``: zero-argument callable returning monotonic seconds.
     """
 
-    __slots__ = ("_client", "_pipeline", "app")
+    __slots__ = ("_client", "_flat", "_pipeline", "app")
 
     def __init__(self, app: ASGIApp, **options: Unpack[PipelineOptions]) -> None:
         if not callable(app):
@@ -107,6 +116,9 @@ class BraceMiddleware:
         self.app = app
         self._pipeline = Pipeline(**options)
         self._client = self._pipeline.client
+        pipeline = self._pipeline
+        #: a plain rule with local limits takes the short path (see `__call__`)
+        self._flat = pipeline.plain and pipeline.user is None and pipeline.shutdown is None
 
     @property
     def executor(self) -> PriorityExecutor | None:
@@ -147,10 +159,62 @@ class BraceMiddleware:
         path: str = scope["path"]
         pipeline = self._pipeline
         preflight = method == "OPTIONS" and is_preflight(method, scope.get("headers") or ())
-        exchange = pipeline.begin(method, path, preflight=preflight)
-        if exchange is None:
+        rule = pipeline.route(method, path, preflight=preflight)
+        if rule is None:
             await self.app(scope, receive, send)
             return
+        counters = pipeline.counters
+        counters.requests += 1
+        if not (rule.plain and rule.local and self._flat):
+            await self._piped(Exchange(rule), method, path, scope, receive, send)
+            return
+        # The short path of most routes: a plain rule (no breaker, bound or timeout) whose
+        # limits are all decided in this process, while the pipeline has nothing
+        # server-wide to shed, guard or queue by, no ``user`` callable and no shutdown.
+        # `Pipeline.check_local` and `Pipeline.run`'s plain case, without an `Exchange`.
+        fields: Fields | None = None
+        if rule.limits:
+            fields = []
+            decided = pipeline.hit_local(rule, fields, self._client, scope)
+            if isinstance(decided, Answer):
+                await send_answer(send, decided)
+                return
+            if not (fields and pipeline.headers_on_success):
+                fields = None
+        status = 0
+
+        def send_wrapper(message: Message) -> Awaitable[None]:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if fields is not None:
+                    extra = pipeline.raw_rate_limit_headers(rule, fields)
+                    message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            return send(message)  # type: ignore[no-any-return]
+
+        slow = pipeline.slow
+        begin = 0.0 if slow is None else pipeline.clock()
+        counters.active += 1
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Rejected as refusal:  # raised by the application: answered as ours
+            if status:
+                raise
+            await send_answer(send, pipeline.app_refusal(refusal, rule, method, path))
+        except Exception:
+            counters.errors += 1
+            raise
+        finally:
+            counters.active -= 1
+            if slow is not None:
+                pipeline.timed(rule, begin, status, method, path)
+
+    async def _piped(
+        self, exchange: Exchange, method: str, path: str, scope: Any, receive: Any, send: Any
+    ) -> None:
+        """A request of any other rule, through `Pipeline.check_limits` and
+        `Pipeline.run`."""
+        pipeline = self._pipeline
         rule = exchange.rule
         if rule.limits or pipeline.shutdown is not None:
             if rule.local and pipeline.user is None:

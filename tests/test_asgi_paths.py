@@ -1,0 +1,154 @@
+"""The ASGI middleware's short path (a plain rule with local limits) and the full pipeline
+answer every request alike.
+
+`BraceMiddleware` takes a short path, without an `Exchange`, for a plain rule (no breaker,
+bound or timeout) whose limits are decided in this process, while it has no executor,
+memory guard, load monitor, shutdown or ``user`` callable. Each scenario here runs once on
+that path and once through `Pipeline.run` (the same rule with an executor of ample room),
+and the answers, headers, counters and logs must be the same.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+import brace
+import brace.asgi
+from brace.asgi import BraceMiddleware, Limit, Rule
+
+
+async def ok(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok", headers={"x-app": "1"})
+
+
+async def refuse_before(scope: Any, receive: Any, send: Any) -> None:
+    """Raises a brace refusal before it responds: brace answers it as its own."""
+    raise brace.CircuitOpen("downstream open", retry_after=7.0)
+
+
+async def late(request: Request) -> PlainTextResponse:
+    await anyio.sleep(4)
+    return PlainTextResponse("late", status_code=201)
+
+
+async def crash(request: Request) -> Response:
+    raise RuntimeError("crash")
+
+
+async def refuse_after(scope: Any, receive: Any, send: Any) -> None:
+    """Starts its response, then raises a brace refusal: nothing left to answer with."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    raise brace.QueueFull("too late to answer")
+
+
+def application() -> Any:
+    starlette = Starlette(
+        routes=[
+            Route("/ok", ok),
+            Route("/late", late),
+            Route("/crash", crash),
+        ]
+    )
+
+    bare = {"/refuse": refuse_before, "/after": refuse_after}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        # (Starlette answers 500 to an exception before re-raising it: these two are bare)
+        await bare.get(scope.get("path", ""), starlette)(scope, receive, send)
+
+    return app
+
+
+def middleware(short: bool, **options: Any) -> BraceMiddleware:
+    if not short:  # an executor sends every request through Pipeline.run
+        options["executor"] = brace.PriorityExecutor(concurrency=100, max_queue=100)
+    origin = anyio.current_time()  # each run starts its clock at 0: the same windows
+    options.setdefault("clock", lambda: anyio.current_time() - origin)
+    return BraceMiddleware(application(), **options)
+
+
+RULES = {
+    "no limits": Rule(),
+    "one limit": Rule(limits=["5/minute"]),
+    "two limits": Rule(limits=[Limit("5/minute", name="fast"), Limit("6/hour", name="slow")]),
+    "per user (skipped)": Rule(limits=[Limit("1/minute", per="user"), "5/minute"]),
+}
+#: what the application raises to the server, by path
+RAISED = {"/crash": RuntimeError, "/after": brace.QueueFull}
+
+
+async def scenario(app: BraceMiddleware, caplog: pytest.LogCaptureFixture) -> list[Any]:
+    """Everything a client and an operator see of a few requests."""
+    seen: list[Any] = []
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 1234))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        for path in ("/ok", "/refuse", "/crash", "/after", "/late", "/ok", "/ok"):
+            if path in RAISED:
+                with pytest.raises(RAISED[path]):
+                    await http.get(path)
+                seen.append((path, "raised"))
+                continue
+            response = await http.get(path)
+            headers = {
+                name: value
+                for name, value in response.headers.items()
+                if name.startswith(("ratelimit", "retry-after", "x-"))
+            }
+            seen.append((path, response.status_code, headers, response.text))
+    seen.append(app.statistics())
+    seen.append([record.getMessage() for record in caplog.records])
+    return seen
+
+
+@pytest.mark.parametrize("name", list(RULES))
+@pytest.mark.parametrize("style", ["ietf", "legacy", "both", "none"])
+async def test_the_short_path_answers_as_the_pipeline_does(
+    name: str, style: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exchanges: list[Any] = []
+    made = brace.asgi.Exchange  # type: ignore[attr-defined]
+
+    def counted(rule: Any) -> Any:
+        exchanges.append(rule)
+        return made(rule)
+
+    monkeypatch.setattr(brace.asgi, "Exchange", counted)
+    seen = {}
+    for short in (True, False):
+        caplog.clear()
+        app = middleware(short, default=RULES[name], rate_limit_headers=style, slow_request=3.0)
+        with caplog.at_level(logging.WARNING, logger="brace.asgi"):
+            seen[short] = await scenario(app, caplog)
+        # the short path makes no exchange; the pipeline one per request
+        assert len(exchanges) == (0 if short else 7)
+        exchanges.clear()
+    assert seen[True] == seen[False]
+    statistics = seen[True][-2]
+    assert statistics.requests == 7
+    assert statistics.active == 0
+    assert statistics.slow == 1
+    assert statistics.errors == 1  # the crash; a refusal raised after the start is not one
+    assert any("took 4.000 s (status 201" in message for message in seen[True][-1])
+    assert seen[True][1][1:3] == (503, {"retry-after": "7"})
+
+
+async def test_headers_on_success_off_leaves_admitted_responses_alone() -> None:
+    for short in (True, False):
+        app = middleware(short, default=Rule(limits=["1/minute"]), headers_on_success=False)
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 1234))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            admitted = await http.get("/ok")
+            refused = await http.get("/ok")
+        assert admitted.status_code == 200
+        assert "ratelimit" not in admitted.headers
+        assert refused.status_code == 429
+        assert refused.headers["ratelimit"].startswith('"default";r=0;t=')
