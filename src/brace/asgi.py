@@ -165,57 +165,53 @@ class BraceMiddleware:
             return
         counters = pipeline.counters
         counters.requests += 1
-        if not (rule.plain and rule.local and self._flat):
-            await self._piped(Exchange(rule), method, path, scope, receive, send)
-            return
-        # The short path of most routes: a plain rule (no breaker, bound or timeout) whose
-        # limits are all decided in this process, while the pipeline has nothing
-        # server-wide to shed, guard or queue by, no ``user`` callable and no shutdown.
-        # `Pipeline.check_local` and `Pipeline.run`'s plain case, without an `Exchange`.
-        fields: Fields | None = None
-        if rule.limits:
-            fields = []
-            decided = pipeline.hit_local(rule, fields, self._client, scope)
-            if isinstance(decided, Answer):
-                await send_answer(send, decided)
-                return
-            if not (fields and pipeline.headers_on_success):
-                fields = None
-        status = 0
+        # (One function for both paths, each with its own ``send`` wrapper: a call of a
+        # coroutine more would cost either path more than the other's few lines.)
+        if rule.plain and rule.local and self._flat:
+            # The short path of most routes: a plain rule (no breaker, bound or timeout)
+            # whose limits are all decided in this process, while the pipeline has
+            # nothing server-wide to shed, guard or queue by, no ``user`` callable and no
+            # shutdown. `Pipeline.check_local` and `Pipeline.run`'s plain case, without
+            # an `Exchange`.
+            fields: Fields | None = None
+            if rule.limits:
+                fields = []
+                decided = pipeline.hit_local(rule, fields, self._client, scope)
+                if isinstance(decided, Answer):
+                    await send_answer(send, decided)
+                    return
+                if not (fields and pipeline.headers_on_success):
+                    fields = None
+            status = 0
 
-        def send_wrapper(message: Message) -> Awaitable[None]:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if fields is not None:
-                    extra = pipeline.raw_rate_limit_headers(rule, fields)
-                    message = {**message, "headers": [*message.get("headers", ()), *extra]}
-            return send(message)  # type: ignore[no-any-return]
+            def send_short(message: Message) -> Awaitable[None]:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    if fields is not None:
+                        extra = pipeline.raw_rate_limit_headers(rule, fields)
+                        message = {**message, "headers": [*message.get("headers", ()), *extra]}
+                return send(message)  # type: ignore[no-any-return]
 
-        slow = pipeline.slow
-        begin = 0.0 if slow is None else pipeline.clock()
-        counters.active += 1
-        try:
-            await self.app(scope, receive, send_wrapper)
-        except Rejected as refusal:  # raised by the application: answered as ours
-            if status:
+            slow = pipeline.slow
+            begin = 0.0 if slow is None else pipeline.clock()
+            counters.active += 1
+            try:
+                await self.app(scope, receive, send_short)
+            except Rejected as refusal:  # raised by the application: answered as ours
+                if status:
+                    raise
+                await send_answer(send, pipeline.app_refusal(refusal, rule, method, path))
+            except Exception:
+                counters.errors += 1
                 raise
-            await send_answer(send, pipeline.app_refusal(refusal, rule, method, path))
-        except Exception:
-            counters.errors += 1
-            raise
-        finally:
-            counters.active -= 1
-            if slow is not None:
-                pipeline.timed(rule, begin, status, method, path)
-
-    async def _piped(
-        self, exchange: Exchange, method: str, path: str, scope: Any, receive: Any, send: Any
-    ) -> None:
-        """A request of any other rule, through `Pipeline.check_limits` and
-        `Pipeline.run`."""
-        pipeline = self._pipeline
-        rule = exchange.rule
+            finally:
+                counters.active -= 1
+                if slow is not None:
+                    pipeline.timed(rule, begin, status, method, path)
+            return
+        # Any other rule: `Pipeline.check_limits` and `Pipeline.run`.
+        exchange = Exchange(rule)
         if rule.limits or pipeline.shutdown is not None:
             if rule.local and pipeline.user is None:
                 answer = pipeline.check_local(exchange, self._client, scope)
