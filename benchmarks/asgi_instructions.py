@@ -59,7 +59,9 @@ _COLLECTED = re.compile(r"Collected : (\d+)")
 GROUPS = (
     (
         "the limits: key, decision, recording",
-        re.compile(r"brace/(_store|_limiter|_client_ip|_core/window)\.py|check_local|_counted"),
+        re.compile(
+            r"brace/(_store|_limiter|_client_ip|_core/window)\.py|check_local|hit_local|_limited"
+        ),
     ),
     ("the RateLimit fields", re.compile(r"brace/_headers\.py|ratelimit_value|raw_rate_limit")),
     ("the cancel scope and its deadline", re.compile(r"brace/_cancel\.py")),

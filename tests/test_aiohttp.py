@@ -332,3 +332,16 @@ async def test_startup_fails_when_a_store_check_fails() -> None:
             await server.start_server()
     finally:
         await server.close()
+
+
+async def test_server_middleware_logs_a_slow_request_with_its_status(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A slow request of a plain rule is logged with the handler's status (the pipeline
+    used to time it before the status came back: "status none")."""
+    middleware = BraceMiddleware(default=Rule(), slow_request=0.05)
+    with caplog.at_level("WARNING", logger="brace.asgi"):
+        async with TestClient(TestServer(make_app(middleware))) as client:
+            assert (await client.get("/slow", params={"seconds": "0.1"})).status == 200
+    assert middleware.statistics().slow == 1
+    assert any("GET /slow took" in m and "(status 200," in m for m in caplog.messages)

@@ -123,7 +123,7 @@ def test_asgi_bytecodes_are_counted() -> None:
     limit, limit_calls, functions = asgi_instructions.bytecodes("limit", 20)
     assert 0 < bare < limit
     assert 0 < bare_calls < limit_calls
-    assert any("brace/_pipeline.py" in name and "check_local" in name for name in functions)
+    assert any("brace/_pipeline.py" in name and "hit_local" in name for name in functions)
     parts = asgi_instructions.groups(functions)  # every bytecode in one part
     assert parts.total() == functions.total()
     assert parts["the limits: key, decision, recording"] > 0
