@@ -108,17 +108,16 @@ class BraceMiddleware:
     - ``clock``: zero-argument callable returning monotonic seconds.
     """
 
-    __slots__ = ("_client", "_flat", "_pipeline", "app")
+    __slots__ = ("_client", "_pipeline", "_short_path", "app")
 
     def __init__(self, app: ASGIApp, **options: Unpack[PipelineOptions]) -> None:
         if not callable(app):
             raise TypeError(f"app must be an ASGI application, got {app!r}")
         self.app = app
-        self._pipeline = Pipeline(**options)
-        self._client = self._pipeline.client
-        pipeline = self._pipeline
-        #: a plain rule with local limits takes the short path (see `__call__`)
-        self._flat = pipeline.plain and pipeline.user is None and pipeline.shutdown is None
+        self._pipeline = pipeline = Pipeline(**options)
+        self._client = pipeline.client
+        #: a plain rule with local limits may take the short path (see `__call__`)
+        self._short_path = pipeline.plain and pipeline.user is None and pipeline.shutdown is None
 
     @property
     def executor(self) -> PriorityExecutor | None:
@@ -167,7 +166,7 @@ class BraceMiddleware:
         counters.requests += 1
         # (One function for both paths, each with its own ``send`` wrapper: a call of a
         # coroutine more would cost either path more than the other's few lines.)
-        if rule.plain and rule.local and self._flat:
+        if rule.plain and rule.local and self._short_path:
             # The short path of most routes: a plain rule (no breaker, bound or timeout)
             # whose limits are all decided in this process, while the pipeline has
             # nothing server-wide to shed, guard or queue by, no ``user`` callable and no
