@@ -3,9 +3,9 @@ answer every request alike.
 
 `BraceMiddleware` takes a short path, without an `Exchange`, for a plain rule (no breaker,
 bound or timeout) whose limits are decided in this process, while it has no executor,
-memory guard, load monitor, shutdown or ``user`` callable. Each scenario here runs once on
-that path and once through `Pipeline.run` (the same rule with an executor of ample room),
-and the answers, headers, counters and logs must be the same.
+memory guard, load monitor or ``user`` callable (a shutdown may be there). Each scenario
+here runs once on that path and once through `Pipeline.run` (the same rule with an
+executor of ample room), and the answers, headers, counters and logs must be the same.
 """
 
 from __future__ import annotations
@@ -86,6 +86,21 @@ RULES = {
 RAISED = {"/crash": RuntimeError, "/after": brace.QueueFull}
 
 
+@pytest.fixture
+def exchanges(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The rule of each `Exchange` the middleware makes: one a request on the pipeline's
+    path, none on the short path."""
+    made: list[Any] = []
+    original = brace.asgi.Exchange  # type: ignore[attr-defined]
+
+    def counted(rule: Any) -> Any:
+        made.append(rule)
+        return original(rule)
+
+    monkeypatch.setattr(brace.asgi, "Exchange", counted)
+    return made
+
+
 async def scenario(app: BraceMiddleware, caplog: pytest.LogCaptureFixture) -> list[Any]:
     """Everything a client and an operator see of a few requests."""
     seen: list[Any] = []
@@ -112,16 +127,8 @@ async def scenario(app: BraceMiddleware, caplog: pytest.LogCaptureFixture) -> li
 @pytest.mark.parametrize("name", list(RULES))
 @pytest.mark.parametrize("style", ["ietf", "legacy", "both", "none"])
 async def test_the_short_path_answers_as_the_pipeline_does(
-    name: str, style: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    name: str, style: Any, caplog: pytest.LogCaptureFixture, exchanges: list[Any]
 ) -> None:
-    exchanges: list[Any] = []
-    made = brace.asgi.Exchange  # type: ignore[attr-defined]
-
-    def counted(rule: Any) -> Any:
-        exchanges.append(rule)
-        return made(rule)
-
-    monkeypatch.setattr(brace.asgi, "Exchange", counted)
     seen = {}
     for short in (True, False):
         caplog.clear()
@@ -152,3 +159,33 @@ async def test_headers_on_success_off_leaves_admitted_responses_alone() -> None:
         assert "ratelimit" not in admitted.headers
         assert refused.status_code == 429
         assert refused.headers["ratelimit"].startswith('"default";r=0;t=')
+
+
+@pytest.mark.parametrize("name", ["no limits", "one limit"])
+async def test_the_short_path_refuses_once_the_shutdown_started(
+    name: str, exchanges: list[Any]
+) -> None:
+    """With a `brace.GracefulShutdown` too, the short path still serves until the shutdown
+    starts, then answers 503 ``shutting_down`` with ``Connection: close``, as the pipeline
+    does."""
+    seen = {}
+    for short in (True, False):
+        shutdown = brace.GracefulShutdown(timeout=1, clock=anyio.current_time)
+        app = middleware(short, default=RULES[name], shutdown=shutdown)
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 1234))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            served = await http.get("/ok")
+            shutdown.trigger()
+            refused = await http.get("/ok")
+        assert len(exchanges) == (0 if short else 2)
+        exchanges.clear()
+        seen[short] = (
+            served.status_code,
+            refused.status_code,
+            refused.json()["error"],
+            refused.headers["connection"],
+            app.statistics(),
+        )
+    assert seen[True] == seen[False]
+    assert seen[True][:4] == (200, 503, "shutting_down", "close")
+    assert seen[True][4].shutting_down == 1

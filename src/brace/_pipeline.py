@@ -386,8 +386,9 @@ class Pipeline:
         rule = exchange.rule
         if rule.local and self.user is None:
             return self.check_local(exchange, address, source)
-        if self._shutting_down():
-            return self.refusal(ShuttingDown("the server is shutting down"), rule)
+        closing = self.closing(rule)
+        if closing is not None:
+            return closing
         fields: Fields = []
         exchange.fields = fields
         client: str | None = None
@@ -428,8 +429,9 @@ class Pipeline:
         """`check_limits` without waiting, for a ``local`` rule while the pipeline has no
         ``user`` callable (`hit_local`)."""
         rule = exchange.rule
-        if self._shutting_down():
-            return self.refusal(ShuttingDown("the server is shutting down"), rule)
+        closing = self.closing(rule)
+        if closing is not None:
+            return closing
         fields: Fields = []
         exchange.fields = fields
         decided = self.hit_local(rule, fields, address, source)
@@ -460,9 +462,13 @@ class Pipeline:
             fields.append((limit, decision.remaining, decision.reset_after))
         return decision
 
-    def _shutting_down(self) -> bool:
+    def closing(self, rule: CompiledRule) -> Answer | None:
+        """The 503 (counted) for a request that comes once the shutdown started; ``None``
+        before, or with no `brace.GracefulShutdown`."""
         shutdown = self.shutdown
-        return shutdown is not None and shutdown.shutting_down
+        if shutdown is None or not shutdown.shutting_down:
+            return None
+        return self.refusal(ShuttingDown("the server is shutting down"), rule)
 
     def _limited(
         self,

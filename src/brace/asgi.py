@@ -117,7 +117,7 @@ class BraceMiddleware:
         self._pipeline = pipeline = Pipeline(**options)
         self._client = pipeline.client
         #: a plain rule with local limits may take the short path (see `__call__`)
-        self._short_path = pipeline.plain and pipeline.user is None and pipeline.shutdown is None
+        self._short_path = pipeline.plain and pipeline.user is None
 
     @property
     def executor(self) -> PriorityExecutor | None:
@@ -169,9 +169,14 @@ class BraceMiddleware:
         if rule.plain and rule.local and self._short_path:
             # The short path of most routes: a plain rule (no breaker, bound or timeout)
             # whose limits are all decided in this process, while the pipeline has
-            # nothing server-wide to shed, guard or queue by, no ``user`` callable and no
-            # shutdown. `Pipeline.check_local` and `Pipeline.run`'s plain case, without
-            # an `Exchange`.
+            # nothing server-wide to shed, guard or queue by and no ``user`` callable.
+            # `Pipeline.check_local` and `Pipeline.run`'s plain case, without an
+            # `Exchange`.
+            if pipeline.shutdown is not None:
+                closing = pipeline.closing(rule)
+                if closing is not None:
+                    await send_answer(send, closing)
+                    return
             fields: Fields | None = None
             if rule.limits:
                 fields = []
