@@ -1,11 +1,11 @@
 """The ASGI middleware's short path (a plain rule with local limits) and the full pipeline
 answer every request alike.
 
-`BraceMiddleware` takes a short path, without an `Exchange`, for a plain rule (no breaker,
-bound or timeout) whose limits are decided in this process, while it has no executor,
-memory guard, load monitor or ``user`` callable (a shutdown may be there). Each scenario
-here runs once on that path and once through `Pipeline.run` (the same rule with an
-executor of ample room), and the answers, headers, counters and logs must be the same.
+`BraceMiddleware` takes a short path, without an `Exchange` or `Pipeline.run`, for a plain
+rule (no breaker, bound or timeout) while it has no executor, memory guard or load
+monitor. Each scenario here runs once on that path and once through `Pipeline.run` (the
+same rule with an executor of ample room), and the answers, headers, counters and logs
+must be the same.
 """
 
 from __future__ import annotations
@@ -80,8 +80,11 @@ RULES = {
     "no limits": Rule(),
     "one limit": Rule(limits=["5/minute"]),
     "two limits": Rule(limits=[Limit("5/minute", name="fast"), Limit("6/hour", name="slow")]),
-    "per user (skipped)": Rule(limits=[Limit("1/minute", per="user"), "5/minute"]),
+    "per user": Rule(limits=[Limit("5/minute", per="user", name="user"), "6/minute"]),
+    "key function": Rule(limits=[Limit("5/minute", per=lambda scope: scope["path"])]),
 }
+#: the ``user`` callables: none (a per-user limit skips the request), or one user for all
+USERS = {"no user": None, "alice": lambda scope: "alice"}
 #: what the application raises to the server, by path
 RAISED = {"/crash": RuntimeError, "/after": brace.QueueFull}
 
@@ -125,14 +128,21 @@ async def scenario(app: BraceMiddleware, caplog: pytest.LogCaptureFixture) -> li
 
 
 @pytest.mark.parametrize("name", list(RULES))
+@pytest.mark.parametrize("user", list(USERS))
 @pytest.mark.parametrize("style", ["ietf", "legacy", "both", "none"])
 async def test_the_short_path_answers_as_the_pipeline_does(
-    name: str, style: Any, caplog: pytest.LogCaptureFixture, exchanges: list[Any]
+    name: str, user: str, style: Any, caplog: pytest.LogCaptureFixture, exchanges: list[Any]
 ) -> None:
     seen = {}
     for short in (True, False):
         caplog.clear()
-        app = middleware(short, default=RULES[name], rate_limit_headers=style, slow_request=3.0)
+        app = middleware(
+            short,
+            default=RULES[name],
+            user=USERS[user],
+            rate_limit_headers=style,
+            slow_request=3.0,
+        )
         with caplog.at_level(logging.WARNING, logger="brace.asgi"):
             seen[short] = await scenario(app, caplog)
         # the short path makes no exchange; the pipeline one per request

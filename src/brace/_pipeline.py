@@ -343,7 +343,8 @@ class Pipeline:
         self.default_retry_after = check_positive(default_retry_after, "default_retry_after")
         self.drain_timeout = check_positive(drain_timeout, "drain_timeout")
         self.counters = Counters()
-        #: nothing server-wide to shed, guard or queue by: a plain rule only counts
+        #: nothing server-wide to shed, guard or queue by: the ASGI middleware serves a
+        #: plain rule on its short path, without `run`
         self.plain = executor is None and memory is None and load is None
         # for the metric exporters (brace._metrics): request durations (timed while
         # slow_request is set; None until an exporter reads them, so that a request pays
@@ -391,6 +392,26 @@ class Pipeline:
             return closing
         fields: Fields = []
         exchange.fields = fields
+        decided = await self.hit_limits(rule, fields, request, address, source)
+        if isinstance(decided, Answer):
+            return decided
+        exchange.decision = decided
+        return None
+
+    async def hit_limits(
+        self,
+        rule: CompiledRule,
+        fields: Fields,
+        request: Any,
+        address: Callable[[Any], str],
+        source: Any,
+    ) -> Decision | Answer | None:
+        """Ask each limit of the rule, adding each one's fields to ``fields``: the 429
+        `Answer` of the first that refuses, else the last decision (``None``: every limit
+        skipped the request). `hit_local` is the same without waiting, for a ``local``
+        rule while the pipeline has no ``user`` callable; the shutdown is the caller's to
+        check."""
+        decision = None
         client: str | None = None
         user: str | None = None
         user_known = False
@@ -417,11 +438,10 @@ class Pipeline:
                     key = "ip:" + client
             limiter = limit.limiter
             decision = limiter.try_hit(key, cost) if limit.local else await limiter.hit(key, cost)
-            exchange.decision = decision
             if not decision.allowed:
                 return self._limited(rule, limit, key, decision, fields)
             fields.append((limit, decision.remaining, decision.reset_after))
-        return None
+        return decision
 
     def check_local(
         self, exchange: Exchange, address: Callable[[Any], str], source: Any
@@ -536,26 +556,6 @@ class Pipeline:
         counters = self.counters
         slow = self.slow
         exchange.begin = 0.0 if slow is None else self.clock()
-        if rule.plain and self.plain:
-            # nothing to shed, queue, guard or time out: the application, counted
-            counters.active += 1
-            status = None
-            try:
-                status = await call(*args)
-            except Rejected as refusal:  # raised by the application: answered as ours
-                if exchange.started:
-                    raise
-                return self.app_refusal(refusal, rule, method, path)
-            except Exception:
-                counters.errors += 1
-                raise
-            finally:
-                counters.active -= 1
-                if status is not None:
-                    exchange.status = status
-                if slow is not None:
-                    self.timed(rule, exchange.begin, exchange.status, method, path)
-            return None
         priority = rule.priority
         if priority is None:
             priority = default_priority(method, path)

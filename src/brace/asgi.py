@@ -116,8 +116,8 @@ class BraceMiddleware:
         self.app = app
         self._pipeline = pipeline = Pipeline(**options)
         self._client = pipeline.client
-        #: a plain rule with local limits may take the short path (see `__call__`)
-        self._short_path = pipeline.plain and pipeline.user is None
+        #: a plain rule takes the short path (see `__call__`)
+        self._short_path = pipeline.plain
 
     @property
     def executor(self) -> PriorityExecutor | None:
@@ -166,12 +166,11 @@ class BraceMiddleware:
         counters.requests += 1
         # (One function for both paths, each with its own ``send`` wrapper: a call of a
         # coroutine more would cost either path more than the other's few lines.)
-        if rule.plain and rule.local and self._short_path:
+        if rule.plain and self._short_path:
             # The short path of most routes: a plain rule (no breaker, bound or timeout)
-            # whose limits are all decided in this process, while the pipeline has
-            # nothing server-wide to shed, guard or queue by and no ``user`` callable.
-            # `Pipeline.check_local` and `Pipeline.run`'s plain case, without an
-            # `Exchange`.
+            # while the pipeline has nothing server-wide to shed, guard or queue by: the
+            # limits (`Pipeline.check_limits` without an `Exchange`), then the application
+            # with its counters and timing, without `Pipeline.run`.
             if pipeline.shutdown is not None:
                 closing = pipeline.closing(rule)
                 if closing is not None:
@@ -180,7 +179,10 @@ class BraceMiddleware:
             fields: Fields | None = None
             if rule.limits:
                 fields = []
-                decided = pipeline.hit_local(rule, fields, self._client, scope)
+                if rule.local and pipeline.user is None:  # nothing to wait for
+                    decided = pipeline.hit_local(rule, fields, self._client, scope)
+                else:
+                    decided = await pipeline.hit_limits(rule, fields, scope, self._client, scope)
                 if isinstance(decided, Answer):
                     await send_answer(send, decided)
                     return
