@@ -236,9 +236,9 @@ class BraceMiddleware:
                 return DONE  # brace answered (a timeout): nothing more from the app goes out
             if message["type"] == "http.response.start":
                 exchange.response_started(message["status"])
-                fields = exchange.fields
-                if headers and fields:
-                    extra = pipeline.raw_rate_limit_headers(exchange.rule, fields)
+                asked = exchange.fields
+                if headers and asked:
+                    extra = pipeline.raw_rate_limit_headers(exchange.rule, asked)
                     message = {**message, "headers": [*message.get("headers", ()), *extra]}
             elif exchange.idle is not None:
                 exchange.body_sent()
