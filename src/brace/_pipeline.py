@@ -15,6 +15,11 @@ dependencies, the Litestar guard) translates its framework's request into a few 
 4. the adapter sends the answer, or the application's own response with the rate-limit
    fields of `Pipeline.success_headers`.
 
+The ASGI middleware serves a plain rule (no breaker, bound or timeout, and nothing
+server-wide to shed, guard or queue by) on a short path of its own: `route`, then
+`hit_local` or `hit_limits` (what `check_local` and `check_limits` call), then the
+application with the pipeline's counters and `timed`, without an `Exchange` or `run`.
+
 Nothing here imports a framework; header values are ``str`` pairs that each adapter encodes
 as its framework wants. The counters have names (`Counters`), not positions in a list.
 """
