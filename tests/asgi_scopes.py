@@ -1,9 +1,12 @@
-"""An HTTP scope as an ASGI server builds one, for tests that call an app directly."""
+"""An HTTP scope as an ASGI server builds one, for tests that call an app directly, and an
+httpx client that calls an ASGI app in process."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+import httpx
 
 
 def http_scope(
@@ -29,3 +32,9 @@ def http_scope(
         "client": client,
         "server": ("test", 80),
     }
+
+
+def client(app: Any, peer: str = "203.0.113.7") -> httpx.AsyncClient:
+    """An httpx client calling ``app`` through httpx's ASGI transport, from ``peer``."""
+    transport = httpx.ASGITransport(app=app, client=(peer, 1234))
+    return httpx.AsyncClient(transport=transport, base_url="http://test")

@@ -19,6 +19,7 @@ from starlette.routing import Mount, Route
 
 import brace
 import brace.testing
+from asgi_scopes import client
 from brace import Priority
 from brace.asgi import (
     BraceMiddleware,
@@ -61,11 +62,6 @@ def starlette_app() -> Starlette:
             Route("/boom", boom),
         ]
     )
-
-
-def client(app: Any, peer: str = "203.0.113.7") -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=app, client=(peer, 1234))
-    return httpx.AsyncClient(transport=transport, base_url="http://test")
 
 
 def middleware(**options: Any) -> BraceMiddleware:

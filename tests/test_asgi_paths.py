@@ -14,7 +14,6 @@ import logging
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,6 +22,7 @@ from starlette.routing import Route
 
 import brace
 import brace.asgi
+from asgi_scopes import client
 from brace.asgi import BraceMiddleware, Limit, Rule
 
 
@@ -107,8 +107,7 @@ def exchanges(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 async def scenario(app: BraceMiddleware, caplog: pytest.LogCaptureFixture) -> list[Any]:
     """Everything a client and an operator see of a few requests."""
     seen: list[Any] = []
-    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 1234))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+    async with client(app) as http:
         for path in ("/ok", "/refuse", "/crash", "/after", "/late", "/ok", "/ok"):
             if path in RAISED:
                 with pytest.raises(RAISED[path]):
@@ -161,8 +160,7 @@ async def test_the_short_path_answers_as_the_pipeline_does(
 async def test_headers_on_success_off_leaves_admitted_responses_alone() -> None:
     for short in (True, False):
         app = middleware(short, default=Rule(limits=["1/minute"]), headers_on_success=False)
-        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 1234))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        async with client(app) as http:
             admitted = await http.get("/ok")
             refused = await http.get("/ok")
         assert admitted.status_code == 200
@@ -182,8 +180,7 @@ async def test_the_short_path_refuses_once_the_shutdown_started(
     for short in (True, False):
         shutdown = brace.GracefulShutdown(timeout=1, clock=anyio.current_time)
         app = middleware(short, default=RULES[name], shutdown=shutdown)
-        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 1234))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        async with client(app) as http:
             served = await http.get("/ok")
             shutdown.trigger()
             refused = await http.get("/ok")

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
@@ -16,7 +15,7 @@ from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
 import brace
-from asgi_scopes import http_scope
+from asgi_scopes import client, http_scope
 from brace.asgi import BraceMiddleware, Rule
 
 PREFLIGHT = {"origin": "https://app.example", "access-control-request-method": "POST"}
@@ -53,11 +52,6 @@ def app_with(**options: Any) -> BraceMiddleware:
         ]
     )
     return BraceMiddleware(inner, **options)
-
-
-def client(app: Any) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 1234))
-    return httpx.AsyncClient(transport=transport, base_url="http://test")
 
 
 async def test_cors_preflights_are_not_counted_by_default() -> None:

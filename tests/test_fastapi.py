@@ -13,13 +13,9 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 import brace
+from asgi_scopes import client
 from brace import Priority
 from brace.fastapi import Concurrency, RateLimit
-
-
-def client(app: Any, peer: str = "203.0.113.7") -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=app, client=(peer, 1234))
-    return httpx.AsyncClient(transport=transport, base_url="http://test")
 
 
 async def test_rate_limit_dependency() -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
 import httpx
 import pytest
 from litestar import Litestar, get, post
 
 import brace
+from asgi_scopes import client
 from brace.asgi import BraceMiddleware, Rule
 from brace_demo.rules import DEMO_RULES
 
@@ -22,11 +21,6 @@ async def items() -> dict[str, str]:
 @post("/api/upload", status_code=200)
 async def upload() -> dict[str, bool]:
     return {"ok": True}
-
-
-def client(app: Any) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 1234))
-    return httpx.AsyncClient(transport=transport, base_url="http://test")
 
 
 async def test_litestar_wrapped_routes_are_limited() -> None:
