@@ -108,16 +108,14 @@ class BraceMiddleware:
     - ``clock``: zero-argument callable returning monotonic seconds.
     """
 
-    __slots__ = ("_client", "_pipeline", "_short_path", "app")
+    __slots__ = ("_client", "_pipeline", "app")
 
     def __init__(self, app: ASGIApp, **options: Unpack[PipelineOptions]) -> None:
         if not callable(app):
             raise TypeError(f"app must be an ASGI application, got {app!r}")
         self.app = app
-        self._pipeline = pipeline = Pipeline(**options)
-        self._client = pipeline.client
-        #: a plain rule takes the short path (see `__call__`)
-        self._short_path = pipeline.plain
+        self._pipeline = Pipeline(**options)
+        self._client = self._pipeline.client
 
     @property
     def executor(self) -> PriorityExecutor | None:
@@ -166,7 +164,7 @@ class BraceMiddleware:
         counters.requests += 1
         # (One function for both paths, each with its own ``send`` wrapper: a call of a
         # coroutine more would cost either path more than the other's few lines.)
-        if rule.plain and self._short_path:
+        if rule.plain and pipeline.plain:
             # The short path of most routes: a plain rule (no breaker, bound or timeout)
             # while the pipeline has nothing server-wide to shed, guard or queue by: the
             # limits (`Pipeline.check_limits` without an `Exchange`), then the application
