@@ -34,7 +34,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 import brace
-from brace._headers import PolicyField, ratelimit_item
+from brace._headers import PolicyField, ratelimit_member
+from brace._limiter import local_hit
 from brace._rate import parse_rate
 from brace.asgi import BraceMiddleware, Limit, Rule
 
@@ -101,14 +102,17 @@ def brace_full_rule() -> App:
 
 class FloorMiddleware:
     """The least any rate-limiting middleware with the IETF fields does (a reference, not
-    a product): one decision of brace's own limiter keyed by the peer address, then the
-    two fields on the response. No rule lookup, counting, timing, forwarding header,
+    a product): one hit of brace's own limiter keyed by the peer address (the hit the
+    middleware makes, answering with the fields rather than a `brace.Decision`), then
+    the two fields on the response. No rule lookup, counting, timing, forwarding header,
     refusal or error handling: its overhead is the floor under "one limit + headers"
     on the machine and interpreter of the run."""
 
     def __init__(self, app: App) -> None:
         self.app = app
-        self.limiter = brace.RateLimiter(LIMIT)
+        found = local_hit(brace.RateLimiter(LIMIT))
+        assert found is not None
+        self.hit, self.clock = found
         rate = parse_rate(LIMIT)
         self.policy = PolicyField("default", rate.limit, rate.period)
         self.raw_policy = (b"ratelimit-policy", self.policy.member.encode())
@@ -117,9 +121,10 @@ class FloorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        decision = self.limiter.try_hit("ip:" + scope["client"][0])
-        value = ratelimit_item(self.policy, decision.remaining, decision.reset_after)
-        extra = [self.raw_policy, (b"ratelimit", value.encode())]
+        hit = self.hit("ip:" + scope["client"][0], 1, self.clock())
+        assert not isinstance(hit, brace.Decision)  # never refused here
+        remaining, reset = hit
+        extra = [self.raw_policy, (b"ratelimit", ratelimit_member(self.policy, remaining, reset))]
 
         def wrapper(message: dict[str, Any]) -> Awaitable[None]:
             if message["type"] == "http.response.start":

@@ -23,6 +23,7 @@ import brace
 from brace._core.decision import Decision
 from brace._core.gcra import GCRA, TokenBucketCore
 from brace._core.window import CounterState, SlidingLog, SlidingLogCore, SlidingWindowCounter
+from brace._limiter import local_hit
 from brace._store import Policy, _window_end, merge_counters
 from brace.testing import FakeClock
 
@@ -90,6 +91,7 @@ class RoomyStore(RuleBasedStateMachine):
         # Exactly as many slots as keys: at-rest keys get dropped, nothing is ever evicted.
         self.limiter = brace.RateLimiter(policy, max_keys=keys, clock=self.clock)
         self.model = _Model(policy)
+        self.hits = self.admissions = 0
 
     @rule(data=st.data())
     def hit(self, data: st.DataObject) -> None:
@@ -97,6 +99,25 @@ class RoomyStore(RuleBasedStateMachine):
         cost = data.draw(st.integers(min_value=0, max_value=limit_of(self.policy)))
         expected = self.model.hit(key, cost, self.clock())
         assert self.limiter.try_hit(key, cost) == expected
+        self.hits += 1
+        self.admissions += expected.allowed
+
+    @rule(data=st.data())
+    def hit_fields(self, data: st.DataObject) -> None:
+        # The middleware's hit: the same decision, an admission answered by its fields.
+        key = data.draw(st.sampled_from(self.keys))
+        cost = data.draw(st.integers(min_value=0, max_value=limit_of(self.policy)))
+        expected = self.model.hit(key, cost, self.clock())
+        found = local_hit(self.limiter)
+        assert found is not None
+        hit, clock = found
+        answer = hit(key, cost, clock())
+        if expected.allowed:
+            assert answer == (expected.remaining, expected.reset_after)
+        else:
+            assert answer == expected
+        self.hits += 1
+        self.admissions += expected.allowed
 
     @rule(data=st.data())
     def peek(self, data: st.DataObject) -> None:
@@ -113,6 +134,7 @@ class RoomyStore(RuleBasedStateMachine):
     def nothing_evicted(self) -> None:
         if hasattr(self, "limiter"):
             statistics = self.limiter.statistics()
+            assert (statistics.hits, statistics.allowed) == (self.hits, self.admissions)
             assert statistics.evictions == 0
             assert statistics.keys is not None
             assert statistics.keys <= len(self.keys)
@@ -157,7 +179,13 @@ class CrowdedStore(RuleBasedStateMachine):
         key = data.draw(st.sampled_from(self.keys))
         cost = data.draw(st.integers(min_value=1, max_value=limit_of(self.policy)))
         now = self.clock()
-        if self.limiter.try_hit(key, cost).allowed:
+        if data.draw(st.booleans()):
+            admitted = self.limiter.try_hit(key, cost).allowed
+        else:  # the middleware's hit: a refusal is a Decision, an admission its fields
+            found = local_hit(self.limiter)
+            assert found is not None
+            admitted = not isinstance(found[0](key, cost, now), Decision)
+        if admitted:
             self.admitted[key].append((now, cost))
             self.check_key(key, now)
 
@@ -395,7 +423,12 @@ def test_counter_fast_path_agrees_with_the_core_at_window_edges(
         expected, state = policy.decide(states.get(key), now, cost)
         if expected.allowed and (key in states or state[1] or state[2]):
             states[key] = state
-        assert store.hit_now(policy, key, cost, now) == expected
+        if data.draw(st.booleans()):
+            assert store.hit_now(policy, key, cost, now) == expected
+        else:  # the fields hit keeps its own window cache: driven across the edges too
+            answer = store.table_for(policy).hit_fields(key, cost, now)
+            fields = (expected.remaining, expected.reset_after)
+            assert answer == (fields if expected.allowed else expected)
 
 
 @given(window=awkward_windows, index=st.integers(min_value=-(10**9), max_value=10**12))

@@ -9,6 +9,7 @@ small bounded table, so the hot path is one dict lookup.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import KW_ONLY, dataclass, field
@@ -17,13 +18,14 @@ from typing import Any, Literal, Protocol
 from ._breaker import CircuitBreaker
 from ._bucket import TokenBucket
 from ._core._validate import check_positive
+from ._core.decision import Decision
 from ._core.gcra import GCRA
 from ._core.window import SlidingLog, SlidingWindowCounter
 from ._headers import PolicyField, check_policy_name, sf_string
-from ._limiter import RateLimiter
+from ._limiter import FieldsHit, RateLimiter, local_hit
 from ._priority import Priority
 from ._rate import Rate, parse_rate
-from ._store import MemoryStore, Policy, RateLimitStore
+from ._store import HitFields, Policy, RateLimitStore
 from ._window import SlidingWindow
 
 __all__ = ("KeyFunction", "Limit", "Rule", "default_priority")
@@ -270,7 +272,7 @@ class Rule:
 class CompiledLimit:
     """A `Limit` made ready: its limiter, its key kind and its header text."""
 
-    __slots__ = ("field", "key", "kind", "limiter", "local", "name", "rate_text")
+    __slots__ = ("clock", "field", "hit", "key", "kind", "limiter", "local", "name", "rate_text")
 
     def __init__(
         self,
@@ -293,13 +295,22 @@ class CompiledLimit:
         else:
             kwargs["max_keys"] = max_keys
         self.limiter = RateLimiter(limit._policy, **kwargs)
-        #: decided synchronously (a memory store): ``try_hit`` instead of ``await hit``
-        self.local = isinstance(self.limiter.store, MemoryStore)
+        #: decided synchronously (a memory store): ``hit(key, cost, clock())`` instead of
+        #: ``await limiter.hit``, answering an admission with its fields (`local_hit`)
+        local = local_hit(self.limiter)
+        self.local = local is not None
+        self.hit: FieldsHit
+        self.clock: Callable[[], float]
+        self.hit, self.clock = (_not_local, time.monotonic) if local is None else local
         self.name = name
         quota, window = _quota_window(limit._policy)
         self.field = PolicyField(self.name, quota, window)
         rate = parse_rate(limit.rate) if isinstance(limit.rate, str) else limit.rate
         self.rate_text = str(rate) if isinstance(rate, Rate) else f"{quota}/{window:g} seconds"
+
+
+def _not_local(key: str, cost: int, now: float) -> HitFields | Decision:
+    raise TypeError("a limit with a remote store is asked with await limiter.hit")
 
 
 class CompiledRule:

@@ -23,6 +23,7 @@ __all__ = (
     "check_policy_name",
     "delay_seconds",
     "ratelimit_item",
+    "ratelimit_member",
     "sf_string",
 )
 
@@ -80,7 +81,7 @@ def delay_seconds(seconds: float, *, minimum: int = 0) -> int:
 class PolicyField:
     """One quota policy: its name, quota and window, formatted once."""
 
-    __slots__ = ("member", "name", "prefix", "quota", "window")
+    __slots__ = ("member", "name", "prefix", "quota", "raw_prefix", "window")
 
     def __init__(self, name: str, quota: int, window: float) -> None:
         self.name = name
@@ -91,12 +92,21 @@ class PolicyField:
         self.member = f"{quoted};q={min(quota, _MAX_SF_INTEGER)};w={delay_seconds(window)}"
         #: the start of this policy's RateLimit member, e.g. '"default";r='
         self.prefix = f"{quoted};r="
+        #: the same, encoded (ASCII: `sf_string` escapes nothing outside it)
+        self.raw_prefix = self.prefix.encode("ascii")
 
 
-def ratelimit_item(policy: PolicyField, remaining: int, reset: float) -> str:
-    """The policy's member of the ``RateLimit`` field: ``"name";r=<remaining>;t=<reset>``."""
+def ratelimit_member(policy: PolicyField, remaining: int, reset: float) -> bytes:
+    """The policy's member of the ``RateLimit`` field, ``"name";r=<remaining>;t=<reset>``,
+    encoded as ASGI sends it (one bytes formatting: half the cost of formatting a str and
+    encoding it, on a response's path)."""
     if remaining < 0:
         remaining = 0
     elif remaining > _MAX_SF_INTEGER:
         remaining = _MAX_SF_INTEGER
-    return f"{policy.prefix}{remaining};t={delay_seconds(reset)}"
+    return b"%b%d;t=%d" % (policy.raw_prefix, remaining, delay_seconds(reset))
+
+
+def ratelimit_item(policy: PolicyField, remaining: int, reset: float) -> str:
+    """`ratelimit_member` as a str."""
+    return ratelimit_member(policy, remaining, reset).decode("ascii")

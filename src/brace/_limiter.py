@@ -21,7 +21,7 @@ from ._core.window import SlidingLog, SlidingWindowCounter
 from ._events import EventHook, Refused, event_hook, refusals
 from ._exceptions import RateLimited
 from ._rate import Rate, parse_rate
-from ._store import MemoryStore, Policy, RateLimitStore, _AnyTable, check_key
+from ._store import HitFields, MemoryStore, Policy, RateLimitStore, _AnyTable, check_key
 
 __all__ = ("RateLimiter", "RateLimiterStatistics")
 
@@ -131,6 +131,7 @@ class RateLimiter:
         "__weakref__",
         "_allowed",
         "_clock",
+        "_hit_fields",
         "_hit_now",
         "_name",
         "_on_event",
@@ -177,11 +178,14 @@ class RateLimiter:
             table = store.table_for(self._policy)
             self._table = table
             self._hit_now: Callable[[str, int, float], Decision] | None = table.hit_now
+            self._hit_fields: FieldsHit | None = table.hit_fields
             if self._on_event is not None or logger.isEnabledFor(logging.DEBUG):
                 self._hit_now = self._observed_hit
+                self._hit_fields = self._observed_fields
         else:
             self._table = None
             self._hit_now = None
+            self._hit_fields = None
         self._allowed = 0  # counted here for remote stores only; the table counts its own
         self._rejected = 0
         self._waiters: dict[str, deque[_Waiter]] = {}
@@ -221,6 +225,11 @@ class RateLimiter:
         if not decision.allowed:
             self._refused(key, decision, now)
         return decision
+
+    def _observed_fields(self, key: str, cost: int, now: float) -> HitFields | Decision:
+        """`_observed_hit`, answering an admission with its fields (see `local_hit`)."""
+        decision = self._observed_hit(key, cost, now)
+        return (decision.remaining, decision.reset_after) if decision.allowed else decision
 
     def _refused(self, key: str, decision: Decision, now: float) -> None:
         logger.debug(
@@ -411,6 +420,19 @@ class RateLimit:
         if not decision.allowed:
             raise _refusal(self._key, decision)
         return await fn(*args, **kwargs)
+
+
+#: ``(key, cost, now) -> (remaining, reset_after)`` on admission, the `Decision` on refusal
+FieldsHit = Callable[[str, int, float], "HitFields | Decision"]
+
+
+def local_hit(limiter: RateLimiter) -> tuple[FieldsHit, Callable[[], float]] | None:
+    """What an HTTP middleware asks a limiter with a memory store instead of ``try_hit``:
+    the same hit (counted and reported alike) answering an admission with
+    ``(remaining, reset_after)`` rather than a `Decision`, with the limiter's clock for
+    its ``now``; ``None`` with a remote store."""
+    hit = limiter._hit_fields
+    return None if hit is None else (hit, limiter._clock)
 
 
 def _refusal(key: str, decision: Decision) -> RateLimited:

@@ -58,7 +58,7 @@ from ._exceptions import (
     ShuttingDown,
 )
 from ._executor import Dropped, PriorityExecutor
-from ._headers import delay_seconds, ratelimit_item
+from ._headers import delay_seconds, ratelimit_member
 from ._load import LoadMonitor
 from ._memory import MemoryGuard
 from ._metrics import Histogram
@@ -200,7 +200,6 @@ class Exchange:
     __slots__ = (
         "begin",
         "deadline",
-        "decision",
         "fields",
         "idle",
         "priority",
@@ -214,8 +213,6 @@ class Exchange:
     def __init__(self, rule: CompiledRule) -> None:
         self.rule = rule
         self.fields: Fields | None = None
-        #: the last limit's decision
-        self.decision: Decision | None = None
         self.started = False
         self.status = 0
         #: the request's cancel scope (`brace._cancel.request_scope`), while it has one
@@ -397,11 +394,7 @@ class Pipeline:
             return closing
         fields: Fields = []
         exchange.fields = fields
-        decided = await self.hit_limits(rule, fields, request, address, source)
-        if isinstance(decided, Answer):
-            return decided
-        exchange.decision = decided
-        return None
+        return await self.hit_limits(rule, fields, request, address, source)
 
     async def hit_limits(
         self,
@@ -410,13 +403,11 @@ class Pipeline:
         request: Any,
         address: Callable[[Any], str],
         source: Any,
-    ) -> Decision | Answer | None:
+    ) -> Answer | None:
         """Ask each limit of the rule, adding each one's fields to ``fields``: the 429
-        `Answer` of the first that refuses, else the last decision (``None``: every limit
-        skipped the request). `hit_local` is the same without waiting, for a ``local``
-        rule while the pipeline has no ``user`` callable; the shutdown is the caller's to
-        check."""
-        decision = None
+        `Answer` of the first that refuses, else ``None``. `hit_local` is the same without
+        waiting, for a ``local`` rule while the pipeline has no ``user`` callable; the
+        shutdown is the caller's to check."""
         client: str | None = None
         user: str | None = None
         user_known = False
@@ -441,12 +432,18 @@ class Pipeline:
                     if client is None:
                         client = address(source)
                     key = "ip:" + client
-            limiter = limit.limiter
-            decision = limiter.try_hit(key, cost) if limit.local else await limiter.hit(key, cost)
-            if not decision.allowed:
-                return self._limited(rule, limit, key, decision, fields)
-            fields.append((limit, decision.remaining, decision.reset_after))
-        return decision
+            if limit.local:
+                hit = limit.hit(key, cost, limit.clock())
+                if isinstance(hit, Decision):
+                    return self._limited(rule, limit, key, hit, fields)
+                remaining, reset = hit
+            else:
+                decision = await limit.limiter.hit(key, cost)
+                if not decision.allowed:
+                    return self._limited(rule, limit, key, decision, fields)
+                remaining, reset = decision.remaining, decision.reset_after
+            fields.append((limit, remaining, reset))
+        return None
 
     def check_local(
         self, exchange: Exchange, address: Callable[[Any], str], source: Any
@@ -459,21 +456,16 @@ class Pipeline:
             return closing
         fields: Fields = []
         exchange.fields = fields
-        decided = self.hit_local(rule, fields, address, source)
-        if isinstance(decided, Answer):
-            return decided
-        exchange.decision = decided
-        return None
+        return self.hit_local(rule, fields, address, source)
 
     def hit_local(
         self, rule: CompiledRule, fields: Fields, address: Callable[[Any], str], source: Any
-    ) -> Decision | Answer | None:
+    ) -> Answer | None:
         """Ask each limit of a ``local`` rule, keyed by the client's address
         (``address(source)``; a ``per="user"`` limit skips the request, there being no
         ``user`` callable), adding each one's fields to ``fields``: the 429 `Answer` of
-        the first that refuses, else the last decision (``None``: every limit skipped).
-        Nothing here waits; the shutdown is the caller's to check."""
-        decision = None
+        the first that refuses, else ``None``. Nothing here waits; the shutdown is the
+        caller's to check."""
         client: str | None = None
         cost = rule.cost
         for limit in rule.limits:
@@ -481,11 +473,12 @@ class Pipeline:
                 continue
             if client is None:
                 client = "ip:" + address(source)
-            decision = limit.limiter.try_hit(client, cost)
-            if not decision.allowed:
-                return self._limited(rule, limit, client, decision, fields)
-            fields.append((limit, decision.remaining, decision.reset_after))
-        return decision
+            hit = limit.hit(client, cost, limit.clock())
+            if isinstance(hit, Decision):
+                return self._limited(rule, limit, client, hit, fields)
+            remaining, reset = hit
+            fields.append((limit, remaining, reset))
+        return None
 
     def closing(self, rule: CompiledRule) -> Answer | None:
         """The 503 (counted) for a request that comes once the shutdown started; ``None``
@@ -749,7 +742,7 @@ class Pipeline:
         headers: list[tuple[bytes, bytes]]
         if self.ietf:
             # (ASCII: policy names are printable ASCII, the rest digits)
-            headers = [rule.raw_policy, (b"ratelimit", ratelimit_value(fields).encode())]
+            headers = [rule.raw_policy, (b"ratelimit", raw_ratelimit_value(fields))]
         else:
             headers = []
         if self.legacy:
@@ -904,12 +897,17 @@ class Pipeline:
             self.logger.info("drained the executor: %s", report)
 
 
-def ratelimit_value(fields: Fields) -> str:
-    """The ``RateLimit`` field of every admitted (or refusing) limit."""
+def raw_ratelimit_value(fields: Fields) -> bytes:
+    """The ``RateLimit`` field of every admitted (or refusing) limit, encoded."""
     if len(fields) == 1:  # the common case, without a generator
         limit, left, reset = fields[0]
-        return ratelimit_item(limit.field, left, reset)
-    return ", ".join([ratelimit_item(limit.field, left, reset) for limit, left, reset in fields])
+        return ratelimit_member(limit.field, left, reset)
+    return b", ".join([ratelimit_member(limit.field, left, reset) for limit, left, reset in fields])
+
+
+def ratelimit_value(fields: Fields) -> str:
+    """The ``RateLimit`` field of every admitted (or refusing) limit."""
+    return raw_ratelimit_value(fields).decode("ascii")
 
 
 def legacy_headers(fields: Fields) -> list[tuple[str, str]]:

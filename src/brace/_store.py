@@ -167,6 +167,9 @@ def _policy_identity(policy: object) -> tuple[object, ...]:
 
 
 _Hit = Callable[[str, int, float], Decision]
+#: `_Table.hit_fields`: an admission's ``(remaining, reset_after)``, or the refusal
+HitFields = tuple[int, float]
+_FieldsHit = Callable[[str, int, float], "HitFields | Decision"]
 _Counts = Callable[[], tuple[int, int]]
 
 
@@ -176,12 +179,18 @@ class _Table(Generic[_S]):
     ``hit_now(key, cost, now)`` is a closure over the table's constants (built by
     ``_hit_function``): locals and cells are read faster than attributes, and this is
     the hot path. Its counts of allowed and rejected hits live in the closure too.
+    ``hit_fields`` is the same function built a second time to answer an admission with
+    ``(remaining, reset_after)`` instead of a `Decision` (a refusal is still one): what
+    an HTTP middleware sends as the ``RateLimit`` field, without building a frozen
+    object per request. `counts` adds up the two.
     """
 
     __slots__ = (
-        "counts",
+        "_counts_fields",
+        "_counts_now",
         "drops",
         "evictions",
+        "hit_fields",
         "hit_now",
         "long_shards",
         "low_water",
@@ -193,7 +202,9 @@ class _Table(Generic[_S]):
     )
 
     hit_now: _Hit
-    counts: _Counts
+    hit_fields: _FieldsHit
+    _counts_now: _Counts
+    _counts_fields: _Counts
 
     def __init__(self, max_keys: int) -> None:
         self.max_keys = max_keys
@@ -212,6 +223,20 @@ class _Table(Generic[_S]):
         self.order: deque[str] = deque()
         self.evictions = 0
         self.drops = 0
+
+    def counts(self) -> tuple[int, int]:
+        """Hits allowed and rejected, by both of the hit functions."""
+        allowed, rejected = self._counts_now()
+        more, fewer = self._counts_fields()
+        return allowed + more, rejected + fewer
+
+    def _build(self) -> None:
+        hit_now, self._counts_now = self._hit_function(False)
+        self.hit_now = hit_now  # type: ignore[assignment]
+        self.hit_fields, self._counts_fields = self._hit_function(True)
+
+    def _hit_function(self, fields: bool) -> tuple[_FieldsHit, _Counts]:
+        raise NotImplementedError
 
     @property
     def allowed(self) -> int:
@@ -289,7 +314,7 @@ class _GCRATable(_Table[float]):
         super().__init__(max_keys)
         self.policy = policy
         self.sketch: array[float] | None = None
-        self.hit_now, self.counts = self._hit_function()
+        self._build()
 
     def _seed(self, key: str) -> float:
         sketch = self.sketch
@@ -298,7 +323,7 @@ class _GCRATable(_Table[float]):
         return sketch[hash(key) % self.slots]
 
     @inline_steps
-    def _hit_function(self) -> tuple[_Hit, _Counts]:
+    def _hit_function(self, fields: bool) -> tuple[_FieldsHit, _Counts]:
         shards = self.shards
         mask = self.mask
         policy = self.policy
@@ -316,7 +341,7 @@ class _GCRATable(_Table[float]):
         floor = _floor
         one = 1  # the usual cost: a limit or burst is at least 1, so it always passes
 
-        def hit_now(key: str, cost: int, now: float) -> Decision:
+        def hit_now(key: str, cost: int, now: float) -> HitFields | Decision:
             nonlocal allowed, rejected
             if cost is not one and (cost.__class__ is not int or cost < 0 or cost > burst):
                 policy.check_cost(cost)
@@ -341,13 +366,16 @@ class _GCRATable(_Table[float]):
                     states[key] = new_tat
                 elif new_tat > now:  # else at rest: nothing worth storing
                     insert(states, key, new_tat, now)
-                draft = Draft()
-                draft.allowed = True
-                draft.limit = burst
                 ahead = new_tat - now
                 # GCRA.admitted, with floor, not int: the same for a non-negative number
                 # (ahead <= within), and faster
-                draft.remaining = floor((within - ahead) / interval)
+                remaining = floor((within - ahead) / interval)
+                if fields:
+                    return remaining, ahead
+                draft = Draft()
+                draft.allowed = True
+                draft.limit = burst
+                draft.remaining = remaining
                 draft.retry_after = 0.0
                 draft.reset_after = ahead
                 draft.__class__ = Decision  # type: ignore[assignment]
@@ -392,7 +420,7 @@ class _CounterTable(_Table[CounterState]):
         super().__init__(max_keys)
         self.policy = policy
         self.sketch: list[CounterState | None] | None = None
-        self.hit_now, self.counts = self._hit_function()
+        self._build()
 
     def _seed(self, key: str) -> CounterState | None:
         sketch = self.sketch
@@ -401,7 +429,7 @@ class _CounterTable(_Table[CounterState]):
         return sketch[hash(key) % self.slots]
 
     @inline_steps
-    def _hit_function(self) -> tuple[_Hit, _Counts]:
+    def _hit_function(self, fields: bool) -> tuple[_FieldsHit, _Counts]:
         shards = self.shards
         mask = self.mask
         policy = self.policy
@@ -422,7 +450,7 @@ class _CounterTable(_Table[CounterState]):
         # stand for a division, a ``floor`` and a product; the empty range misses at once.
         low, high, cached, start = math.inf, -math.inf, 0, 0.0
 
-        def hit_now(key: str, cost: int, now: float) -> Decision:
+        def hit_now(key: str, cost: int, now: float) -> HitFields | Decision:
             nonlocal allowed, rejected, low, high, cached, start
             if cost is not one and (cost.__class__ is not int or cost < 0 or cost > limit):
                 policy.check_cost(cost)
@@ -460,23 +488,30 @@ class _CounterTable(_Table[CounterState]):
                 states[key] = (index, current, previous)
                 # floor, not int: the same once clamped at 0, and faster
                 remaining = floor(limit - weight - current + WINDOW_EPSILON)
+                if remaining < 0:
+                    remaining = 0
+                if current > 0:
+                    reset = double - offset
+                elif previous > 0:
+                    reset = window - offset
+                else:
+                    reset = 0.0
+                if fields:
+                    return remaining, reset
                 draft = Draft()
                 draft.allowed = True
                 draft.limit = limit
-                draft.remaining = remaining if remaining > 0 else 0
+                draft.remaining = remaining
                 draft.retry_after = 0.0
-                if current > 0:
-                    draft.reset_after = double - offset
-                elif previous > 0:
-                    draft.reset_after = window - offset
-                else:
-                    draft.reset_after = 0.0
+                draft.reset_after = reset
                 draft.__class__ = Decision  # type: ignore[assignment]
                 return draft  # type: ignore[return-value]
             rejected += 1
             return policy.decide(state, now, cost)[0]
 
-        def hit_fresh(states: dict[str, CounterState], key: str, cost: int, now: float) -> Decision:
+        def hit_fresh(
+            states: dict[str, CounterState], key: str, cost: int, now: float
+        ) -> HitFields | Decision:
             nonlocal allowed, rejected
             held: CounterState | None = None
             if key.__class__ is not str or len(key) >= long:
@@ -492,6 +527,8 @@ class _CounterTable(_Table[CounterState]):
                     states[key] = state
             if decision.allowed:
                 allowed += 1
+                if fields:
+                    return decision.remaining, decision.reset_after
             else:
                 rejected += 1
             return decision
@@ -561,7 +598,7 @@ class _LogTable(_Table[SlidingLogCore]):
         self.policy = policy
         # Per slot: (time of the latest entry, largest total) of the logs spilled into it.
         self.sketch: list[tuple[float, int] | None] | None = None
-        self.hit_now, self.counts = self._hit_function()
+        self._build()
 
     def _seed(self, key: str) -> SlidingLogCore:
         core = self.policy.core()
@@ -573,7 +610,7 @@ class _LogTable(_Table[SlidingLogCore]):
                 core.total = held[1]
         return core
 
-    def _hit_function(self) -> tuple[_Hit, _Counts]:
+    def _hit_function(self, fields: bool) -> tuple[_FieldsHit, _Counts]:
         shards = self.shards
         mask = self.mask
         policy = self.policy
@@ -584,7 +621,7 @@ class _LogTable(_Table[SlidingLogCore]):
         long = MAX_KEY_LENGTH
         allowed = rejected = 0
 
-        def hit_now(key: str, cost: int, now: float) -> Decision:
+        def hit_now(key: str, cost: int, now: float) -> HitFields | Decision:
             nonlocal allowed, rejected
             if key.__class__ is not str:
                 check_key(key)
@@ -604,6 +641,8 @@ class _LogTable(_Table[SlidingLogCore]):
                 decision = core.try_acquire(now, cost)
             if decision.allowed:
                 allowed += 1
+                if fields:
+                    return decision.remaining, decision.reset_after
             else:
                 rejected += 1
             return decision

@@ -30,7 +30,6 @@ from ._keys_http import by_api_key, by_bearer_subject, by_cookie, by_header
 from ._load import LoadMonitor
 from ._memory import MemoryGuard
 from ._pipeline import (
-    Answer,
     BraceMiddlewareStatistics,
     Exchange,
     Fields,
@@ -178,11 +177,11 @@ class BraceMiddleware:
             if rule.limits:
                 fields = []
                 if rule.local and pipeline.user is None:  # nothing to wait for
-                    decided = pipeline.hit_local(rule, fields, self._client, scope)
+                    refused = pipeline.hit_local(rule, fields, self._client, scope)
                 else:
-                    decided = await pipeline.hit_limits(rule, fields, scope, self._client, scope)
-                if isinstance(decided, Answer):
-                    await send_answer(send, decided)
+                    refused = await pipeline.hit_limits(rule, fields, scope, self._client, scope)
+                if refused is not None:
+                    await send_answer(send, refused)
                     return
                 if not (fields and pipeline.headers_on_success):
                     fields = None

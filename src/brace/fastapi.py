@@ -112,7 +112,9 @@ class RateLimit:
                 collected.append(fields)  # RateLimitHeaders sends them on every response
             else:
                 _merge(response.headers, fields)
-        return exchange.decision
+        # the admission, as a Decision (the pipeline keeps only what the fields need)
+        limit, remaining, reset = exchange.fields[-1]
+        return Decision(True, limit.field.quota, remaining, 0.0, reset)
 
 
 def _merge(
