@@ -93,21 +93,24 @@ class RoomyStore(RuleBasedStateMachine):
         self.model = _Model(policy)
         self.hits = self.admissions = 0
 
-    @rule(data=st.data())
-    def hit(self, data: st.DataObject) -> None:
+    def draw_hit(self, data: st.DataObject) -> tuple[str, int, Decision]:
+        """A key and a cost, and the model's decision for them (counted as a hit)."""
         key = data.draw(st.sampled_from(self.keys))
         cost = data.draw(st.integers(min_value=0, max_value=limit_of(self.policy)))
         expected = self.model.hit(key, cost, self.clock())
-        assert self.limiter.try_hit(key, cost) == expected
         self.hits += 1
         self.admissions += expected.allowed
+        return key, cost, expected
+
+    @rule(data=st.data())
+    def hit(self, data: st.DataObject) -> None:
+        key, cost, expected = self.draw_hit(data)
+        assert self.limiter.try_hit(key, cost) == expected
 
     @rule(data=st.data())
     def hit_fields(self, data: st.DataObject) -> None:
         # The middleware's hit: the same decision, an admission answered by its fields.
-        key = data.draw(st.sampled_from(self.keys))
-        cost = data.draw(st.integers(min_value=0, max_value=limit_of(self.policy)))
-        expected = self.model.hit(key, cost, self.clock())
+        key, cost, expected = self.draw_hit(data)
         found = local_hit(self.limiter)
         assert found is not None
         hit, clock = found
@@ -116,8 +119,6 @@ class RoomyStore(RuleBasedStateMachine):
             assert answer == (expected.remaining, expected.reset_after)
         else:
             assert answer == expected
-        self.hits += 1
-        self.admissions += expected.allowed
 
     @rule(data=st.data())
     def peek(self, data: st.DataObject) -> None:
