@@ -6,7 +6,9 @@ Every case is the same Starlette app (one route answering ``ok``), called direct
 ASGI app with a synthetic scope, ``receive`` and ``send`` (no sockets, no HTTP client), on
 asyncio, for ``--requests`` requests spread over 1,000 client addresses. The cases are run
 in interleaved rounds; the table gives the median time per request and the overhead over
-the bare app, on the wall clock and on the thread's CPU clock. The loop turns once between
+the bare app, on the wall clock and on the thread's CPU clock, and the spread of the
+overhead over the rounds (``rounds``: the least and the most a case cost over the bare
+app run just before it in the same round). The loop turns once between
 requests (``await asyncio.sleep(0)``, in every case), as a server's loop does when it
 reads the next request; without the turns every timer a middleware cancels stays in the
 loop's heap for the whole run, which no server sees. Rate limiting is the same in brace and slowapi: one limit per client
@@ -266,6 +268,14 @@ async def forwarded(requests: int, rounds: int) -> None:
         print(f"| {name:<36} | {statistics.median(values) * 1e6:>9.1f} us |")
 
 
+def spread(case: list[float], bare: list[float]) -> tuple[float, float]:
+    """The least and the most a case cost over the bare app within one round (the two ran
+    a moment apart, in the same order every round): how far one run's overhead can be
+    from the median's on this machine."""
+    overheads = [ours - theirs for ours, theirs in zip(case, bare, strict=True)]
+    return min(overheads), max(overheads)
+
+
 async def main(requests: int, rounds: int) -> int:
     templates = scopes()
     apps = {name: make() for name, make in CASES.items()}
@@ -284,21 +294,27 @@ async def main(requests: int, rounds: int) -> int:
     cpu_base = statistics.median(cpu_times["bare Starlette app"])
     print(f"Python {sys.version.split()[0]}, {requests} requests x {rounds} rounds, medians\n")
     print(
-        f"| {'case':<36} | {'per request':>12} | {'overhead':>10} "
+        f"| {'case':<36} | {'per request':>12} | {'overhead':>10} | {'rounds':>19} "
         f"| {'cpu clock':>10} | {'cpu overhead':>12} |"
     )
-    print(f"|{'-' * 38}|{'-' * 14}|{'-' * 12}|{'-' * 12}|{'-' * 14}|")
+    print(f"|{'-' * 38}|{'-' * 14}|{'-' * 12}|{'-' * 21}|{'-' * 12}|{'-' * 14}|")
     medians = {name: statistics.median(values) for name, values in times.items()}
     for name, median in medians.items():
         overhead = median - base
+        low, high = spread(times[name], times["bare Starlette app"])
+        rounds_text = f"{low * 1e6:.1f} to {high * 1e6:.1f} us"
         cpu = statistics.median(cpu_times[name])
         print(
             f"| {name:<36} | {median * 1e6:>9.1f} us | {overhead * 1e6:>7.1f} us "
+            f"| {rounds_text:>19} "
             f"| {cpu * 1e6:>7.1f} us | {(cpu - cpu_base) * 1e6:>9.1f} us |"
         )
     for name, app in apps.items():
         if app is None:
-            print(f"| {name:<36} | {'not installed':>12} | {'':>10} | {'':>10} | {'':>12} |")
+            print(
+                f"| {name:<36} | {'not installed':>12} | {'':>10} | {'':>19} "
+                f"| {'':>10} | {'':>12} |"
+            )
     slow = medians.get("slowapi (limit + headers)")
     if slow is not None:
         ours = medians["brace (limit + headers)"] - base

@@ -7,6 +7,7 @@ not installed, or whose brace class does not exist yet, are skipped.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import sys
 from pathlib import Path
@@ -127,3 +128,16 @@ def test_asgi_bytecodes_are_counted() -> None:
     parts = asgi_instructions.groups(functions)  # every bytecode in one part
     assert parts.total() == functions.total()
     assert parts["the limits: key, decision, recording"] > 0
+
+
+def test_asgi_bench_reports_every_case_with_its_spread(capsys: pytest.CaptureFixture[str]) -> None:
+    """`benchmarks/asgi_bench.py` runs every case and gives each one's overhead and its
+    spread over the rounds: the least and the most it cost over the bare app's run of
+    the same round."""
+    asgi_bench = importlib.import_module("benchmarks.asgi_bench")
+    assert asgi_bench.spread([3.0, 7.0, 4.0], [1.0, 2.0, 3.0]) == (1.0, 5.0)
+    assert asyncio.run(asgi_bench.main(20, 2)) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| brace")]
+    assert len(rows) == sum(name.startswith("brace") for name in asgi_bench.CASES)
+    assert all(" to " in row for row in rows)
