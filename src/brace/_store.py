@@ -51,7 +51,11 @@ from typing import Generic, Protocol, TypeVar, runtime_checkable
 from ._clock import check_clock
 from ._core._inline import inline_steps
 from ._core._validate import check_int
-from ._core.decision import Decision, Draft
+from ._core.decision import (
+    Decision,
+    Draft,  # noqa: F401 (read by the inlined `drafted`)
+    drafted,
+)
 from ._core.gcra import GCRA, gcra_step
 from ._core.window import EPSILON as WINDOW_EPSILON
 from ._core.window import (
@@ -372,14 +376,8 @@ class _GCRATable(_Table[float]):
                 remaining = floor((within - ahead) / interval)
                 if fields:
                     return remaining, ahead
-                draft = Draft()
-                draft.allowed = True
-                draft.limit = burst
-                draft.remaining = remaining
-                draft.retry_after = 0.0
-                draft.reset_after = ahead
-                draft.__class__ = Decision  # type: ignore[assignment]
-                return draft  # type: ignore[return-value]
+                decision = drafted(True, burst, remaining, 0.0, ahead)
+                return decision
             rejected += 1
             return policy.decide(tat, now, cost)[0]
 
@@ -498,14 +496,8 @@ class _CounterTable(_Table[CounterState]):
                     reset = 0.0
                 if fields:
                     return remaining, reset
-                draft = Draft()
-                draft.allowed = True
-                draft.limit = limit
-                draft.remaining = remaining
-                draft.retry_after = 0.0
-                draft.reset_after = reset
-                draft.__class__ = Decision  # type: ignore[assignment]
-                return draft  # type: ignore[return-value]
+                decision = drafted(True, limit, remaining, 0.0, reset)
+                return decision
             rejected += 1
             return policy.decide(state, now, cost)[0]
 

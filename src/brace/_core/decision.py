@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ._inline import step
+
 __all__ = ("Decision",)
 
 
@@ -81,3 +83,19 @@ class Draft:
 
 
 assert Draft.__slots__ == Decision.__slots__, "Draft must keep Decision's slot layout"
+
+
+@step
+def drafted(
+    allowed: bool, limit: int, remaining: int, retry_after: float, reset_after: float
+) -> Decision:
+    """``Decision(allowed, limit, remaining, retry_after, reset_after)`` made through a
+    `Draft`: the keyed stores' way to build one per call, inlined into them (`step`)."""
+    draft = Draft()
+    draft.allowed = allowed
+    draft.limit = limit
+    draft.remaining = remaining
+    draft.retry_after = retry_after
+    draft.reset_after = reset_after
+    draft.__class__ = Decision  # type: ignore[assignment]
+    return draft  # type: ignore[return-value]

@@ -55,7 +55,7 @@ from typing_extensions import Self
 
 from .._clock import check_clock
 from .._core._validate import check_int, check_positive
-from .._core.decision import Decision, Draft
+from .._core.decision import Decision, drafted
 from .._core.gcra import GCRA
 from .._core.outage import OutageCore
 from .._core.window import SlidingLog, SlidingWindowCounter
@@ -212,14 +212,7 @@ def _parse(reply: object, limit: int) -> Decision:
     # int() and float() read ASCII bytes as they are: no decode
     data = reply if type(reply) is bytes else str(reply).encode()
     allowed, remaining, retry_after, reset_after, _now = data.split(b" ")
-    draft = Draft()
-    draft.allowed = allowed == b"1"
-    draft.limit = limit
-    draft.remaining = int(remaining)
-    draft.retry_after = float(retry_after)
-    draft.reset_after = float(reset_after)
-    draft.__class__ = Decision  # type: ignore[assignment]
-    return draft  # type: ignore[return-value]
+    return drafted(allowed == b"1", limit, int(remaining), float(retry_after), float(reset_after))
 
 
 def _check_seconds(value: object, name: str, *, zero: bool) -> float:
