@@ -14,6 +14,7 @@ import pytest
 
 import brace
 import brace.chaos
+from brace._limiter import local_hit
 from brace.asgi import BraceMiddleware, Rule
 from brace.events import (
     REASONS,
@@ -143,6 +144,25 @@ def test_the_keyed_limiter_reports_the_key_once_per_refusal() -> None:
         ("rate_limited", "u:1", "api", "rate_limiter")
     ]
     assert limiter.statistics().refusals == {"rate_limited": 1}
+
+
+def test_the_middlewares_hit_reports_refusals_as_try_hit_does() -> None:
+    """The fields hit an HTTP middleware asks (`local_hit`) answers an admission with its
+    numbers and reports each refusal once, as try_hit does; both are counted."""
+    events: list[Event] = []
+    clock = FakeClock()
+    limiter = brace.RateLimiter("1/minute", clock=clock, on_event=events.append, name="api")
+    found = local_hit(limiter)
+    assert found is not None
+    hit, limiter_clock = found
+    assert limiter_clock is clock
+    twin = brace.RateLimiter("1/minute", clock=clock).try_hit("u:1")  # the same, as a Decision
+    assert hit("u:1", 1, clock()) == (twin.remaining, twin.reset_after)
+    refusal = hit("u:1", 1, clock())
+    assert isinstance(refusal, brace.Decision)
+    assert not refusal.allowed
+    assert [(e.reason, e.key, e.name) for e in refused(events)] == [("rate_limited", "u:1", "api")]
+    assert (limiter.statistics().allowed, limiter.statistics().rejected) == (1, 1)
 
 
 async def test_the_keyed_limiter_limit_raises_and_reports_once() -> None:
