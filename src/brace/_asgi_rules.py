@@ -22,10 +22,10 @@ from ._core.decision import Decision
 from ._core.gcra import GCRA
 from ._core.window import SlidingLog, SlidingWindowCounter
 from ._headers import PolicyField, check_policy_name, sf_string
-from ._limiter import FieldsHit, RateLimiter, local_hit
+from ._limiter import RateLimiter, local_hit
 from ._priority import Priority
 from ._rate import Rate, parse_rate
-from ._store import HitFields, Policy, RateLimitStore
+from ._store import FieldsHit, HitFields, Policy, RateLimitStore
 from ._window import SlidingWindow
 
 __all__ = ("KeyFunction", "Limit", "Rule", "default_priority")

@@ -98,8 +98,7 @@ class PolicyField:
 
 def ratelimit_member(policy: PolicyField, remaining: int, reset: float) -> bytes:
     """The policy's member of the ``RateLimit`` field, ``"name";r=<remaining>;t=<reset>``,
-    encoded as ASGI sends it (one bytes formatting: half the cost of formatting a str and
-    encoding it, on a response's path)."""
+    encoded as ASGI sends it (`ratelimit_item` is this, decoded: one format for both)."""
     if remaining < 0:
         remaining = 0
     elif remaining > _MAX_SF_INTEGER:

@@ -21,7 +21,15 @@ from ._core.window import SlidingLog, SlidingWindowCounter
 from ._events import EventHook, Refused, event_hook, refusals
 from ._exceptions import RateLimited
 from ._rate import Rate, parse_rate
-from ._store import HitFields, MemoryStore, Policy, RateLimitStore, _AnyTable, check_key
+from ._store import (
+    FieldsHit,
+    HitFields,
+    MemoryStore,
+    Policy,
+    RateLimitStore,
+    _AnyTable,
+    check_key,
+)
 
 __all__ = ("RateLimiter", "RateLimiterStatistics")
 
@@ -420,10 +428,6 @@ class RateLimit:
         if not decision.allowed:
             raise _refusal(self._key, decision)
         return await fn(*args, **kwargs)
-
-
-#: ``(key, cost, now) -> (remaining, reset_after)`` on admission, the `Decision` on refusal
-FieldsHit = Callable[[str, int, float], "HitFields | Decision"]
 
 
 def local_hit(limiter: RateLimiter) -> tuple[FieldsHit, Callable[[], float]] | None:

@@ -171,9 +171,10 @@ def _policy_identity(policy: object) -> tuple[object, ...]:
 
 
 _Hit = Callable[[str, int, float], Decision]
-#: `_Table.hit_fields`: an admission's ``(remaining, reset_after)``, or the refusal
+#: an admission's ``(remaining, reset_after)``, what `_Table.hit_fields` answers
 HitFields = tuple[int, float]
-_FieldsHit = Callable[[str, int, float], "HitFields | Decision"]
+#: ``(key, cost, now) -> (remaining, reset_after)`` on admission, the `Decision` on refusal
+FieldsHit = Callable[[str, int, float], "HitFields | Decision"]
 _Counts = Callable[[], tuple[int, int]]
 
 
@@ -206,7 +207,7 @@ class _Table(Generic[_S]):
     )
 
     hit_now: _Hit
-    hit_fields: _FieldsHit
+    hit_fields: FieldsHit
     _counts_now: _Counts
     _counts_fields: _Counts
 
@@ -239,7 +240,7 @@ class _Table(Generic[_S]):
         self.hit_now = hit_now  # type: ignore[assignment]
         self.hit_fields, self._counts_fields = self._hit_function(True)
 
-    def _hit_function(self, fields: bool) -> tuple[_FieldsHit, _Counts]:
+    def _hit_function(self, fields: bool) -> tuple[FieldsHit, _Counts]:
         raise NotImplementedError
 
     @property
@@ -327,7 +328,7 @@ class _GCRATable(_Table[float]):
         return sketch[hash(key) % self.slots]
 
     @inline_steps
-    def _hit_function(self, fields: bool) -> tuple[_FieldsHit, _Counts]:
+    def _hit_function(self, fields: bool) -> tuple[FieldsHit, _Counts]:
         shards = self.shards
         mask = self.mask
         policy = self.policy
@@ -427,7 +428,7 @@ class _CounterTable(_Table[CounterState]):
         return sketch[hash(key) % self.slots]
 
     @inline_steps
-    def _hit_function(self, fields: bool) -> tuple[_FieldsHit, _Counts]:
+    def _hit_function(self, fields: bool) -> tuple[FieldsHit, _Counts]:
         shards = self.shards
         mask = self.mask
         policy = self.policy
@@ -602,7 +603,7 @@ class _LogTable(_Table[SlidingLogCore]):
                 core.total = held[1]
         return core
 
-    def _hit_function(self, fields: bool) -> tuple[_FieldsHit, _Counts]:
+    def _hit_function(self, fields: bool) -> tuple[FieldsHit, _Counts]:
         shards = self.shards
         mask = self.mask
         policy = self.policy
