@@ -20,8 +20,8 @@ path, and the timed benchmark says what a request costs.
 
 Bytecodes follow time more closely than instructions do (docs/performance.md), and
 their count is exact: the same in every run, except one during which a limit's window
-turns over (one limit with headers read 597 once against 583 in every other run; each
-key rolling its window once would account for it).
+turns over (one limit with headers once read 14 more than in every other run; each key
+rolling its window once would account for it).
 """
 
 from __future__ import annotations
