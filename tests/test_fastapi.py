@@ -68,6 +68,28 @@ async def test_rate_limit_per_user_and_decision_value() -> None:
         assert (await http.get("/me")).status_code == 200  # anonymous: per address
 
 
+@pytest.mark.parametrize("rate", ["3/minute", brace.TokenBucket(rate=1, per=10, burst=3)])
+async def test_rate_limit_dependency_returns_the_limiters_decision(rate: Any) -> None:
+    """The Decision the dependency returns (rebuilt from the fields the pipeline keeps) is
+    the one a twin limiter's ``try_hit`` gives, for a window and for a bucket."""
+    limit = RateLimit(rate, clock=anyio.current_time)
+    twin = brace.RateLimiter(
+        rate if isinstance(rate, str) else brace.TokenBucket(rate=1, per=10, burst=3),
+        clock=anyio.current_time,
+    )
+    app = FastAPI()
+    seen: list[brace.Decision | None] = []
+
+    @app.get("/d")
+    async def d(decision: brace.Decision | None = Depends(limit)) -> None:  # noqa: B008
+        seen.append(decision)
+
+    async with client(app) as http:
+        for _ in range(2):
+            assert (await http.get("/d")).status_code == 200
+    assert seen == [twin.try_hit("ip:203.0.113.7") for _ in range(2)]
+
+
 async def test_concurrency_dependency_queue_full_is_503() -> None:
     """With one slot and no queue, a concurrent call gets 503 queue_full with Retry-After."""
     executor = brace.PriorityExecutor(concurrency=1, max_queue=0, clock=anyio.current_time)
