@@ -2,12 +2,19 @@
 
 A *case* is one thing to time: an async context manager (``setup``) that builds its
 objects inside the running event loop and yields ``op(n)``, a coroutine function doing the
-operation ``n`` times in a plain ``for`` loop. Every case of a run is set up once, then
-timed in *rounds*: in each round every case runs ``op(n)`` once (its ``n`` calibrated so
-that a round lasts about ``round_seconds``), in a rotating order, with the garbage
-collector disabled. The reported figure is the median over the rounds of ns per
+operation ``n`` times in a plain ``for`` loop. The cases given to :func:`measure` are set
+up once, then timed in *rounds*: in each round every case runs ``op(n)`` once (its ``n``
+calibrated so that a round lasts about ``round_seconds``), in a rotating order, with the
+garbage collector disabled. The reported figure is the median over the rounds of ns per
 operation, so brace, the floor and the peers are measured in the same process, on the
 same loop, interleaved in time: a noisy neighbour slows all of them alike.
+
+That holds only if a round is short. ``python -m benchmarks`` (``run.py``) therefore
+measures one *batch* at a time: a group's cases with the floors its table and targets read
+(timed again beside each group), so that a brace case and its reference are never more
+than one short round apart (about a second, not the six seconds of a round of every
+case), and each result carries its ``batch``. A target is judged on the results of its
+own group's batch.
 
 Each round is timed with two clocks: ``time.perf_counter_ns`` (wall time, the headline
 figure) and ``time.thread_time_ns`` (this thread's CPU time). On a machine shared with
@@ -117,6 +124,9 @@ class CaseResult:
     case: Case
     backend: str
     status: str = "ok"  # "ok", "n/a", "missing", "not installed", "error: ..."
+    # the group whose cases this one was timed beside ("" when not timed by group): a
+    # floor is timed again beside each group whose table or targets read it
+    batch: str = ""
     n: int = 0
     samples: list[float] = field(default_factory=list)  # ns per operation, one per round
     # The same rounds timed with this thread's CPU clock: time spent preempted by other
@@ -154,6 +164,7 @@ class CaseResult:
             "label": self.case.label,
             "role": self.case.role,
             "backend": self.backend,
+            "batch": self.batch,
             "status": self.status,
             "n": self.n,
             "per": self.case.per,
@@ -299,22 +310,32 @@ class TargetResult:
         }
 
 
+def _beside(
+    by_key: dict[tuple[str, str, str], CaseResult], key: str, backend: str, group: str
+) -> CaseResult | None:
+    """The result of ``key`` timed beside ``group``'s cases, else one not timed by group."""
+    found = by_key.get((key, backend, group))
+    return found if found is not None else by_key.get((key, backend, ""))
+
+
 def check_targets(targets: Iterable[Target], results: Sequence[CaseResult]) -> list[TargetResult]:
-    by_key = {(r.case.key, r.backend): r for r in results}
+    """Each target on each backend, from the results timed beside each other: those of the
+    target's group (its ``batch``), or results not timed by group."""
+    by_key = {(r.case.key, r.backend, r.batch): r for r in results}
     backends = sorted({r.backend for r in results}, key=BACKENDS.index)
     out: list[TargetResult] = []
     for target in targets:
         for backend in backends:
             if backend not in target.backends:
                 continue
-            mine = by_key.get((target.brace_key, backend))
+            mine = _beside(by_key, target.brace_key, backend, target.group)
             if mine is None:
                 continue
             if not mine.ok:
                 out.append(TargetResult(target, backend, mine.status, math.nan, ""))
                 continue
-            refs = [by_key[(k, backend)] for k in target.against if (k, backend) in by_key]
-            refs = [r for r in refs if r.ok]
+            found = (_beside(by_key, key, backend, target.group) for key in target.against)
+            refs = [r for r in found if r is not None and r.ok]
             if not refs:
                 out.append(TargetResult(target, backend, "n/a", math.nan, ""))
                 continue

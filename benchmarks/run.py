@@ -6,11 +6,13 @@ Usage (from the repository root)::
     python -m benchmarks --backend asyncio --filter hit --quick
     python -m benchmarks --json out.json --markdown out.md
 
-Each backend is one ``anyio.run(...)`` (the plain asyncio or trio loop, no virtual time);
-on it every selected case, the floors always included, is set up once and then timed in
-interleaved rounds (see ``_harness.py``). The tables give the median ns per operation
-over the rounds, its spread, and ``brace ÷ this`` for each brace variant of the table:
-below 1 means brace is cheaper than that row.
+The cases are timed one *batch* at a time, each batch in its own ``anyio.run(...)`` (the
+plain asyncio or trio loop, no virtual time): the floors alone, then each group's cases
+with the floors its table and targets read, timed again beside them. In a batch every
+case is set up once and then timed in interleaved rounds (see ``_harness.py``), so a
+brace case and its reference are never more than one short round apart. The tables give
+the median ns per operation over the rounds, its spread, and ``brace ÷ this`` for each
+brace variant of the table: below 1 means brace is cheaper than that row.
 """
 
 from __future__ import annotations
@@ -93,6 +95,26 @@ def select(pattern: str | None) -> tuple[Case, ...]:
     )
 
 
+def batches(cases: Sequence[Case]) -> list[tuple[str, list[Case]]]:
+    """The selected cases as batches timed one after the other: ``("floor", floors)``,
+    then each group with the floors its table shows and its targets are judged against
+    (timed again in each batch: a reference must be timed beside the case it judges)."""
+    floors = {case.key: case for case in cases if case.group == "floor"}
+    out: list[tuple[str, list[Case]]] = []
+    if floors:
+        out.append(("floor", list(floors.values())))
+    for group, (_, module) in GROUPS.items():
+        own = [case for case in cases if case.group == group]
+        if not own:
+            continue
+        wanted = set(getattr(module, "FLOORS", ()))
+        for target in module.TARGETS:
+            if target.group == group:
+                wanted.update(target.against)
+        out.append((group, [case for key, case in floors.items() if key in wanted] + own))
+    return out
+
+
 # --- formatting ----------------------------------------------------------------------
 
 
@@ -134,7 +156,8 @@ def group_table(group: str, backend: str, results: Sequence[CaseResult]) -> str 
     """The table of one benchmark on one backend (None if nothing of it was selected)."""
     module = floor if group == "floor" else GROUPS[group][1]
     keys = [case.key for case in module.CASES if case.group == group]
-    by_key = {r.case.key: r for r in results if r.backend == backend}
+    # the results of this group's batch (or of a run not timed by group)
+    by_key = {r.case.key: r for r in results if r.backend == backend and r.batch in ("", group)}
     mine = [
         by_key[k]
         for k in keys
@@ -225,6 +248,10 @@ def report(
 # --- main ----------------------------------------------------------------------------
 
 
+def _batch_progress(batch: str, message: str) -> None:
+    print(f"  .. {batch}: {message}", file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__.split("\n")[0]
@@ -257,15 +284,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     machine = machine_info()
 
-    def progress(message: str) -> None:
-        print(f"  .. {message}", file=sys.stderr, flush=True)
-
     results: list[CaseResult] = []
     for backend in backends:
-        run = functools.partial(
-            measure, cases, backend, rounds=rounds, round_seconds=round_seconds, progress=progress
-        )
-        results += anyio.run(run, backend=backend)
+        for batch, batch_cases in batches(cases):
+            run = functools.partial(
+                measure,
+                batch_cases,
+                backend,
+                rounds=rounds,
+                round_seconds=round_seconds,
+                progress=functools.partial(_batch_progress, batch),
+            )
+            for result in anyio.run(run, backend=backend):
+                result.batch = batch
+                results.append(result)
     target_results = check_targets(
         [t for t in all_targets() if any(c.key == t.brace_key for c in cases)], results
     )

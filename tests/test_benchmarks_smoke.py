@@ -72,6 +72,36 @@ def test_targets_compare_medians() -> None:
     assert ok.cpu_ratio == pytest.approx(0.6)
 
 
+def test_batches_time_each_group_beside_its_references() -> None:
+    """A run is timed group by group: each batch holds the group's cases and every floor
+    its table shows or its targets are judged against, and nothing of another group."""
+    groups = dict(bench_run.batches(CASES))
+    assert [case.group for case in groups["floor"]] == ["floor"] * len(groups["floor"])
+    for target in bench_run.all_targets():
+        keys = {case.key for case in groups[target.group]}
+        assert target.brace_key in keys
+        assert set(target.against) <= keys, target.title
+    for group, cases in groups.items():
+        assert {case.group for case in cases} <= {"floor", group}
+    selected = bench_run.batches(bench_run.select(r"breaker\.purgatory"))
+    assert [group for group, _ in selected] == ["floor", "breaker"]
+
+
+def test_targets_read_their_own_batch() -> None:
+    """A floor timed in several batches: a target reads the one timed beside its case."""
+    brace_case, floor_case = CASES[1], CASES[0]
+    mine = CaseResult(brace_case, "asyncio", samples=[50.0], cpu_samples=[50.0], batch="g")
+    results = [
+        CaseResult(floor_case, "asyncio", samples=[1000.0], cpu_samples=[1000.0], batch="x"),
+        mine,
+        CaseResult(floor_case, "asyncio", samples=[100.0], cpu_samples=[100.0], batch="g"),
+    ]
+    [judged] = check_targets([Target("g", "t", brace_case.key, (floor_case.key,), 1.0)], results)
+    assert judged.ratio == pytest.approx(0.5)  # against batch g's 100 ns, not x's 1000
+    # brace's case was not timed in batch x: no verdict from another batch's timings
+    assert check_targets([Target("x", "t", brace_case.key, (floor_case.key,), 1.0)], results) == []
+
+
 def test_cli_quick_run_on_floor_only(capsys: pytest.CaptureFixture[str]) -> None:
     """The command line runs end to end and prints a table and the machine."""
     assert (
