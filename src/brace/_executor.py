@@ -88,6 +88,9 @@ class _Default(str, enum.Enum):
 # (a str enum: equal to "default", the value the signatures show and accept)
 _DEFAULT: Final = _Default.DEFAULT
 _DefaultTimeout = Literal["default"]
+#: the default of ``timeout=`` itself (an interned constant: ``is`` finds it; any other
+#: "default" is found by `PriorityExecutor._limit`)
+_DEFAULT_TIMEOUT: Final = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,8 +393,16 @@ class PriorityExecutor:
         :class:`brace.TimeoutExceeded`. Work still running when a :meth:`drain` times out is
         cancelled and raises :class:`brace.ShuttingDown`.
         """
-        # (a plain method returning the coroutine: one coroutine a job instead of two)
-        return self._run(self._slot_for(priority), self._limit(timeout), fn, args, kwargs)
+        # (a plain method returning the coroutine: one coroutine a job instead of two; the
+        # defaults without a call each)
+        slot = self._default_slot if priority is None else None
+        return self._run(
+            self._slot_for(priority) if slot is None else slot,
+            self._timeout if timeout is _DEFAULT_TIMEOUT else self._limit(timeout),
+            fn,
+            args,
+            kwargs,
+        )
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """``run(fn, *args, **kwargs)`` with the default priority and timeout (for compose)."""
@@ -633,7 +644,22 @@ class PriorityExecutor:
                 task.uncancel()
             if self._scopes_empty is not None and not tasks and not self._scopes:
                 self._scopes_empty.set()
-            self._finish(started, outcome)
+            if (
+                outcome is _COMPLETED
+                and self._adaptive is None
+                and self._processing_histogram is None
+            ):
+                # _finish's first case, with the core's release step inlined (the frame
+                # of a call is a large part of this path)
+                core = self._core
+                now = self._clock()
+                released = release_idle(core, now)
+                if not released:
+                    self._release(started, outcome, now)
+                elif self._idle_event is not None:
+                    self._check_idle()
+            else:
+                self._finish(started, outcome)
         if outcome is _COMPLETED:
             return result  # pyright: ignore[reportPossiblyUnboundVariable, reportReturnType]
         if outcome is _DRAINED:
@@ -887,6 +913,12 @@ class PriorityExecutor:
             self._drain_cancelled += 1
         else:
             self._cancelled_running += 1
+        self._release(started, outcome, now)
+
+    def _release(self, started: float | None, outcome: int, now: float) -> None:
+        """:meth:`_finish` after the counts: give the slot back through the core (feeding
+        the adaptive limit and the processing-time histogram first), wake who is next."""
+        core = self._core
         if outcome is _CANCELLED or outcome is _DRAINED:
             changed = core.release(now, completed=False)
         else:
@@ -1002,11 +1034,7 @@ class _Slot:
                 if executor._idle_event is not None:
                     executor._check_idle()
                 return DONE
-            changed = core.release(now)
-            if changed:
-                executor._wake(changed)
-            elif executor._idle_event is not None:
-                executor._check_idle()
+            executor._release(None, _COMPLETED, now)
             return DONE
         if issubclass(exc_type, anyio.get_cancelled_exc_class()):
             # after a drain's timeout: a pipeline request whose scope the drain cancelled
