@@ -388,3 +388,66 @@ def test_decisions_are_genuine() -> None:
     with pytest.raises(AttributeError):
         decision.allowed = False  # type: ignore[misc]
     assert hash(decision) == hash(Decision(True, 2, 1, 0.0, 1.0))
+
+
+POLICIES: list[Policy] = [GCRA(3, 2.0, burst=4), SlidingWindowCounter(4, 2.0), SlidingLog(4, 2.0)]
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=["gcra", "counter", "log"])
+async def test_hit_is_the_tables_twin_and_decides_as_try_hit(policy: Policy) -> None:
+    """With a memory store and no hook, ``limiter.hit`` is the table's coroutine twin of
+    its hit function (one frame): the same decisions, costs and counts as ``try_hit``."""
+    clock = FakeClock(5.0)
+    twin = brace.RateLimiter(policy, clock=clock)
+    sync = brace.RateLimiter(policy, clock=clock)
+    assert "hit" in vars(twin)  # the method is shadowed for this instance
+    assert inspect.iscoroutinefunction(twin.hit)
+    rng = random.Random(7)
+    for step in range(200):
+        key, cost = rng.choice(["a", "b", "c" * 300]), rng.choice([1, 1, 2, 0])
+        mine, theirs = await twin.hit(key, cost), sync.try_hit(key, cost)
+        assert mine == theirs, step
+        assert type(mine) is Decision
+        clock.advance(rng.choice([0.0, 0.1, 0.7]))
+    assert twin.statistics() == sync.statistics()
+    assert twin.statistics().hits == 200
+    # the method itself (what a limiter with a hook, or a remote store, runs) agrees
+    assert await twin.hit("a") == await brace.RateLimiter.hit(sync, "a")
+
+
+async def test_the_twin_shares_the_store_with_other_limiters() -> None:
+    """Two limiters with one policy share the store's table: the twin of each sees the
+    other's hits, and the store counts them all."""
+    clock = FakeClock()
+    store = brace.MemoryStore(clock=clock)
+    first = brace.RateLimiter(GCRA(2, 10.0), store=store, clock=clock)
+    second = brace.RateLimiter(GCRA(2, 10.0), store=store, clock=clock)
+    assert (await first.hit("k")).allowed
+    assert (await second.hit("k")).allowed
+    assert not (await first.hit("k")).allowed
+    statistics = store.statistics()
+    assert (statistics.allowed, statistics.rejected) == (2, 1)
+
+
+def test_no_twin_where_the_method_must_run() -> None:
+    """A hook, a subclass overriding ``hit``, or a remote store keep the method."""
+    hooked = brace.RateLimiter("1/s", on_event=lambda event: None)
+    assert "hit" not in vars(hooked)
+
+    class Counting(brace.RateLimiter):
+        async def hit(self, key: str, cost: int = 1) -> Decision:
+            return await super().hit(key, cost)
+
+    assert "hit" not in vars(Counting("1/s"))
+    assert "hit" not in vars(brace.RateLimiter("1/s", store=RemoteStore()))
+
+
+def test_a_table_builds_a_bounded_number_of_twins() -> None:
+    """One twin per clock, at most eight per table; a limiter past them keeps the method
+    (a store shared by limiters with ever new clocks does not grow without bound)."""
+    store = brace.MemoryStore()
+    clocks = [FakeClock() for _ in range(10)]
+    limiters = [brace.RateLimiter("5/s", store=store, clock=clock) for clock in clocks]
+    assert [("hit" in vars(limiter)) for limiter in limiters] == [True] * 8 + [False] * 2
+    again = brace.RateLimiter("5/s", store=store, clock=clocks[0])
+    assert vars(again)["hit"] is vars(limiters[0])["hit"]  # the same clock: the same twin

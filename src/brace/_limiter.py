@@ -136,6 +136,7 @@ class RateLimiter:
     """
 
     __slots__ = (
+        "__dict__",  # only ``hit``, for a memory store: see __init__
         "__weakref__",
         "_allowed",
         "_clock",
@@ -190,6 +191,12 @@ class RateLimiter:
             if self._on_event is not None or logger.isEnabledFor(logging.DEBUG):
                 self._hit_now = self._observed_hit
                 self._hit_fields = self._observed_fields
+            elif type(self).hit is RateLimiter.hit:
+                # ``hit`` is then the table's coroutine twin of ``hit_now`` (reading this
+                # limiter's clock): what the method does, in one frame instead of two
+                twin = table.hit_coroutine(self._clock)
+                if twin is not None:
+                    self.__dict__["hit"] = twin
         else:
             self._table = None
             self._hit_now = None

@@ -44,12 +44,12 @@ import math
 import time
 from array import array
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from ._clock import check_clock
-from ._core._inline import inline_steps
+from ._core._inline import coroutine_twin, inline_steps
 from ._core._validate import check_int
 from ._core.decision import (
     Decision,
@@ -89,6 +89,8 @@ _SHARD_KEYS = 8192
 # hundred bytes and spare a returning key the price of a new entry. Above it, each new
 # key first looks at the two oldest and drops those at rest.
 _LOW_WATER = 4096
+# The most coroutine twins a table builds (one per clock: a limiter's; see hit_coroutine)
+_TWINS = 8
 # The largest max_keys: a table makes max_keys / _SHARD_KEYS dicts at once (about 2 MB at
 # this bound) and, on its first eviction, a sketch of max_keys slots.
 MAX_KEYS = 10**8
@@ -178,6 +180,13 @@ FieldsHit = Callable[[str, int, float], "HitFields | Decision"]
 _Counts = Callable[[], tuple[int, int]]
 
 
+class AsyncHit(Protocol):
+    """``await hit(key, cost=1)``: a table's coroutine twin of ``hit_now`` (its clock read
+    inside), what `RateLimiter.hit` is for a memory store (see `_Table.hit_coroutine`)."""
+
+    def __call__(self, key: str, cost: int = 1) -> Coroutine[Any, Any, Decision]: ...
+
+
 class _Table(Generic[_S]):
     """The keys of one policy: states in a dict, insertion order in a deque, a sketch.
 
@@ -192,7 +201,9 @@ class _Table(Generic[_S]):
 
     __slots__ = (
         "_counts_fields",
+        "_counts_more",
         "_counts_now",
+        "_twins",
         "drops",
         "evictions",
         "hit_fields",
@@ -228,20 +239,48 @@ class _Table(Generic[_S]):
         self.order: deque[str] = deque()
         self.evictions = 0
         self.drops = 0
+        # the coroutine twins of hit_now, by clock, and their counts (see hit_coroutine)
+        self._twins: dict[Callable[[], float], AsyncHit] = {}
+        self._counts_more: list[_Counts] = []
 
     def counts(self) -> tuple[int, int]:
-        """Hits allowed and rejected, by both of the hit functions."""
+        """Hits allowed and rejected, by every hit function of the table."""
         allowed, rejected = self._counts_now()
         more, fewer = self._counts_fields()
-        return allowed + more, rejected + fewer
+        allowed += more
+        rejected += fewer
+        for counts in self._counts_more:
+            more, fewer = counts()
+            allowed += more
+            rejected += fewer
+        return allowed, rejected
 
     def _build(self) -> None:
-        hit_now, self._counts_now = self._hit_function(False)
-        self.hit_now = hit_now  # type: ignore[assignment]
+        self.hit_now, self._counts_now = self._hit_function(False)
         self.hit_fields, self._counts_fields = self._hit_function(True)
 
-    def _hit_function(self, fields: bool) -> tuple[FieldsHit, _Counts]:
+    def _hit_function(
+        self, fields: bool, clock: Callable[[], float] | None = None
+    ) -> tuple[Any, _Counts]:
+        """The hit function and its counts: ``hit_now``, or with ``fields`` the
+        ``hit_fields`` form, or with a ``clock`` the coroutine twin of ``hit_now``."""
         raise NotImplementedError
+
+    def hit_coroutine(self, clock: Callable[[], float]) -> AsyncHit | None:
+        """``hit_now`` as an ``async def (key, cost=1)`` reading ``clock``: the same source
+        built once more as a coroutine (`brace._core._inline.coroutine_twin`), so that
+        ``await limiter.hit(key)`` runs one frame, not a coroutine calling ``hit_now``. Its
+        counts join the table's. One per clock, for at most `_TWINS` clocks (None after:
+        the caller keeps its own coroutine)."""
+        twins = self._twins
+        twin = twins.get(clock)
+        if twin is None:
+            if len(twins) >= _TWINS:
+                return None
+            twin, counts = self._hit_function(False, clock)
+            twins[clock] = twin
+            self._counts_more.append(counts)
+        return twin
 
     @property
     def allowed(self) -> int:
@@ -328,7 +367,9 @@ class _GCRATable(_Table[float]):
         return sketch[hash(key) % self.slots]
 
     @inline_steps
-    def _hit_function(self, fields: bool) -> tuple[FieldsHit, _Counts]:
+    def _hit_function(
+        self, fields: bool, clock: Callable[[], float] | None = None
+    ) -> tuple[Any, _Counts]:
         shards = self.shards
         mask = self.mask
         policy = self.policy
@@ -385,6 +426,9 @@ class _GCRATable(_Table[float]):
         def counts() -> tuple[int, int]:
             return allowed, rejected
 
+        if clock is not None:
+            hit = coroutine_twin(hit_now, clock, cost=1)
+            return hit, counts
         return hit_now, counts
 
     def peek_now(self, key: str, cost: int, now: float) -> Decision:
@@ -428,7 +472,9 @@ class _CounterTable(_Table[CounterState]):
         return sketch[hash(key) % self.slots]
 
     @inline_steps
-    def _hit_function(self, fields: bool) -> tuple[FieldsHit, _Counts]:
+    def _hit_function(
+        self, fields: bool, clock: Callable[[], float] | None = None
+    ) -> tuple[Any, _Counts]:
         shards = self.shards
         mask = self.mask
         policy = self.policy
@@ -529,6 +575,9 @@ class _CounterTable(_Table[CounterState]):
         def counts() -> tuple[int, int]:
             return allowed, rejected
 
+        if clock is not None:
+            hit = coroutine_twin(hit_now, clock, cost=1)
+            return hit, counts
         return hit_now, counts
 
     def peek_now(self, key: str, cost: int, now: float) -> Decision:
@@ -603,7 +652,10 @@ class _LogTable(_Table[SlidingLogCore]):
                 core.total = held[1]
         return core
 
-    def _hit_function(self, fields: bool) -> tuple[FieldsHit, _Counts]:
+    @inline_steps
+    def _hit_function(
+        self, fields: bool, clock: Callable[[], float] | None = None
+    ) -> tuple[Any, _Counts]:
         shards = self.shards
         mask = self.mask
         policy = self.policy
@@ -643,6 +695,9 @@ class _LogTable(_Table[SlidingLogCore]):
         def counts() -> tuple[int, int]:
             return allowed, rejected
 
+        if clock is not None:
+            hit = coroutine_twin(hit_now, clock, cost=1)
+            return hit, counts
         return hit_now, counts
 
     def peek_now(self, key: str, cost: int, now: float) -> Decision:

@@ -11,6 +11,14 @@ with :func:`inline_steps`: at import, its source is parsed, every statement of t
 arguments, its locals renamed apart), and the function is compiled again, so the fast path
 is *generated* from the core's one copy and runs the same operations on the same floats.
 
+The same compilation writes *coroutine twins*: ``twin = coroutine_twin(f, clock, cost=1)``,
+where ``f`` is a function defined in the same function, becomes an ``async def twin`` that
+takes ``f``'s parameters but the last (with the defaults given as keywords), binds the last
+to ``clock()`` and runs ``f``'s body: a coroutine that does ``f``'s work in its own frame,
+instead of a coroutine that calls ``f`` (the keyed limiter's ``await limiter.hit(key)``).
+Without the source, ``coroutine_twin`` returns that second kind: the same answers, one
+call more.
+
 A step is written in a restricted form that makes this substitution exact: its body is
 a sequence of statements with a single ``return`` at the end, no ``return`` elsewhere, no
 ``yield``, no nested function, no name bound by ``global`` / ``nonlocal``, and no
@@ -26,16 +34,19 @@ import __future__
 
 import ast
 import builtins
+import copy
 import functools
 import inspect
 import itertools
+import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ("inline_steps", "step")
+__all__ = ("coroutine_twin", "inline_steps", "step")
 
 F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R")
 
 _STEPS: dict[str, ast.FunctionDef] = {}
 # the module-level names each step reads, with their values: inlined into another module,
@@ -100,6 +111,31 @@ def step(function: F) -> F:
     _STEPS[function.__name__] = tree
     _GLOBALS[function.__name__] = {name: function.__globals__[name] for name in free}
     return function
+
+
+def coroutine_twin(
+    function: Callable[..., R], clock: Callable[[], float], /, **defaults: object
+) -> Callable[..., Coroutine[Any, Any, R]]:
+    """An ``async def`` taking ``function``'s parameters but the last, which it reads from
+    ``clock()``, with ``defaults`` for its trailing parameters (see the module docstring).
+
+    A function compiled by :func:`inline_steps` gets the twin written out in its own code
+    (``function``'s body in the coroutine's frame); this is the twin everywhere else: the
+    coroutine calls ``function``.
+    """
+    code = function.__code__
+    names = code.co_varnames[: code.co_argcount - 1]
+    unknown = set(defaults) - set(names)
+    if unknown:
+        raise TypeError(f"coroutine_twin: {sorted(unknown)} are not parameters of the twin")
+
+    async def twin(*args: Any) -> R:
+        if len(args) < len(names):
+            args = (*args, *(defaults[name] for name in names[len(args) :]))
+        return function(*args, clock())
+
+    twin.__name__ = twin.__qualname__ = f"{function.__name__}_twin"
+    return twin
 
 
 class _Rename(ast.NodeTransformer):
@@ -285,10 +321,85 @@ class _Inline(ast.NodeTransformer):
             if isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Load)
         )
 
+    def _twin(self, statement: ast.Assign, call: ast.Call) -> ast.AsyncFunctionDef:
+        """``name = coroutine_twin(f, clock, **defaults)`` written out as ``async def name``."""
+        target = statement.targets[0] if len(statement.targets) == 1 else None
+        if (
+            not isinstance(target, ast.Name)
+            or len(call.args) != 2
+            or not isinstance(call.args[0], ast.Name)
+        ):
+            raise TypeError("coroutine_twin: write `name = coroutine_twin(function, clock)`")
+        name = call.args[0].id
+        found = (
+            [
+                node
+                for node in ast.walk(self.functions[-1])
+                if isinstance(node, ast.FunctionDef) and node.name == name
+            ]
+            if self.functions
+            else []
+        )
+        if len(found) != 1:
+            raise TypeError(f"coroutine_twin: no single def {name} in the same function")
+        original = found[0]
+        params = original.args.args[:-1]
+        if not original.args.args or original.args.defaults or original.args.vararg:
+            raise TypeError(f"coroutine_twin: {name} takes plain positional parameters")
+        given = {keyword.arg: keyword.value for keyword in call.keywords}
+        names = [arg.arg for arg in params]
+        if None in given or not set(given) <= set(names):
+            raise TypeError(f"coroutine_twin: defaults name parameters of {name}'s twin")
+        first = min((names.index(key) for key in given if key is not None), default=len(names))
+        if any(n not in given for n in names[first:]):
+            raise TypeError(f"coroutine_twin: the defaults of {name}'s twin are its last")
+        body = [copy.deepcopy(node) for node in original.body]
+        lead = 0
+        while lead < len(body) and isinstance(body[lead], ast.Nonlocal | ast.Global):
+            lead += 1
+        read = ast.Assign(
+            [ast.Name(original.args.args[-1].arg, ast.Store())],
+            ast.Call(copy.deepcopy(call.args[1]), [], []),
+        )
+        body.insert(lead, read)
+        twin = ast.AsyncFunctionDef(
+            name=target.id,
+            args=ast.arguments(
+                posonlyargs=[],
+                args=[copy.deepcopy(arg) for arg in params],
+                vararg=None,
+                kwonlyargs=[],
+                kw_defaults=[],
+                kwarg=None,
+                defaults=[copy.deepcopy(given[n]) for n in names[first:]],
+            ),
+            body=body,
+            decorator_list=[],
+            returns=copy.deepcopy(original.returns),
+            type_comment=None,
+        )
+        if sys.version_info >= (3, 12):  # pragma: no cover - the field is new in 3.12
+            twin.type_params = []
+        ast.copy_location(twin, statement)
+        for node in (twin, read, *ast.walk(read), *ast.walk(twin.args)):
+            if isinstance(node, ast.expr | ast.stmt | ast.arg):
+                ast.copy_location(node, statement)
+        ast.fix_missing_locations(twin)
+        self.inlined += 1
+        return twin
+
     def _block(self, statements: list[ast.stmt]) -> list[ast.stmt]:
         out: list[ast.stmt] = []
         for statement in statements:
             statement = self.visit(statement)
+            if (
+                isinstance(statement, ast.Assign)
+                and isinstance(statement.value, ast.Call)
+                and isinstance(statement.value.func, ast.Name)
+                and statement.value.func.id == "coroutine_twin"
+            ):
+                out.append(self._twin(statement, statement.value))
+                continue
             if (
                 isinstance(statement, ast.Assign)
                 and isinstance(statement.value, ast.Call)
