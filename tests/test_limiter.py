@@ -451,3 +451,20 @@ def test_a_table_builds_a_bounded_number_of_twins() -> None:
     assert [("hit" in vars(limiter)) for limiter in limiters] == [True] * 8 + [False] * 2
     again = brace.RateLimiter("5/s", store=store, clock=clocks[0])
     assert vars(again)["hit"] is vars(limiters[0])["hit"]  # the same clock: the same twin
+
+
+def test_an_unhashable_clock_keeps_the_method() -> None:
+    """A clock that cannot be a dict key (a callable object with ``__hash__ = None``, a
+    non-frozen dataclass) is accepted: the limiter keeps the method, with the same
+    decisions."""
+
+    class Clock:
+        __hash__ = None  # type: ignore[assignment]
+
+        def __call__(self) -> float:
+            return 1.0
+
+    limiter = brace.RateLimiter(GCRA(1, 10.0), clock=Clock())
+    assert "hit" not in vars(limiter)
+    assert limiter.try_hit("k").allowed
+    assert not limiter.try_hit("k").allowed

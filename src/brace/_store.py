@@ -270,10 +270,13 @@ class _Table(Generic[_S]):
         """``hit_now`` as an ``async def (key, cost=1)`` reading ``clock``: the same source
         built once more as a coroutine (`brace._core._inline.coroutine_twin`), so that
         ``await limiter.hit(key)`` runs one frame, not a coroutine calling ``hit_now``. Its
-        counts join the table's. One per clock, for at most `_TWINS` clocks (None after:
-        the caller keeps its own coroutine)."""
+        counts join the table's. One per clock, for at most `_TWINS` clocks (None after,
+        or for a clock that cannot be a dict key: the caller keeps its own coroutine)."""
         twins = self._twins
-        twin = twins.get(clock)
+        try:
+            twin = twins.get(clock)
+        except TypeError:  # an unhashable clock (a callable with __hash__ = None)
+            return None
         if twin is None:
             if len(twins) >= _TWINS:
                 return None
