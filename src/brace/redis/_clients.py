@@ -448,7 +448,7 @@ class UrlClient:
         if target.scheme == "redis+sentinel":
             from redis.asyncio.sentinel import Sentinel
 
-            sentinel = Sentinel(list(target.sentinels))  # type: ignore[no-untyped-call]
+            sentinel = Sentinel(list(target.sentinels))  # type: ignore[no-untyped-call, unused-ignore]
             client = sentinel.master_for(
                 target.service,
                 **{**_sentinel_credentials(target), **options},
