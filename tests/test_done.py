@@ -27,14 +27,17 @@ async def test_done_is_none_every_time() -> None:
 
 
 async def test_done_never_yields() -> None:
-    # In a cancelled scope a checkpoint raises at once: awaiting DONE is no checkpoint.
+    # In a cancelled scope a checkpoint raises at once: awaiting DONE is no checkpoint,
+    # so the line after the awaits is reached (a yield would leave the block there).
+    awaited = 0
     with anyio.CancelScope() as scope:
         scope.cancel()
         for _ in range(3):
             await DONE
-        assert not scope.cancelled_caught
+            awaited += 1
         await anyio.lowlevel.checkpoint()  # the scope is really cancelled
         pytest.fail("the checkpoint was not cancelled")  # pragma: no cover
+    assert awaited == 3
     assert scope.cancelled_caught
 
 
