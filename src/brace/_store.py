@@ -196,13 +196,12 @@ class _Table(Generic[_S]):
     ``hit_fields`` is the same function built a second time to answer an admission with
     ``(remaining, reset_after)`` instead of a `Decision` (a refusal is still one): what
     an HTTP middleware sends as the ``RateLimit`` field, without building a frozen
-    object per request. `counts` adds up the two.
+    object per request; `hit_coroutine` builds it once more as a coroutine. `counts` adds
+    up the counts of every function built.
     """
 
     __slots__ = (
-        "_counts_fields",
-        "_counts_more",
-        "_counts_now",
+        "_counts",
         "_twins",
         "drops",
         "evictions",
@@ -219,8 +218,6 @@ class _Table(Generic[_S]):
 
     hit_now: _Hit
     hit_fields: FieldsHit
-    _counts_now: _Counts
-    _counts_fields: _Counts
 
     def __init__(self, max_keys: int) -> None:
         self.max_keys = max_keys
@@ -239,25 +236,29 @@ class _Table(Generic[_S]):
         self.order: deque[str] = deque()
         self.evictions = 0
         self.drops = 0
-        # the coroutine twins of hit_now, by clock, and their counts (see hit_coroutine)
+        # the counts of every hit function built (see counts) and the coroutine twins of
+        # hit_now, by clock (see hit_coroutine)
+        self._counts: list[_Counts] = []
         self._twins: dict[Callable[[], float], AsyncHit] = {}
-        self._counts_more: list[_Counts] = []
 
     def counts(self) -> tuple[int, int]:
         """Hits allowed and rejected, by every hit function of the table."""
-        allowed, rejected = self._counts_now()
-        more, fewer = self._counts_fields()
-        allowed += more
-        rejected += fewer
-        for counts in self._counts_more:
+        allowed = rejected = 0
+        for counts in self._counts:
             more, fewer = counts()
             allowed += more
             rejected += fewer
         return allowed, rejected
 
     def _build(self) -> None:
-        self.hit_now, self._counts_now = self._hit_function(False)
-        self.hit_fields, self._counts_fields = self._hit_function(True)
+        self.hit_now = self._hit(False, None)
+        self.hit_fields = self._hit(True, None)
+
+    def _hit(self, fields: bool, clock: Callable[[], float] | None) -> Any:
+        """`_hit_function`'s function, its counts added to the table's."""
+        hit, counts = self._hit_function(fields, clock)
+        self._counts.append(counts)
+        return hit
 
     def _hit_function(
         self, fields: bool, clock: Callable[[], float] | None = None
@@ -280,9 +281,7 @@ class _Table(Generic[_S]):
         if twin is None:
             if len(twins) >= _TWINS:
                 return None
-            twin, counts = self._hit_function(False, clock)
-            twins[clock] = twin
-            self._counts_more.append(counts)
+            twin = twins[clock] = self._hit(False, clock)
         return twin
 
     @property

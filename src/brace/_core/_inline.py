@@ -331,15 +331,12 @@ class _Inline(ast.NodeTransformer):
         ):
             raise TypeError("coroutine_twin: write `name = coroutine_twin(function, clock)`")
         name = call.args[0].id
-        found = (
-            [
-                node
-                for node in ast.walk(self.functions[-1])
-                if isinstance(node, ast.FunctionDef) and node.name == name
-            ]
-            if self.functions
-            else []
-        )
+        scope = self.functions[-1] if self.functions else ast.Module(body=[], type_ignores=[])
+        found = [
+            node
+            for node in ast.walk(scope)
+            if isinstance(node, ast.FunctionDef) and node.name == name
+        ]
         if len(found) != 1:
             raise TypeError(f"coroutine_twin: no single def {name} in the same function")
         original = found[0]
@@ -380,11 +377,8 @@ class _Inline(ast.NodeTransformer):
         )
         if sys.version_info >= (3, 12):  # pragma: no cover - the field is new in 3.12
             twin.type_params = []
-        ast.copy_location(twin, statement)
-        for node in (twin, read, *ast.walk(read), *ast.walk(twin.args)):
-            if isinstance(node, ast.expr | ast.stmt | ast.arg):
-                ast.copy_location(node, statement)
-        ast.fix_missing_locations(twin)
+        # the new nodes (the twin, its clock read) take the marker's line
+        ast.fix_missing_locations(ast.copy_location(twin, statement))
         self.inlined += 1
         return twin
 
