@@ -5,6 +5,7 @@ Usage (from the repository root)::
     python -m benchmarks.breakdown hit          # await RateLimiter.hit(key)
     python -m benchmarks.breakdown bucket       # async with TokenBucket
     python -m benchmarks.breakdown breaker      # async with CircuitBreaker
+    python -m benchmarks.breakdown done         # await of the fast paths' finished awaitable
 
 cProfile charges a fixed cost to every Python call, which swamps paths that take a
 microsecond. Here each step is timed alone instead (same loop shape as the benchmarks,
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import itertools
 import math
 import statistics
@@ -89,6 +91,16 @@ def _hit_steps() -> list[Step]:
 
         return op
 
+    def method_hit(which: Any) -> Callable[[int], Awaitable[None]]:
+        # RateLimiter.hit itself, a coroutine calling the table's function: what a limiter
+        # runs without the table's coroutine twin (a hook, a subclass, a remote store)
+        async def op(n: int) -> None:
+            hit = brace_attr("RateLimiter").hit.__get__(which)  # the bound method
+            for key in itertools.islice(keys, n):
+                await hit(key)
+
+        return op
+
     return [
         ("loop over 1,000 cycling keys (nothing else)", loop, None),
         ("loop + time.monotonic()", clock, 0),
@@ -101,6 +113,42 @@ def _hit_steps() -> list[Step]:
         ("same: await hit(key) (the benchmark's hit.brace.bucket)", async_hit(fresh), 7),
         ("SlidingWindow 1e9/1 s: try_hit(key), sync", sync_hit(window), 5),
         ("same: await hit(key) (the benchmark's hit.brace.window)", async_hit(window), 9),
+        ("line 8 through the RateLimiter.hit method (no twin)", method_hit(fresh), 8),
+        ("line 10 through the RateLimiter.hit method (no twin)", method_hit(window), 10),
+    ]
+
+
+def _done_steps() -> list[Step]:
+    """``await`` of a finished awaitable, each form `brace._done` chooses between."""
+    done_module = importlib.import_module("brace._done")
+    forms = {
+        "DONE": done_module.DONE,
+        "future": done_module._future(),
+        "exhausted": done_module._Done(),
+    }
+
+    def awaiting(awaitable: Any) -> Callable[[int], Awaitable[None]]:
+        async def op(n: int) -> None:
+            for _ in range(n):
+                await awaitable
+
+        return op
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            pass
+
+    async def awaited(n: int) -> None:
+        work = noop
+        for _ in range(n):
+            await work()
+
+    return [
+        ("empty loop", loop, None),
+        ("await noop() (a coroutine)", awaited, 0),
+        ("await DONE (this interpreter's form)", awaiting(forms["DONE"]), 0),
+        ("await a finished asyncio.Future (the form up to 3.11)", awaiting(forms["future"]), 0),
+        ("await brace._done._Done() (the form from 3.12)", awaiting(forms["exhausted"]), 0),
     ]
 
 
@@ -184,6 +232,7 @@ PATHS: dict[str, Callable[[], list[Step]]] = {
     "hit": _hit_steps,
     "bucket": _bucket_steps,
     "breaker": _breaker_steps,
+    "done": _done_steps,
 }
 
 
