@@ -151,8 +151,15 @@ def shell_modules(root: Path) -> Iterator[Path]:
 # (tests/test_executor_native_cancel.py pins the behaviour on the installed anyio).
 THIRD_PARTY_INTERNALS = {
     # anyio's cancel scopes (a shield holds a native cancellation off), and on 3.11 the
-    # dict behind asyncio.current_task (3.12+ has it in C)
-    "_cancel.py": {"scope._shield", "scope._parent_scope", "asyncio.tasks._current_tasks"},
+    # dict behind asyncio.current_task (3.12+ has it in C) and the thread an asyncio loop
+    # runs in (asyncio's running-loop lookup calls getpid() each time before 3.12;
+    # tests/test_cancel_lookup.py pins running_loop() to it)
+    "_cancel.py": {
+        "scope._shield",
+        "scope._parent_scope",
+        "asyncio.tasks._current_tasks",
+        "loop._thread_id",
+    },
 }
 
 

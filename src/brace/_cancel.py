@@ -16,12 +16,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import os
 import sys
 from collections.abc import Callable
 from heapq import heapify, heappop, heappush
+from threading import get_ident
 from typing import Any, Final, cast
-from weakref import WeakKeyDictionary
-from weakref import ref as _ref
+from weakref import WeakKeyDictionary, ref
+
+from ._core._inline import step
 
 __all__ = (
     "NATIVE",
@@ -32,6 +35,7 @@ __all__ = (
     "get_running_loop",
     "move_after",
     "request_scope",
+    "running_loop",
     "scope_of",
     "shielded",
     "timers_of",
@@ -43,13 +47,19 @@ __all__ = (
 NATIVE: Final = sys.version_info >= (3, 11)
 #: the running asyncio loop, or None (on trio) without raising
 get_running_loop = asyncio._get_running_loop
+#: asyncio's own lookup of the running loop is cheap: from 3.12 it no longer calls
+#: ``getpid()`` (a system call, about 150 ns on a virtual machine) each time
+CHEAP_LOOKUP: Final = sys.version_info >= (3, 12)
 #: ``current_task(loop)``: C-level on 3.12+; on 3.11 the lookup asyncio's Python
 #: ``current_task`` makes, without its frame
 current_task: Any = (
     asyncio.current_task if sys.version_info >= (3, 12) else asyncio.tasks._current_tasks.get  # type: ignore[attr-defined]
 )
 
-_task_states: Any = None
+#: [the asyncio loop last found running (an asyncio loop: it has ``_thread_id``)]
+LAST_LOOP: list[Any] = [None]
+#: [anyio's map of asyncio task states (its WeakKeyDictionary's dict)], once loaded
+ANYIO_STATES: list[Any] = []
 _trio_cancel_scope: Any = None
 _trio_now: Any = None
 #: how often a cancellation held off by a shield looks again (seconds)
@@ -76,7 +86,7 @@ class Timers:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         # weakly: the loop's map of Timers must not keep the loop alive
-        self._loop = _ref(loop)
+        self._loop = ref(loop)
         self._heap: list[list[Any]] = []
         self._handle: asyncio.TimerHandle | None = None
         self._armed = math.inf  # when the loop's timer is set for (inf: not set)
@@ -162,18 +172,55 @@ def timers_of(loop: asyncio.AbstractEventLoop) -> Timers:
     return timers
 
 
+@step
+def running_loop() -> Any:
+    """The running asyncio loop, or None (on trio): ``asyncio._get_running_loop()``
+    without, before 3.12, its ``getpid()`` call.
+
+    A step (inlined into ``PriorityExecutor.run``). Before 3.12 the loop found last is
+    kept and taken again while its ``_thread_id`` is this thread: an asyncio loop sets
+    that while it runs and clears it when it stops, and one thread runs one loop at a
+    time, so it is the loop asyncio would answer. uvloop's loops have no ``_thread_id``
+    and are looked up each time, as is the absence of a loop (on trio: asyncio answers
+    that without ``getpid()``); a fork forgets the loop (asyncio's reason for its
+    ``getpid()``).
+    """
+    if CHEAP_LOOKUP:
+        loop = get_running_loop()
+    else:
+        loop = LAST_LOOP[0]
+        if loop is None or loop._thread_id != get_ident():
+            loop = get_running_loop()
+            LAST_LOOP[0] = loop if isinstance(loop, asyncio.BaseEventLoop) else None
+    return loop
+
+
+def _forget_loop() -> None:
+    LAST_LOOP[0] = None
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows (nor a fork there)
+    os.register_at_fork(after_in_child=_forget_loop)
+
+
+def anyio_states() -> Any:
+    """anyio's map of asyncio task states: the dict of its WeakKeyDictionary, read as
+    that class's ``get()`` does, without its frame (anyio's backend imported on demand)."""
+    if not ANYIO_STATES:
+        from anyio._backends._asyncio import _task_states
+
+        ANYIO_STATES.append(cast(Any, _task_states).data)
+    return ANYIO_STATES[0]
+
+
+@step
 def scope_of(task: asyncio.Task[Any]) -> Any:
     """anyio's innermost cancel scope in ``task`` (None if it has none): the boundary
-    below which a shield holds off our cancellation."""
-    global _task_states
-    states = _task_states
-    if states is None:
-        from anyio._backends._asyncio import _task_states as weak_states
-
-        # the WeakKeyDictionary's own dict, read as its get() does, without its frame
-        states = _task_states = cast(Any, weak_states).data
-    state = states.get(_ref(task))
-    return None if state is None else state.cancel_scope
+    below which a shield holds off our cancellation. A step (inlined into
+    ``PriorityExecutor.run``)."""
+    state = (ANYIO_STATES[0] if ANYIO_STATES else anyio_states()).get(ref(task))
+    scope = None if state is None else state.cancel_scope
+    return scope
 
 
 def shielded(task: asyncio.Task[Any], boundary: Any) -> bool:

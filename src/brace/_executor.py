@@ -9,18 +9,25 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
+from threading import get_ident  # noqa: F401  (read by running_loop, inlined)
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
+from weakref import ref  # noqa: F401  (read by scope_of, inlined)
 
 import anyio
 from typing_extensions import ParamSpec
 
-from ._cancel import (
+from ._cancel import (  # (the names marked F401: read by the steps inlined into _run)
+    ANYIO_STATES,  # noqa: F401
+    CHEAP_LOOKUP,  # noqa: F401
+    LAST_LOOP,  # noqa: F401
     NATIVE,
     SHIELD_POLL,
     Deadline,
+    anyio_states,  # noqa: F401
     current_task,
-    get_running_loop,
+    get_running_loop,  # noqa: F401
+    running_loop,
     scope_of,
     shielded,
     trio_scope,
@@ -609,14 +616,15 @@ class PriorityExecutor:
                 started = await self._wait(slot, now)
         else:
             started = await self._acquire(slot)
-        loop = get_running_loop()
+        loop = running_loop()
         task: Any = None if loop is None or not NATIVE else current_task(loop)
         tasks = self._tasks
         if task is None or task in tasks:
             return await self._run_scoped(slot, started, limit, loop, fn, args, kwargs)
         cancelling = task.cancelling()
-        tasks[task] = scope_of(task)
-        deadline = None if limit is None else Deadline(loop, limit)  # type: ignore[arg-type]
+        boundary = scope_of(task)
+        tasks[task] = boundary
+        deadline = None if limit is None else Deadline(loop, limit)  # pyright: ignore[reportArgumentType]
         outcome = _FAILED
         try:
             result = await fn(*args, **kwargs)
