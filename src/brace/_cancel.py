@@ -401,7 +401,7 @@ class Scope(Deadline):
 def request_scope() -> Any:
     """A cancel scope for one request, at the running loop's own cost: a `Scope` on
     asyncio 3.11+, a bare ``trio.CancelScope`` on trio, anyio's elsewhere (3.10)."""
-    loop = get_running_loop()
+    loop = running_loop()
     if loop is None:
         return trio_scope(math.inf)
     if NATIVE:

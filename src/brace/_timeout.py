@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import anyio
 from typing_extensions import ParamSpec
 
-from ._cancel import NATIVE, Deadline, current_task, get_running_loop, trio_scope_after
+from ._cancel import NATIVE, Deadline, current_task, running_loop, trio_scope_after
 from ._core._validate import check_positive
 from ._events import EventHook, Refused, event_hook, refusals
 from ._exceptions import TimeoutExceeded
@@ -111,7 +111,7 @@ class Timeout:
         seconds = self._seconds
         if seconds is None:
             return await fn(*args, **kwargs)
-        loop = get_running_loop()
+        loop = running_loop()
         if loop is not None and NATIVE:
             deadline = Deadline(loop, seconds)
             try:
@@ -146,7 +146,7 @@ class Timeout:
         seconds = self._seconds
         entry: Any = None  # no limit: nothing to enter
         if seconds is not None:
-            loop = get_running_loop()
+            loop = running_loop()
             if loop is None:
                 entry = trio_scope_after(seconds)
             elif NATIVE:
@@ -169,7 +169,7 @@ class Timeout:
         traceback: TracebackType | None,
     ) -> bool:
         if self._seconds is not None and NATIVE:
-            loop = get_running_loop()
+            loop = running_loop()
             if loop is not None:
                 task = current_task(loop)
                 opened = self._open
