@@ -60,6 +60,8 @@ __all__ = (
     "machine_info",
     "measure",
     "noop",
+    "pair_batch",
+    "references",
     "run_once",
     "unavailable_reason",
 )
@@ -296,6 +298,7 @@ class TargetResult:
     ratio: float  # brace / reference (the worst one for mode="every"), wall-clock medians
     reference: str  # label of the reference used
     cpu_ratio: float = math.nan  # the same ratio from the CPU-clock medians
+    batch: str = ""  # the batch whose timings judged it (its pair batch, else its group's)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -307,20 +310,57 @@ class TargetResult:
             "cpu_ratio": None if math.isnan(self.cpu_ratio) else round(self.cpu_ratio, 4),
             "limit": self.target.limit,
             "reference": self.reference,
+            "batch": self.batch,
         }
 
 
+def pair_batch(target: Target) -> str:
+    """The name of the batch timing ``target``'s brace case beside its references alone."""
+    return f"pair:{target.brace_key}>{target.mode}:{','.join(target.against)}"
+
+
 def _beside(
-    by_key: dict[tuple[str, str, str], CaseResult], key: str, backend: str, group: str
+    by_key: dict[tuple[str, str, str], CaseResult],
+    key: str,
+    backend: str,
+    batch: str,
+    strict: bool = False,
 ) -> CaseResult | None:
-    """The result of ``key`` timed beside ``group``'s cases, else one not timed by group."""
-    found = by_key.get((key, backend, group))
-    return found if found is not None else by_key.get((key, backend, ""))
+    """The result of ``key`` timed in ``batch``, else (unless ``strict``) one not timed by
+    batch."""
+    found = by_key.get((key, backend, batch))
+    return found if found is not None or strict else by_key.get((key, backend, ""))
+
+
+def _judge(target: Target, mine: CaseResult, refs: Sequence[CaseResult]) -> CaseResult:
+    """The reference ``target`` compares ``mine`` with: the fastest (mode "fastest"), or
+    the one brace is closest to failing against (mode "every")."""
+    if target.mode == "fastest":
+        return min(refs, key=lambda r: r.median)
+    return max(refs, key=lambda r: mine.median / r.median)
+
+
+def references(target: Target, results: Sequence[CaseResult], backend: str) -> list[Case]:
+    """The cases a pair batch times beside ``target``'s brace case on ``backend``, chosen
+    from its group's batch: the fastest reference (mode "fastest") or every one that ran
+    (mode "every"); none if brace's case or every reference failed there."""
+    by_key = {(r.case.key, r.backend, r.batch): r for r in results}
+    mine = _beside(by_key, target.brace_key, backend, target.group)
+    if mine is None or not mine.ok:
+        return []
+    found = (_beside(by_key, key, backend, target.group) for key in target.against)
+    refs = [r for r in found if r is not None and r.ok]
+    if not refs:
+        return []
+    if target.mode == "fastest":
+        return [_judge(target, mine, refs).case]
+    return [r.case for r in refs]
 
 
 def check_targets(targets: Iterable[Target], results: Sequence[CaseResult]) -> list[TargetResult]:
     """Each target on each backend, from the results timed beside each other: those of the
-    target's group (its ``batch``), or results not timed by group."""
+    target's pair batch (`pair_batch`) when there is one, else of the target's group (its
+    ``batch``), or results not timed by group."""
     by_key = {(r.case.key, r.backend, r.batch): r for r in results}
     backends = sorted({r.backend for r in results}, key=BACKENDS.index)
     out: list[TargetResult] = []
@@ -328,28 +368,31 @@ def check_targets(targets: Iterable[Target], results: Sequence[CaseResult]) -> l
         for backend in backends:
             if backend not in target.backends:
                 continue
-            mine = _beside(by_key, target.brace_key, backend, target.group)
+            batch = pair_batch(target)
+            strict = (target.brace_key, backend, batch) in by_key
+            if not strict:
+                batch = target.group
+            mine = _beside(by_key, target.brace_key, backend, batch, strict)
             if mine is None:
                 continue
             if not mine.ok:
-                out.append(TargetResult(target, backend, mine.status, math.nan, ""))
+                out.append(TargetResult(target, backend, mine.status, math.nan, "", batch=batch))
                 continue
-            found = (_beside(by_key, key, backend, target.group) for key in target.against)
+            found = (_beside(by_key, key, backend, batch, strict) for key in target.against)
             refs = [r for r in found if r is not None and r.ok]
             if not refs:
-                out.append(TargetResult(target, backend, "n/a", math.nan, ""))
+                out.append(TargetResult(target, backend, "n/a", math.nan, "", batch=batch))
                 continue
-            if target.mode == "fastest":
-                ref = min(refs, key=lambda r: r.median)
-            else:  # the reference brace is closest to beating
-                ref = max(refs, key=lambda r: mine.median / r.median)
+            ref = _judge(target, mine, refs)
             ratio = mine.median / ref.median
             cpu_ratio = mine.cpu_median / ref.cpu_median
             # Judged on both clocks: on a busy machine the wall clock also counts the time
             # this process spent preempted, which the thread's CPU clock leaves out.
             met = (ratio <= target.limit, cpu_ratio <= target.limit)
             status = "met" if all(met) else "MISSED" if not any(met) else "borderline"
-            out.append(TargetResult(target, backend, status, ratio, ref.case.label, cpu_ratio))
+            out.append(
+                TargetResult(target, backend, status, ratio, ref.case.label, cpu_ratio, batch)
+            )
     return out
 
 

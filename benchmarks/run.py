@@ -43,6 +43,8 @@ from benchmarks._harness import (
     check_targets,
     machine_info,
     measure,
+    pair_batch,
+    references,
 )
 
 GROUPS: dict[str, tuple[str, ModuleType]] = {
@@ -113,6 +115,24 @@ def batches(cases: Sequence[Case]) -> list[tuple[str, list[Case]]]:
                 wanted.update(target.against)
         out.append((group, [case for key, case in floors.items() if key in wanted] + own))
     return out
+
+
+def pair_batches(
+    targets: Sequence[Target], results: Sequence[CaseResult], backend: str
+) -> list[tuple[str, list[Case]]]:
+    """One batch per target on ``backend``: its brace case beside the reference(s) its
+    group's batch chose (`references`), and nothing else, so that the two are timed a
+    round of two cases apart, not one of the whole group's. Targets sharing a brace case
+    and references share a batch."""
+    out: dict[str, list[Case]] = {}
+    cases = {r.case.key: r.case for r in results if r.backend == backend}
+    for target in targets:
+        if backend not in target.backends or target.brace_key not in cases:
+            continue
+        refs = references(target, results, backend)
+        if refs:
+            out.setdefault(pair_batch(target), [cases[target.brace_key], *refs])
+    return list(out.items())
 
 
 # --- formatting ----------------------------------------------------------------------
@@ -221,6 +241,12 @@ def machine_text(machine: dict[str, Any], settings: dict[str, Any]) -> str:
         f"- run: {machine['when']}; backends {', '.join(settings['backends'])}; "
         f"{settings['rounds']} rounds of about {settings['round_seconds'] * 1000:.0f} ms per case",
     ]
+    pairs = settings.get("pair_rounds", 0)
+    lines.append(
+        f"- targets: judged on pair batches (brace's case beside its reference), {pairs} rounds"
+        if pairs
+        else "- targets: judged on their group's batch"
+    )
     return "\n".join(lines)
 
 
@@ -252,6 +278,24 @@ def _batch_progress(batch: str, message: str) -> None:
     print(f"  .. {batch}: {message}", file=sys.stderr, flush=True)
 
 
+def _timed(
+    batch: str, cases: Sequence[Case], backend: str, rounds: int, round_seconds: float
+) -> list[CaseResult]:
+    """Time one batch in its own ``anyio.run``; its results carry its name."""
+    run = functools.partial(
+        measure,
+        cases,
+        backend,
+        rounds=rounds,
+        round_seconds=round_seconds,
+        progress=functools.partial(_batch_progress, batch),
+    )
+    results = anyio.run(run, backend=backend)
+    for result in results:
+        result.batch = batch
+    return results
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__.split("\n")[0]
@@ -262,6 +306,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="rounds per case (default 7, quick 3)")
     parser.add_argument(
         "--round-ms", type=float, help="target duration of one case in one round (default 100)"
+    )
+    parser.add_argument(
+        "--pair-rounds",
+        type=int,
+        help="rounds of each target's pair batch (brace's case beside its reference; "
+        "default 15, quick 3; 0: judge targets on their group's batch)",
     )
     parser.add_argument("--json", metavar="PATH", help="write all results as JSON")
     parser.add_argument("--markdown", metavar="PATH", help="write the report as Markdown")
@@ -276,31 +326,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     backends = list(BACKENDS) if args.backend == "both" else [args.backend]
     rounds = args.rounds or (3 if args.quick else 7)
     round_seconds = (args.round_ms or (20 if args.quick else 100)) / 1000
+    pair_rounds = args.pair_rounds if args.pair_rounds is not None else 3 if args.quick else 15
     settings = {
         "backends": backends,
         "rounds": rounds,
         "round_seconds": round_seconds,
+        "pair_rounds": pair_rounds,
         "filter": args.filter,
     }
     machine = machine_info()
+    targets = [t for t in all_targets() if any(c.key == t.brace_key for c in cases)]
 
     results: list[CaseResult] = []
     for backend in backends:
+        mine: list[CaseResult] = []
         for batch, batch_cases in batches(cases):
-            run = functools.partial(
-                measure,
-                batch_cases,
-                backend,
-                rounds=rounds,
-                round_seconds=round_seconds,
-                progress=functools.partial(_batch_progress, batch),
-            )
-            for result in anyio.run(run, backend=backend):
-                result.batch = batch
-                results.append(result)
-    target_results = check_targets(
-        [t for t in all_targets() if any(c.key == t.brace_key for c in cases)], results
-    )
+            mine += _timed(batch, batch_cases, backend, rounds, round_seconds)
+        if pair_rounds > 0:
+            for batch, batch_cases in pair_batches(targets, mine, backend):
+                mine += _timed(batch, batch_cases, backend, pair_rounds, round_seconds)
+        results += mine
+    target_results = check_targets(targets, results)
     text = report(machine, settings, results, target_results)
     print(text)
     if args.markdown:

@@ -26,6 +26,7 @@ from benchmarks._harness import (  # noqa: E402
     Target,
     brace_has,
     check_targets,
+    pair_batch,
     run_once,
     unavailable_reason,
 )
@@ -100,6 +101,52 @@ def test_targets_read_their_own_batch() -> None:
     assert judged.ratio == pytest.approx(0.5)  # against batch g's 100 ns, not x's 1000
     # brace's case was not timed in batch x: no verdict from another batch's timings
     assert check_targets([Target("x", "t", brace_case.key, (floor_case.key,), 1.0)], results) == []
+
+
+def _result(case: Case, ns: float, batch: str, status: str = "ok") -> CaseResult:
+    samples = [ns] if status == "ok" else []
+    return CaseResult(case, "asyncio", status, batch, samples=samples, cpu_samples=samples)
+
+
+def test_pair_batches_hold_brace_and_the_chosen_reference() -> None:
+    """After the group batches, each target gets a batch of its brace case beside the
+    reference the group's batch chose (the fastest; every one for mode "every")."""
+    brace_case, slow, fast = CASES[2], CASES[0], CASES[1]
+    group = [_result(brace_case, 50.0, "g"), _result(slow, 900.0, "g"), _result(fast, 100.0, "g")]
+    fastest = Target("g", "t", brace_case.key, (slow.key, fast.key), 1.0)
+    every = Target("g", "u", brace_case.key, (slow.key, fast.key), 1.0, mode="every")
+    other = Target("g", "v", brace_case.key, (slow.key,), 1.0, backends=frozenset({"trio"}))
+    same = Target("g", "w", brace_case.key, (slow.key, fast.key), 0.5)
+    pairs = bench_run.pair_batches([fastest, every, other, same], group, "asyncio")
+    assert pairs == [  # (a target on trio only: none on asyncio; same cases: one batch)
+        (pair_batch(fastest), [brace_case, fast]),
+        (pair_batch(every), [brace_case, slow, fast]),
+    ]
+    assert pair_batch(same) == pair_batch(fastest)
+    failed = [_result(brace_case, 0.0, "g", status="error: x"), *group[1:]]
+    assert bench_run.pair_batches([fastest], failed, "asyncio") == []
+
+
+def test_targets_read_their_pair_batch_alone() -> None:
+    """A target with a pair batch is judged on it only: not on the group's timings, and
+    not against a reference timed in the group but not in the pair."""
+    brace_case, slow, fast = CASES[2], CASES[0], CASES[1]
+    target = Target("g", "t", brace_case.key, (slow.key, fast.key), 1.0)
+    pair = pair_batch(target)
+    results = [
+        _result(brace_case, 50.0, "g"),
+        _result(slow, 40.0, "g"),
+        _result(fast, 100.0, "g"),
+        _result(brace_case, 60.0, pair),
+        _result(fast, 120.0, pair),
+    ]
+    [judged] = check_targets([target], results)
+    assert judged.ratio == pytest.approx(0.5)  # 60 / 120 in the pair: not 50 / 40
+    assert judged.batch == pair
+    assert judged.status == "met"
+    [by_group] = check_targets([target], results[:3])  # no pair batch: the group's
+    assert by_group.ratio == pytest.approx(50 / 40)
+    assert by_group.batch == "g"
 
 
 def test_cli_quick_run_on_floor_only(capsys: pytest.CaptureFixture[str]) -> None:
