@@ -11,17 +11,25 @@ same loop, interleaved in time: a noisy neighbour slows all of them alike.
 
 That holds only if a round is short. ``python -m benchmarks`` (``run.py``) therefore
 measures one *batch* at a time: a group's cases with the floors its table and targets read
-(timed again beside each group), so that a brace case and its reference are never more
-than one short round apart (about a second, not the six seconds of a round of every
-case), and each result carries its ``batch``. A target is judged on the results of its
-own group's batch.
+(timed again beside each group), and then, for each target, a *pair batch*: its brace case
+beside the reference its group's batch chose, and nothing else, so that the two are timed
+a moment apart in every round. Each result carries its ``batch``; a target is judged on
+its pair batch (else on its group's).
+
+A target's figure is the median over the rounds of brace's time divided by the
+reference's time *in the same round* (`paired_ratio`). On a machine whose speed drifts
+from one round to the next, a slow moment slows both of a pair; the ratio of the two
+medians (also reported) can instead set a fast round of one against a slow round of the
+other, and moved by ±15 % between runs of the same code here where the paired median
+moved by ±3 %.
 
 Each round is timed with two clocks: ``time.perf_counter_ns`` (wall time, the headline
 figure) and ``time.thread_time_ns`` (this thread's CPU time). On a machine shared with
 other busy processes the wall clock also counts the time the process sat preempted, which
 can add tens of percent to any round; the CPU clock leaves that out (as well as any work a
 peer does in a background thread, such as limits' expiry timer). A target is "met" when
-both medians meet it, "MISSED" when neither does, "borderline" when they disagree.
+its figure meets it on both clocks, "MISSED" when on neither, "borderline" when they
+disagree.
 
 The ``for`` loop itself is part of every figure (about 15-30 ns per iteration); it is the
 same for every case, which slightly pulls all ratios towards 1.
@@ -61,6 +69,7 @@ __all__ = (
     "measure",
     "noop",
     "pair_batch",
+    "paired_ratio",
     "references",
     "run_once",
     "unavailable_reason",
@@ -295,10 +304,15 @@ class TargetResult:
     target: Target
     backend: str
     status: str  # "met", "MISSED", "borderline" (the two clocks disagree), "missing", "n/a"
-    ratio: float  # brace / reference (the worst one for mode="every"), wall-clock medians
+    # brace / reference (the worst one for mode="every"): the median over the rounds of
+    # brace's time divided by the reference's time in the same round, wall clock
+    ratio: float
     reference: str  # label of the reference used
-    cpu_ratio: float = math.nan  # the same ratio from the CPU-clock medians
+    cpu_ratio: float = math.nan  # the same ratio on the CPU clock
     batch: str = ""  # the batch whose timings judged it (its pair batch, else its group's)
+    # brace's median divided by the reference's median (wall, CPU): shown, not judged
+    median_ratio: float = math.nan
+    cpu_median_ratio: float = math.nan
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -311,7 +325,25 @@ class TargetResult:
             "limit": self.target.limit,
             "reference": self.reference,
             "batch": self.batch,
+            "median_ratio": _rounded(self.median_ratio),
+            "cpu_median_ratio": _rounded(self.cpu_median_ratio),
         }
+
+
+def _rounded(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 4)
+
+
+def paired_ratio(mine: Sequence[float], reference: Sequence[float]) -> float:
+    """The median over the rounds of ``mine[i] / reference[i]``: each round's two timings
+    were taken a moment apart, so a machine whose speed drifts between rounds slows both
+    of a pair alike (the ratio of the two medians mixes rounds of different speeds).
+    The ratio of the medians when the samples are not paired round by round."""
+    if mine and len(mine) == len(reference):
+        return statistics.median(m / r for m, r in zip(mine, reference, strict=True))
+    if not mine or not reference:
+        return math.nan
+    return statistics.median(mine) / statistics.median(reference)
 
 
 def pair_batch(target: Target) -> str:
@@ -337,7 +369,7 @@ def _judge(target: Target, mine: CaseResult, refs: Sequence[CaseResult]) -> Case
     the one brace is closest to failing against (mode "every")."""
     if target.mode == "fastest":
         return min(refs, key=lambda r: r.median)
-    return max(refs, key=lambda r: mine.median / r.median)
+    return max(refs, key=lambda r: paired_ratio(mine.samples, r.samples))
 
 
 def references(target: Target, results: Sequence[CaseResult], backend: str) -> list[Case]:
@@ -384,14 +416,24 @@ def check_targets(targets: Iterable[Target], results: Sequence[CaseResult]) -> l
                 out.append(TargetResult(target, backend, "n/a", math.nan, "", batch=batch))
                 continue
             ref = _judge(target, mine, refs)
-            ratio = mine.median / ref.median
-            cpu_ratio = mine.cpu_median / ref.cpu_median
+            ratio = paired_ratio(mine.samples, ref.samples)
+            cpu_ratio = paired_ratio(mine.cpu_samples, ref.cpu_samples)
             # Judged on both clocks: on a busy machine the wall clock also counts the time
             # this process spent preempted, which the thread's CPU clock leaves out.
             met = (ratio <= target.limit, cpu_ratio <= target.limit)
             status = "met" if all(met) else "MISSED" if not any(met) else "borderline"
             out.append(
-                TargetResult(target, backend, status, ratio, ref.case.label, cpu_ratio, batch)
+                TargetResult(
+                    target,
+                    backend,
+                    status,
+                    ratio,
+                    ref.case.label,
+                    cpu_ratio,
+                    batch,
+                    mine.median / ref.median,
+                    mine.cpu_median / ref.cpu_median,
+                )
             )
     return out
 

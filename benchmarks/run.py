@@ -220,14 +220,12 @@ def targets_table(target_results: Sequence[TargetResult]) -> str:
             _ratio(t.target.limit),
             t.reference or "-",
             t.status,
+            _ratio(t.median_ratio),
         ]
         for t in target_results
     ]
-    return _table(
-        ["target", "backend", "brace ÷ ref", "(cpu clock)", "limit", "reference", "status"],
-        rows,
-        "llrrrll",
-    )
+    headers = ["target", "backend", "brace ÷ ref", "(cpu clock)", "limit", "reference", "status"]
+    return _table([*headers, "÷ of medians"], rows, "llrrrllr")
 
 
 def machine_text(machine: dict[str, Any], settings: dict[str, Any]) -> str:

@@ -27,6 +27,7 @@ from benchmarks._harness import (  # noqa: E402
     brace_has,
     check_targets,
     pair_batch,
+    paired_ratio,
     run_once,
     unavailable_reason,
 )
@@ -71,6 +72,24 @@ def test_targets_compare_medians() -> None:
     assert ko.status == "MISSED"
     assert ok.ratio == pytest.approx(0.25)
     assert ok.cpu_ratio == pytest.approx(0.6)
+
+
+def test_targets_judge_each_round_against_its_pair() -> None:
+    """The verdict is the median of the per-round ratios: rounds timed on a slow moment
+    slow both of a pair, which the ratio of the two medians (shown too) does not see."""
+    brace_case, peer_case = CASES[0], CASES[1]
+    brace_samples = [200.0, 100.0, 100.0, 200.0, 100.0]
+    peer_samples = [190.0, 95.0, 190.0, 190.0, 95.0]  # round 3: brace fast, peer slow
+    results = [
+        CaseResult(brace_case, "asyncio", samples=brace_samples, cpu_samples=brace_samples),
+        CaseResult(peer_case, "asyncio", samples=peer_samples, cpu_samples=peer_samples),
+    ]
+    [judged] = check_targets([Target("g", "t", brace_case.key, (peer_case.key,), 1.0)], results)
+    assert judged.ratio == pytest.approx(200 / 190)  # four rounds of five at 1.053
+    assert judged.cpu_ratio == pytest.approx(200 / 190)
+    assert judged.median_ratio == pytest.approx(100 / 190)  # the medians' ratio: 0.526
+    assert judged.status == "MISSED"
+    assert paired_ratio([1.0, 2.0], [1.0]) == pytest.approx(1.5)  # unpaired: the medians'
 
 
 def test_batches_time_each_group_beside_its_references() -> None:
