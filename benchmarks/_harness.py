@@ -365,10 +365,12 @@ def _beside(
 
 
 def _judge(target: Target, mine: CaseResult, refs: Sequence[CaseResult]) -> CaseResult:
-    """The reference ``target`` compares ``mine`` with: the fastest (mode "fastest"), or
-    the one brace is closest to failing against (mode "every")."""
+    """The reference ``target`` compares ``mine`` with: the fastest (mode "fastest": by its
+    quickest round, which a noisy moment cannot make slower, where a few slow rounds can
+    move a median past a slower peer's), or the one brace is closest to failing against
+    (mode "every")."""
     if target.mode == "fastest":
-        return min(refs, key=lambda r: r.median)
+        return min(refs, key=lambda r: min(r.samples))
     return max(refs, key=lambda r: paired_ratio(mine.samples, r.samples))
 
 

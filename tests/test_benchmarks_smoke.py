@@ -146,6 +146,23 @@ def test_pair_batches_hold_brace_and_the_chosen_reference() -> None:
     assert bench_run.pair_batches([fastest], failed, "asyncio") == []
 
 
+def test_the_fastest_reference_is_the_one_with_the_quickest_round() -> None:
+    """Slow rounds (a busy moment) cannot make the fastest peer look slower than another:
+    the reference chosen is the one whose quickest round is quickest."""
+    brace_case, noisy, steady = CASES[2], CASES[0], CASES[1]
+    group = [
+        CaseResult(brace_case, "asyncio", samples=[50.0] * 3, cpu_samples=[50.0] * 3, batch="g"),
+        CaseResult(
+            noisy, "asyncio", samples=[100.0, 500.0, 500.0], cpu_samples=[1.0] * 3, batch="g"
+        ),
+        CaseResult(steady, "asyncio", samples=[300.0] * 3, cpu_samples=[1.0] * 3, batch="g"),
+    ]
+    target = Target("g", "t", brace_case.key, (steady.key, noisy.key), 1.0)
+    assert bench_run.pair_batches([target], group, "asyncio") == [
+        (pair_batch(target), [brace_case, noisy])
+    ]
+
+
 def test_targets_read_their_pair_batch_alone() -> None:
     """A target with a pair batch is judged on it only: not on the group's timings, and
     not against a reference timed in the group but not in the pair."""
