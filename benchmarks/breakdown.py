@@ -6,6 +6,7 @@ Usage (from the repository root)::
     python -m benchmarks.breakdown bucket       # async with TokenBucket
     python -m benchmarks.breakdown breaker      # async with CircuitBreaker
     python -m benchmarks.breakdown done         # await of the fast paths' finished awaitable
+    python -m benchmarks.breakdown run          # await executor.run(noop) (asyncio)
 
 cProfile charges a fixed cost to every Python call, which swamps paths that take a
 microsecond. Here each step is timed alone instead (same loop shape as the benchmarks,
@@ -152,6 +153,69 @@ def _done_steps() -> list[Step]:
     ]
 
 
+def _run_steps() -> list[Step]:
+    """``await executor.run(noop)`` and the look-ups it makes on asyncio to record the job
+    for a drain: the running loop (asyncio's, and `brace._cancel.running_loop`, which
+    before 3.12 skips asyncio's ``getpid()``), the task, anyio's scope of the task."""
+    cancel = importlib.import_module("brace._cancel")
+    executor: Any = brace_attr("PriorityExecutor")(concurrency=10)
+    semaphore: Any = None
+
+    def repeat(call: Callable[[], Any]) -> Callable[[int], Awaitable[None]]:
+        async def op(n: int) -> None:
+            for _ in range(n):
+                call()
+
+        return op
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            pass
+
+    async def scope(n: int) -> None:
+        scope_of = cancel.scope_of
+        task = cancel.current_task(cancel.get_running_loop())
+        for _ in range(n):
+            scope_of(task)
+
+    async def run(n: int) -> None:
+        call = executor.run
+        work = noop
+        for _ in range(n):
+            await call(work)
+
+    async def slot(n: int) -> None:
+        enter = executor.slot
+        work = noop
+        for _ in range(n):
+            async with enter():
+                await work()
+
+    async def guarded(n: int) -> None:
+        nonlocal semaphore
+        import asyncio
+
+        semaphore = semaphore or asyncio.Semaphore(10)
+        work = noop
+        for _ in range(n):
+            async with semaphore:
+                await work()
+
+    return [
+        ("empty loop", loop, None),
+        ("asyncio._get_running_loop() (getpid() before 3.12)", repeat(cancel.get_running_loop), 0),
+        (
+            "brace._cancel.running_loop() (as a call; inlined in run)",
+            repeat(cancel.running_loop),
+            0,
+        ),
+        ("scope_of(task) (as a call; inlined in run)", scope, 0),
+        ("await noop() in async with asyncio.Semaphore(10)", guarded, 0),
+        ("await noop() in async with executor.slot()", slot, 0),
+        ("await executor.run(noop)", run, 0),
+    ]
+
+
 def _bucket_steps() -> list[Step]:
     bucket: Any = brace_attr("TokenBucket")(rate=1e9, per=1.0, burst=10**9)
 
@@ -233,6 +297,7 @@ PATHS: dict[str, Callable[[], list[Step]]] = {
     "bucket": _bucket_steps,
     "breaker": _breaker_steps,
     "done": _done_steps,
+    "run": _run_steps,
 }
 
 

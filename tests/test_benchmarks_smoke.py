@@ -198,7 +198,7 @@ def test_cli_quick_run_on_floor_only(capsys: pytest.CaptureFixture[str]) -> None
     assert "CPU:" in out
 
 
-@pytest.mark.parametrize("path", ["hit", "bucket", "breaker", "done"])
+@pytest.mark.parametrize("path", ["hit", "bucket", "breaker", "done", "run"])
 def test_breakdown_runs(path: str) -> None:
     """The manual profile of a hot path prints one line per step."""
     from benchmarks.breakdown import PATHS, breakdown
