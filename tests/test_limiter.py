@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import inspect
+import pickle
 import random
 
 import anyio
@@ -388,6 +391,36 @@ def test_decisions_are_genuine() -> None:
     with pytest.raises(AttributeError):
         decision.allowed = False  # type: ignore[misc]
     assert hash(decision) == hash(Decision(True, 2, 1, 0.0, 1.0))
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_decisions_copy_and_pickle_as_the_frozen_dataclass_they_are(protocol: int) -> None:
+    """A Decision (its slots held by its base, `Draft`, so that a draft is retyped cheaply)
+    is still a frozen dataclass: fields, replace, copies and pickles of every protocol, and
+    a RateLimited carrying one pickles too."""
+    decision = brace.RateLimiter("2/s", clock=FakeClock(1.0)).try_hit("k")
+    assert type(decision) is Decision
+    assert [field.name for field in dataclasses.fields(decision)] == [
+        "allowed",
+        "limit",
+        "remaining",
+        "retry_after",
+        "reset_after",
+    ]
+    reset = decision.reset_after
+    assert dataclasses.astuple(decision) == (True, 2, 1, 0.0, reset)
+    assert dataclasses.replace(decision, remaining=0) == Decision(True, 2, 0, 0.0, reset)
+    for other in (copy.copy(decision), copy.deepcopy(decision)):
+        assert other == decision
+        assert type(other) is Decision
+    again = pickle.loads(pickle.dumps(decision, protocol=protocol))
+    assert again == decision
+    assert type(again) is Decision
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        again.remaining = 5  # type: ignore[misc]
+    assert not hasattr(decision, "__dict__")
+    refused = brace.RateLimited("no", retry_after=1.0, decision=decision, key="k")
+    assert pickle.loads(pickle.dumps(refused, protocol=protocol)).decision == decision
 
 
 POLICIES: list[Policy] = [GCRA(3, 2.0, burst=4), SlidingWindowCounter(4, 2.0), SlidingLog(4, 2.0)]
