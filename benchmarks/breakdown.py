@@ -65,6 +65,11 @@ def _hit_steps() -> list[Step]:
         for _key in itertools.islice(keys, n):
             decision(True, 10, 9, 0.0, 1.0)
 
+    async def drafted(n: int) -> None:
+        build = importlib.import_module("brace._core.decision").drafted
+        for _key in itertools.islice(keys, n):
+            build(True, 10, 9, 0.0, 1.0)
+
     async def decide(n: int) -> None:
         policy_decide = fresh.policy.decide
         now = time.monotonic()
@@ -116,6 +121,7 @@ def _hit_steps() -> list[Step]:
         ("same: await hit(key) (the benchmark's hit.brace.window)", async_hit(window), 9),
         ("line 8 through the RateLimiter.hit method (no twin)", method_hit(fresh), 8),
         ("line 10 through the RateLimiter.hit method (no twin)", method_hit(window), 10),
+        ("loop + drafted(...) (a decision as the stores build one, a call)", drafted, 0),
     ]
 
 
