@@ -17,9 +17,10 @@ class Draft:
     stores instead of descriptor calls. Because the slots are the draft's own and
     `Decision` adds none, the retyping finds both classes on the same base at once
     (CPython compares the slot names of two classes that merely share a layout:
-    ``python -m benchmarks.breakdown hit``, line 13, 159–188 ns a decision then, 140–142
-    now). Used where a decision is built on every call (the keyed store). A draft must be filled completely before it is retyped: an unset slot
-    would raise ``AttributeError`` when read.
+    ``python -m benchmarks.breakdown hit``, line 13, 159-188 ns a decision then, 140-142
+    now). Used where a decision is built on every call (the keyed store). A draft must be
+    filled completely before it is retyped: an unset slot would raise ``AttributeError``
+    when read.
     """
 
     __slots__ = ("allowed", "limit", "remaining", "retry_after", "reset_after")  # noqa: RUF023
