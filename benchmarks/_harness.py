@@ -20,8 +20,7 @@ A target's figure is the median over the rounds of brace's time divided by the
 reference's time *in the same round* (`paired_ratio`). On a machine whose speed drifts
 from one round to the next, a slow moment slows both of a pair; the ratio of the two
 medians (also reported) can instead set a fast round of one against a slow round of the
-other, and moved by ±15 % between runs of the same code here where the paired median
-moved by ±3 %.
+other (docs/performance.md, "Stop 30", has both for six runs).
 
 Each round is timed with two clocks: ``time.perf_counter_ns`` (wall time, the headline
 figure) and ``time.thread_time_ns`` (this thread's CPU time). On a machine shared with
