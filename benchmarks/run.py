@@ -8,11 +8,13 @@ Usage (from the repository root)::
 
 The cases are timed one *batch* at a time, each batch in its own ``anyio.run(...)`` (the
 plain asyncio or trio loop, no virtual time): the floors alone, then each group's cases
-with the floors its table and targets read, timed again beside them. In a batch every
-case is set up once and then timed in interleaved rounds (see ``_harness.py``), so a
-brace case and its reference are never more than one short round apart. The tables give
-the median ns per operation over the rounds, its spread, and ``brace ÷ this`` for each
-brace variant of the table: below 1 means brace is cheaper than that row.
+with the floors its table and targets read, timed again beside them; then, for each
+target, a pair batch: its brace case beside the reference the group's batch chose. In a
+batch every case is set up once and then timed in interleaved rounds (see
+``_harness.py``). The tables give the median ns per operation over the rounds, its
+spread, and ``brace ÷ this`` for each brace variant of the table: below 1 means brace is
+cheaper than that row. A target's figure is the median over its pair batch's rounds of
+brace's time over the reference's in the same round.
 """
 
 from __future__ import annotations
