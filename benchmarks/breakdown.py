@@ -18,6 +18,7 @@ piece costs (the last column says which line it is compared with). Steps that re
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import importlib
 import itertools
@@ -35,6 +36,13 @@ if __package__ in (None, ""):  # run as ``python benchmarks/breakdown.py``
 import anyio
 
 from benchmarks._harness import brace_attr, noop
+
+
+async def _empty_loop(n: int) -> None:
+    """The loop alone: what every other step's figure includes."""
+    for _ in range(n):
+        pass
+
 
 # (label, op, index of the step it is compared with, or None for the previous one)
 Step = tuple[str, Callable[[int], Awaitable[None]], int | None]
@@ -141,17 +149,13 @@ def _done_steps() -> list[Step]:
 
         return op
 
-    async def loop(n: int) -> None:
-        for _ in range(n):
-            pass
-
     async def awaited(n: int) -> None:
         work = noop
         for _ in range(n):
             await work()
 
     return [
-        ("empty loop", loop, None),
+        ("empty loop", _empty_loop, None),
         ("await noop() (a coroutine)", awaited, 0),
         ("await DONE (this interpreter's form)", awaiting(forms["DONE"]), 0),
         ("await a finished asyncio.Future (the form up to 3.11)", awaiting(forms["future"]), 0),
@@ -165,7 +169,7 @@ def _run_steps() -> list[Step]:
     before 3.12 skips asyncio's ``getpid()``), the task, anyio's scope of the task."""
     cancel = importlib.import_module("brace._cancel")
     executor: Any = brace_attr("PriorityExecutor")(concurrency=10)
-    semaphore: Any = None
+    semaphore = asyncio.Semaphore(10)  # (bound to the loop at its first wait: 3.10+)
 
     def repeat(call: Callable[[], Any]) -> Callable[[int], Awaitable[None]]:
         async def op(n: int) -> None:
@@ -173,10 +177,6 @@ def _run_steps() -> list[Step]:
                 call()
 
         return op
-
-    async def loop(n: int) -> None:
-        for _ in range(n):
-            pass
 
     async def scope(n: int) -> None:
         scope_of = cancel.scope_of
@@ -198,17 +198,13 @@ def _run_steps() -> list[Step]:
                 await work()
 
     async def guarded(n: int) -> None:
-        nonlocal semaphore
-        import asyncio
-
-        semaphore = semaphore or asyncio.Semaphore(10)
         work = noop
         for _ in range(n):
             async with semaphore:
                 await work()
 
     return [
-        ("empty loop", loop, None),
+        ("empty loop", _empty_loop, None),
         ("asyncio._get_running_loop() (getpid() before 3.12)", repeat(cancel.get_running_loop), 0),
         (
             "brace._cancel.running_loop() (as a call; inlined in run)",
@@ -224,10 +220,6 @@ def _run_steps() -> list[Step]:
 
 def _bucket_steps() -> list[Step]:
     bucket: Any = brace_attr("TokenBucket")(rate=1e9, per=1.0, burst=10**9)
-
-    async def loop(n: int) -> None:
-        for _ in range(n):
-            pass
 
     async def clock(n: int) -> None:
         read = time.monotonic
@@ -252,7 +244,7 @@ def _bucket_steps() -> list[Step]:
                 pass
 
     return [
-        ("empty loop", loop, None),
+        ("empty loop", _empty_loop, None),
         ("+ time.monotonic()", clock, None),
         ("+ await bucket.__aenter__()", enter, None),
         ("+ await bucket.__aexit__(None, None, None)", enter_exit, None),
