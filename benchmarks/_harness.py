@@ -319,8 +319,8 @@ class TargetResult:
             "title": self.target.title,
             "backend": self.backend,
             "status": self.status,
-            "ratio": None if math.isnan(self.ratio) else round(self.ratio, 4),
-            "cpu_ratio": None if math.isnan(self.cpu_ratio) else round(self.cpu_ratio, 4),
+            "ratio": _rounded(self.ratio),
+            "cpu_ratio": _rounded(self.cpu_ratio),
             "limit": self.target.limit,
             "reference": self.reference,
             "batch": self.batch,
@@ -373,17 +373,27 @@ def _judge(target: Target, mine: CaseResult, refs: Sequence[CaseResult]) -> Case
     return max(refs, key=lambda r: paired_ratio(mine.samples, r.samples))
 
 
+def _timed_together(
+    by_key: dict[tuple[str, str, str], CaseResult],
+    target: Target,
+    backend: str,
+    batch: str,
+    strict: bool = False,
+) -> tuple[CaseResult | None, list[CaseResult]]:
+    """``target``'s brace result in ``batch`` (see `_beside`) and its references there
+    that ran."""
+    mine = _beside(by_key, target.brace_key, backend, batch, strict)
+    found = (_beside(by_key, key, backend, batch, strict) for key in target.against)
+    return mine, [r for r in found if r is not None and r.ok]
+
+
 def references(target: Target, results: Sequence[CaseResult], backend: str) -> list[Case]:
     """The cases a pair batch times beside ``target``'s brace case on ``backend``, chosen
     from its group's batch: the fastest reference (mode "fastest") or every one that ran
     (mode "every"); none if brace's case or every reference failed there."""
     by_key = {(r.case.key, r.backend, r.batch): r for r in results}
-    mine = _beside(by_key, target.brace_key, backend, target.group)
-    if mine is None or not mine.ok:
-        return []
-    found = (_beside(by_key, key, backend, target.group) for key in target.against)
-    refs = [r for r in found if r is not None and r.ok]
-    if not refs:
+    mine, refs = _timed_together(by_key, target, backend, target.group)
+    if mine is None or not mine.ok or not refs:
         return []
     if target.mode == "fastest":
         return [_judge(target, mine, refs).case]
@@ -405,14 +415,12 @@ def check_targets(targets: Iterable[Target], results: Sequence[CaseResult]) -> l
             strict = (target.brace_key, backend, batch) in by_key
             if not strict:
                 batch = target.group
-            mine = _beside(by_key, target.brace_key, backend, batch, strict)
+            mine, refs = _timed_together(by_key, target, backend, batch, strict)
             if mine is None:
                 continue
             if not mine.ok:
                 out.append(TargetResult(target, backend, mine.status, math.nan, "", batch=batch))
                 continue
-            found = (_beside(by_key, key, backend, batch, strict) for key in target.against)
-            refs = [r for r in found if r is not None and r.ok]
             if not refs:
                 out.append(TargetResult(target, backend, "n/a", math.nan, "", batch=batch))
                 continue
