@@ -53,6 +53,7 @@ from typing import Any, Literal, Protocol
 import anyio
 from typing_extensions import Self
 
+from .._cancel import running_loop
 from .._clock import check_clock
 from .._core._validate import check_int, check_positive
 from .._core.decision import Decision, drafted
@@ -78,9 +79,8 @@ __all__ = ("RedisStore", "RedisStoreStatistics")
 
 logger = logging.getLogger("brace.redis")
 
-# asyncio.timeout (Python 3.11+, else None), and the running asyncio loop or None (trio).
+# asyncio.timeout (Python 3.11+, else None)
 _asyncio_timeout = getattr(asyncio, "timeout", None)
-_running_loop = asyncio._get_running_loop
 
 OnError = Literal["fail_closed", "fail_open", "fallback"]
 
@@ -742,7 +742,7 @@ class RedisStore:
         timeout = self._timeout
         if timeout is None:
             return await self._evaluate(script, redis_key, args)
-        if _asyncio_timeout is not None and _running_loop() is not None:
+        if _asyncio_timeout is not None and running_loop() is not None:
             # On asyncio (uvloop too), asyncio.timeout is a timer handle: it costs a
             # decision about 16 us where a cancel scope costs 40 (measured around a
             # redis-py PING). It nests with anyio's scopes (Python 3.11's uncancel()).
