@@ -624,7 +624,7 @@ class PriorityExecutor:
         cancelling = task.cancelling()
         boundary = scope_of(task)
         tasks[task] = boundary
-        deadline = None if limit is None else Deadline(loop, limit)  # pyright: ignore[reportArgumentType]
+        deadline = None if limit is None else Deadline(loop, limit, task)  # pyright: ignore[reportArgumentType]
         outcome = _FAILED
         try:
             result = await fn(*args, **kwargs)
