@@ -19,6 +19,9 @@ instead of a coroutine that calls ``f`` (the keyed limiter's ``await limiter.hit
 Without the source, ``coroutine_twin`` returns that second kind: the same answers, one
 call more.
 
+A step need not be a decision: ``brace._cancel``'s look-ups of the running loop and of
+anyio's scope of a task are steps too, inlined into ``PriorityExecutor.run``.
+
 A step is written in a restricted form that makes this substitution exact: its body is
 a sequence of statements with a single ``return`` at the end, no ``return`` elsewhere, no
 ``yield``, no nested function, no name bound by ``global`` / ``nonlocal``, and no
