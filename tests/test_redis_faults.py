@@ -248,3 +248,47 @@ def test_cancellation_reaches_the_caller(backend: str, own_redis_server: RedisSe
                 server.resume()
 
     run(backend, main)
+
+
+# What a server in trouble answers a script that writes, how to cause it, how to undo it.
+_STATES = {
+    "OOM": (("CONFIG", "SET", "maxmemory", "1"), ("CONFIG", "SET", "maxmemory", "0")),
+    "READONLY": (("REPLICAOF", "127.0.0.1", "1"), ("REPLICAOF", "NO", "ONE")),
+}
+
+
+@pytest.mark.parametrize("state", sorted(_STATES))
+def test_a_full_or_read_only_redis_is_down_for_every_key(
+    client_kind: tuple[str, str], state: str, own_redis_server: RedisServer
+) -> None:
+    """A server out of memory or turned into a replica refuses every write: that is Redis
+    down (``on_error`` and ``recovery_time`` for every key), not one call's error, whatever
+    the client calls its exception (redis-py's ``OutOfMemoryError``, coredis'
+    ``ReadOnlyError``, both without the reply's first word); the store's last error names
+    the reply. Once the server is back to normal, the store is too."""
+    library, backend = client_kind
+    server = own_redis_server
+    cause, cure = _STATES[state]
+
+    async def main() -> None:
+        async with open_client(library, server.port) as client:
+            store = RedisStore(client, on_error="fail_closed", recovery_time=0.05)
+            assert (await store.hit(POLICY, "key")).allowed
+            assert server.call(*cause).startswith(b"+OK")
+            try:
+                refused = await store.hit(POLICY, "key")
+                assert not refused.allowed  # fail_closed
+                stats = store.statistics()
+                assert (stats.errors, stats.call_errors) == (1, 0), stats
+                assert not stats.available
+                assert f"{state} " in (stats.last_error or ""), stats.last_error
+                # Within recovery_time another key is not sent to Redis either.
+                assert not (await store.hit(POLICY, "other")).allowed
+                assert store.statistics().errors == 1
+            finally:
+                assert server.call(*cure).startswith(b"+OK")
+            await _until_redis_answers(store)
+            assert (await store.hit(POLICY, "key")).allowed
+            assert store.statistics().available
+
+    run(backend, main)

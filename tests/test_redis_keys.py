@@ -22,7 +22,7 @@ import brace
 from brace._core.window import SlidingWindowCounter
 from brace._keys import MAX_KEY_LENGTH
 from brace.redis import OnError, RedisStore
-from brace.redis._errors import error_scope
+from brace.redis._errors import check_error, describe_error, error_scope, reply_code
 from redis_server import BACKENDS, COREDIS_LEAK, command, open_client, run
 
 pytest_plugins = ("redis_fixtures",)
@@ -167,6 +167,59 @@ def test_only_transport_and_server_errors_make_redis_unavailable() -> None:
     assert error_scope(redis.exceptions.ReadOnlyError("READONLY replica")) == "server"
     assert error_scope(OSError("unreachable")) == "server"
     assert error_scope(RuntimeError("no running event loop")) == "server"
+
+
+# Error replies as a server sends them (after the leading "-"), and where each belongs.
+_REPLIES = [
+    ("WRONGTYPE Operation against a key holding the wrong kind of value", "call"),
+    ("ERR Error running script (call to f_x): @user_script:1: bad", "call"),
+    ("EXECABORT Transaction discarded because of previous errors.", "call"),
+    ("NOSCRIPT No matching script. Please use EVAL.", "server"),
+    ("LOADING Redis is loading the dataset in memory", "server"),
+    ("BUSY Redis is busy running a script.", "server"),
+    ("OOM command not allowed when used memory > 'maxmemory'.", "server"),
+    ("READONLY You can't write against a read only replica.", "server"),
+    ("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.", "server"),
+    ("CLUSTERDOWN The cluster is down", "server"),
+    ("TRYAGAIN Multiple keys request during rehashing of slot", "server"),
+    ("MOVED 3999 127.0.0.1:6381", "server"),
+    ("ASK 3999 127.0.0.1:6381", "server"),
+    ("CROSSSLOT Keys in request don't hash to the same slot", "server"),
+    ("MISCONF Redis is configured to save RDB snapshots, but it's not able to persist", "server"),
+    ("NOAUTH Authentication required.", "server"),
+    ("WRONGPASS invalid username-password pair or user is disabled.", "server"),
+    ("NOPERM User default has no permissions to run the 'evalsha' command", "server"),
+]
+
+
+def _parsed(library: str, reply: str) -> BaseException:
+    """The exception ``library``'s own parser makes of the error reply ``reply``."""
+    if library == "redis-py":
+        from redis._parsers.base import BaseParser
+
+        error: BaseException = BaseParser.parse_error(reply)  # type: ignore[no-untyped-call]
+        return error
+    from coredis.parser import Parser
+
+    return Parser().parse_error(reply)
+
+
+@pytest.mark.parametrize("library", ["redis-py", "coredis"])
+@pytest.mark.parametrize(("reply", "scope"), _REPLIES, ids=[r.split()[0] for r, _ in _REPLIES])
+def test_each_clients_errors_are_sorted_by_the_servers_reply(
+    library: str, reply: str, scope: str
+) -> None:
+    """The clients turn some replies into classes and drop the reply's first word
+    (coredis' ``WrongTypeError("Operation against...")``, redis-py's ``ReadOnlyError``):
+    an error is still sorted by that word, and its text still names it."""
+    error = _parsed(library, reply)
+    assert error_scope(error) == scope, (type(error), str(error))
+    code = reply.split()[0]
+    assert reply_code(error) == code
+    text = describe_error(error)
+    assert text.startswith(f"{type(error).__name__}: {code} "), text
+    assert text.endswith(reply.split(maxsplit=1)[1]), text
+    assert check_error(error, backend="asyncio").args[0].count(code) == 1
 
 
 _CHARACTERS = st.one_of(

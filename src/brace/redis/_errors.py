@@ -81,9 +81,53 @@ def _names(exc: BaseException) -> list[str]:
     return [cls.__name__ for cls in type(exc).__mro__]
 
 
-def _first_word(exc: BaseException) -> str:
+# Error replies the clients turn into their own classes, whose message then lacks the
+# reply's first word (redis-py's and coredis' parsers strip it: a ``READONLY`` reply
+# becomes ``ReadOnlyError("You can't write against a read only replica.")``).
+_CODES = {
+    "AskError": "ASK",
+    "AuthenticationFailureError": "WRONGPASS",
+    "AuthenticationRequiredError": "NOAUTH",
+    "AuthorizationError": "NOPERM",
+    "BusyLoadingError": "LOADING",
+    "ClusterCrossSlotError": "CROSSSLOT",
+    "ClusterDownError": "CLUSTERDOWN",
+    "ExecAbortError": "EXECABORT",
+    "MasterDownError": "MASTERDOWN",
+    "MovedError": "MOVED",
+    "NoPermissionError": "NOPERM",
+    "NoScriptError": "NOSCRIPT",
+    "OutOfMemoryError": "OOM",
+    "ReadOnlyError": "READONLY",
+    "TryAgainError": "TRYAGAIN",
+    "WrongTypeError": "WRONGTYPE",
+}
+
+
+def reply_code(exc: BaseException) -> str:
+    """The first word of the error reply ``exc`` stands for (``"WRONGTYPE"``, ``"OOM"``),
+    whether the client kept it in the message or turned it into a class; ``""`` if none."""
+    code = getattr(exc, "status_code", None)  # redis-py 6.2+
+    if isinstance(code, str) and code:
+        return code
+    for name in _names(exc):
+        if name in _CODES:
+            return _CODES[name]
     words = str(exc).split(maxsplit=1)
-    return words[0] if words else ""
+    if words and words[0].isupper():
+        return words[0]
+    # coredis strips the generic ``ERR`` too, and keeps its plain ResponseError for it.
+    return "ERR" if type(exc).__name__ == "ResponseError" else ""
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message``, with the reply's first word put back when the client took it out
+    (``WrongTypeError: WRONGTYPE Operation against a key...``)."""
+    message = str(exc)
+    code = reply_code(exc)
+    if code and not message.startswith(code):
+        message = f"{code} {message}" if message else code
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def _is_reply(exc: BaseException) -> bool:
@@ -96,7 +140,7 @@ def _is_auth(exc: BaseException) -> bool:
         for name in _names(exc)
     ):
         return True
-    if _first_word(exc) in _AUTH_STATES:
+    if reply_code(exc) in _AUTH_STATES:
         return True
     message = str(exc).lower()
     return "invalid password" in message or "invalid username-password" in message
@@ -106,7 +150,7 @@ def error_scope(exc: BaseException) -> Literal["call", "server"]:
     """``"call"`` for an error of one call, ``"server"`` for one about Redis itself."""
     if isinstance(exc, (TypeError, ValueError)):
         return "call"
-    if _is_reply(exc) and not _is_auth(exc) and _first_word(exc) not in _SERVER_STATES:
+    if _is_reply(exc) and not _is_auth(exc) and reply_code(exc) not in _SERVER_STATES:
         return "call"
     return "server"
 
@@ -115,7 +159,7 @@ def check_error(exc: BaseException, *, backend: str) -> RedisError:
     """The `RedisError` that `RedisStore.check` raises for a client's ``exc``."""
     if isinstance(exc, RedisError) and type(exc).__module__.startswith("brace."):
         return exc
-    cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    cause = describe_error(exc)
     if _is_auth(exc):
         return RedisAuthenticationError(f"Redis refused the credentials ({cause})")
     names = _names(exc)

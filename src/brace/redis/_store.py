@@ -72,7 +72,7 @@ from ._clients import (
     current_backend,
     is_noscript,
 )
-from ._errors import RedisBackendError, RedisError, check_error, error_scope
+from ._errors import RedisBackendError, RedisError, check_error, describe_error, error_scope
 from ._scripts import BATCH, COUNTER, GCRA_SCRIPT, LOG, Script
 
 __all__ = ("RedisStore", "RedisStoreStatistics")
@@ -858,8 +858,7 @@ def _text(exc: BaseException) -> str:
     """``Type: message`` (some clients' ``repr`` leaves the message out)."""
     if isinstance(exc, _TimedOut):
         return str(exc)
-    message = str(exc)
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return describe_error(exc)
 
 
 def _describe(exc: BaseException, client: object) -> str:
