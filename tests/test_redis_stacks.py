@@ -234,6 +234,30 @@ def test_urls_are_read_at_construction() -> None:
     assert "hunter2" not in repr(store)
 
 
+def test_a_redis_py_clients_repr_is_its_address_without_the_password() -> None:
+    """A store's repr (in each log line it writes) names a redis-py client by its address,
+    not by redis-py's own repr of every connection option, and never shows the password."""
+    import redis.asyncio
+    from redis.asyncio.sentinel import Sentinel
+
+    plain = redis.asyncio.Redis(host="10.1.2.3", port=6380, db=2, password="hunter2")
+    assert len(repr(plain)) > 500  # what would otherwise be logged
+    text = repr(RedisStore(plain))
+    assert "RedisPyClient(Redis<10.1.2.3:6380/2>)" in text, text
+    assert "hunter2" not in text
+    assert len(text) < 200, text
+    socket = redis.asyncio.Redis(unix_socket_path="/run/redis.sock", password="hunter2")
+    assert "RedisPyClient(Redis<unix:/run/redis.sock/0>)" in repr(RedisStore(socket))
+    cluster = redis.asyncio.RedisCluster(host="10.1.2.3", port=7000, password="hunter2")
+    text = repr(RedisStore(cluster))
+    assert "RedisPyClient(RedisCluster<10.1.2.3:7000>)" in text, text
+    assert "hunter2" not in text
+    sentinel = Sentinel([("10.1.2.3", 26379)], password="hunter2")
+    text = repr(RedisStore(sentinel.master_for("main", password="hunter2")))
+    assert "RedisPyClient(Redis<sentinel:main>)" in text, text
+    assert "hunter2" not in text
+
+
 def test_key_slot_matches_redis_py() -> None:
     """The slot brace groups by is redis-py's (CRC16 with hash tags) for any key."""
     from redis.crc import key_slot as redis_py_slot

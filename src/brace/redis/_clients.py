@@ -270,6 +270,31 @@ class RedisPyClient(_Adapter):
     def evalsha(self, sha: str, keys: Sequence[Key], args: Sequence[Argument]) -> Awaitable[object]:
         return self.client.evalsha(sha, len(keys), *keys, *args)  # type: ignore[no-any-return]
 
+    def __repr__(self) -> str:
+        # redis-py's own repr spells out every connection option (about 1,000 characters
+        # in each log line): the address is enough, and never the password.
+        return f"RedisPyClient({_redis_py_address(self.client)})"
+
+
+def _redis_py_address(client: Any) -> str:
+    """``Redis<host:port/db>``, ``Redis<unix:path/db>``, ``Redis<sentinel:service>`` or
+    ``RedisCluster<host:port,...>`` for a redis-py client."""
+    name = type(client).__name__
+    pool = getattr(client, "connection_pool", None)
+    service = getattr(pool, "service_name", None)
+    if isinstance(service, str):
+        return f"{name}<sentinel:{service}>"
+    options = getattr(pool, "connection_kwargs", None)
+    if isinstance(options, dict):
+        db = options.get("db", 0)
+        if options.get("path"):
+            return f"{name}<unix:{options['path']}/{db}>"
+        return f"{name}<{options.get('host', '?')}:{options.get('port', '?')}/{db}>"
+    nodes = getattr(getattr(client, "nodes_manager", None), "startup_nodes", None)
+    if isinstance(nodes, dict) and nodes:
+        return f"{name}<{','.join(sorted(map(str, nodes)))}>"
+    return f"{name}<?>"
+
 
 class CorediscClient(_Adapter):
     """A coredis ``Redis`` or ``RedisCluster`` (asyncio and trio; enter it first)."""
