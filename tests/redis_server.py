@@ -190,7 +190,9 @@ class SwitchableClient:
     """
 
     def __init__(self, inner: Any) -> None:
-        self.inner = inner
+        from brace.redis._clients import adapt_client
+
+        self.inner = adapt_client(inner)  # a redis-py or coredis client, or an adapter
         self.calls = 0
         self.error: Exception | None = None
         self.hold: anyio.Event | None = None

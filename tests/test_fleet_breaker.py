@@ -17,7 +17,14 @@ from brace import CircuitOpen, CircuitState
 from brace._core.fleet import ReplicaSync, quorum_needed
 from brace.redis import FleetBreaker, RedisStore
 from brace.testing import FakeClock
-from redis_server import COREDIS_LEAK, RedisCluster, SwitchableClient, open_client, run
+from redis_server import (
+    COREDIS_LEAK,
+    RedisCluster,
+    RedisServer,
+    SwitchableClient,
+    open_client,
+    run,
+)
 
 pytestmark = [
     pytest.mark.filterwarnings(COREDIS_LEAK),
@@ -265,6 +272,51 @@ def test_a_failed_permit_call_leaves_redis_alone_until_a_sync_answers(redis_port
             assert (statistics.probes, statistics.syncs, statistics.sync_errors) == (2, 2, 0)
 
     run("asyncio", main)
+
+
+@pytest.mark.parametrize(("library", "backend"), [("redis-py", "asyncio"), ("coredis", "trio")])
+def test_a_read_only_redis_is_left_alone_by_the_probes(
+    library: str, backend: str, own_redis_server: RedisServer
+) -> None:
+    """A primary turned replica answers the permit call ``READONLY`` (a ``ReadOnlyError``
+    without that word, in both clients): Redis failing, so the next probes are local
+    without asking it, until a sync answers."""
+    server = own_redis_server
+
+    async def main() -> None:
+        clock = FakeClock()
+        async with open_client(library, server.port) as inner:
+            client = SwitchableClient(inner)
+            store = RedisStore(client, timeout=5.0, recovery_time=3600.0)
+            breaker = brace.CircuitBreaker(
+                failure_threshold=2, recovery_time=0.5, half_open_max_calls=5, clock=clock
+            )
+            fleet = FleetBreaker(store, "read-only", breaker)
+
+            async def ok() -> str:
+                return "ok"
+
+            async def probe() -> int:
+                await _fail(fleet, 2)
+                clock.advance(0.6)
+                calls = client.calls
+                assert await fleet.call(ok) == "ok"
+                assert fleet.statistics().state is CircuitState.CLOSED
+                return client.calls - calls
+
+            await fleet.sync()
+            assert await probe() in (2, 3)
+            assert server.call("REPLICAOF", "127.0.0.1", "1").startswith(b"+OK")
+            try:
+                assert await probe() == 1  # the permit call fails: a local probe
+                assert await probe() == 0  # Redis is left alone
+            finally:
+                assert server.call("REPLICAOF", "NO", "ONE").startswith(b"+OK")
+            assert await probe() == 0
+            await fleet.sync()  # always tries; its answer ends the outage
+            assert await probe() == 2
+
+    run(backend, main)
 
 
 def test_bad_configuration_is_refused_at_construction() -> None:

@@ -397,6 +397,45 @@ def test_an_error_of_one_call_does_not_leave_redis_alone(redis_port: int) -> Non
     run("asyncio", main)
 
 
+@pytest.mark.parametrize(
+    ("library", "backend"), [("redis-py", "asyncio"), ("coredis", "asyncio"), ("coredis", "trio")]
+)
+def test_a_read_only_redis_is_left_alone(
+    library: str,
+    backend: str,
+    own_redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A primary turned replica (``READONLY``, which both clients raise as their own
+    ``ReadOnlyError`` without that word) is Redis failing, not one call's error: the
+    acquisitions follow on_error without asking Redis for ``recovery_time``, and the log
+    names the reply. Back to a primary, the next acquisition after the cool-down is
+    Redis's again."""
+    server = own_redis_server
+
+    async def main() -> None:
+        async with open_client(library, server.port) as client:
+            store = RedisStore(client, on_error="fail_closed", timeout=5.0, recovery_time=0.2)
+            fleet = DistributedLimit(store, "read-only", 2)
+            assert not await _refused(fleet)
+            assert server.call("REPLICAOF", "127.0.0.1", "1").startswith(b"+OK")
+            try:
+                assert await _refused(fleet)
+                assert await _refused(fleet)
+                statistics = fleet.statistics()
+                assert (statistics.errors, statistics.fallbacks) == (1, 2), statistics
+                assert not statistics.available
+            finally:
+                assert server.call("REPLICAOF", "NO", "ONE").startswith(b"+OK")
+            await anyio.sleep(0.25)
+            assert not await _refused(fleet)
+            assert fleet.statistics().available
+
+    with caplog.at_level("ERROR", logger="brace.redis"):
+        run(backend, main)
+    assert any("ReadOnlyError: READONLY " in record.getMessage() for record in caplog.records)
+
+
 def test_it_is_a_decorator_a_call_and_a_compose_policy(redis_port: int) -> None:
     """@limit, limit.call and brace.compose(limit) each run the call holding a permit."""
 

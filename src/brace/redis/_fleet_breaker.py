@@ -49,7 +49,7 @@ from .._core.fleet import ReplicaSync
 from .._core.outage import OutageCore
 from .._exceptions import CircuitOpen
 from ._clients import ScriptClient, eval_script
-from ._errors import error_scope
+from ._errors import describe_error, error_scope
 from ._scripts import Script
 from ._semaphore import SEMAPHORE
 from ._store import RedisStore
@@ -320,11 +320,10 @@ class FleetBreaker:
             return
         self._logged.add(kind)
         logger.error(
-            "%r: Redis failed (%s: %s); this replica's breaker goes on alone until Redis "
+            "%r: Redis failed (%s); this replica's breaker goes on alone until Redis "
             "answers again (logged once for this kind of error)",
             self,
-            type(exc).__name__,
-            exc,
+            describe_error(exc),
         )
 
     # -- guarding calls ---------------------------------------------------------------

@@ -52,7 +52,7 @@ from .._core._validate import check_int, check_seconds
 from .._core.outage import OutageCore
 from .._exceptions import QueueFull, QueueTimeout
 from ._clients import ScriptClient, is_noscript
-from ._errors import error_scope
+from ._errors import describe_error, error_scope
 from ._scripts import NOW, Script
 from ._store import OnError, RedisStore
 
@@ -604,10 +604,9 @@ class DistributedLimit:
             return
         self._logged.add(kind)
         logger.error(
-            "%r: Redis failed (%s: %s); %s on_error=%r (logged once for this kind of error)",
+            "%r: Redis failed (%s); %s on_error=%r (logged once for this kind of error)",
             self,
-            type(exc).__name__,
-            exc,
+            describe_error(exc),
             f"acquisitions for {self._recovery_time} s follow"
             if scope == "server"
             else "that call (an error of its own) follows",
