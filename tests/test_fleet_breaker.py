@@ -230,45 +230,53 @@ def test_without_redis_each_replica_goes_on_alone(redis_port: int) -> None:
     run("asyncio", main)
 
 
+class _Prober:
+    """A FleetBreaker over ``client`` with a fake clock, and a probe that counts calls."""
+
+    def __init__(self, client: SwitchableClient, name: str) -> None:
+        self.client = client
+        self.clock = FakeClock()
+        store = RedisStore(client, timeout=5.0, recovery_time=3600.0)
+        self.breaker = brace.CircuitBreaker(
+            failure_threshold=2, recovery_time=0.5, half_open_max_calls=5, clock=self.clock
+        )
+        self.fleet = FleetBreaker(store, name, self.breaker)
+
+    async def probe(self) -> int:
+        """Trip the breaker, let it half-open, probe: the calls made to Redis."""
+
+        async def ok() -> str:
+            return "ok"
+
+        await _fail(self.fleet, 2)
+        self.clock.advance(0.6)
+        assert self.breaker.state is CircuitState.HALF_OPEN
+        calls = self.client.calls
+        assert await self.fleet.call(ok) == "ok"
+        assert self.fleet.statistics().state is CircuitState.CLOSED
+        return self.client.calls - calls
+
+
 def test_a_failed_permit_call_leaves_redis_alone_until_a_sync_answers(redis_port: int) -> None:
     """The store's outage core, through FleetBreaker: a half-open probe whose permit call
     fails runs on the local breaker, and so do the next ones without asking Redis (for
     the store's ``recovery_time``), until a sync, which always tries, gets an answer."""
 
     async def main() -> None:
-        clock = FakeClock()
         async with open_client("default", redis_port) as inner:
             client = SwitchableClient(inner)
-            store = RedisStore(client, timeout=5.0, recovery_time=3600.0)
-            breaker = brace.CircuitBreaker(
-                failure_threshold=2, recovery_time=0.5, half_open_max_calls=5, clock=clock
-            )
-            fleet = FleetBreaker(store, "outage", breaker)
-
-            async def ok() -> str:
-                return "ok"
-
-            async def probe() -> int:
-                """Trip the breaker, let it half-open, probe: the calls made to Redis."""
-                await _fail(fleet, 2)
-                clock.advance(0.6)
-                assert breaker.state is CircuitState.HALF_OPEN
-                calls = client.calls
-                assert await fleet.call(ok) == "ok"
-                assert fleet.statistics().state is CircuitState.CLOSED
-                return client.calls - calls
-
-            await fleet.sync()
+            prober = _Prober(client, "outage")
+            await prober.fleet.sync()
             # a fleet permit taken and given back (a call more if the script is loaded)
-            assert await probe() in (2, 3)
+            assert await prober.probe() in (2, 3)
             client.error = ConnectionError("Connection refused")
-            assert await probe() == 1  # the permit call fails: a local probe
+            assert await prober.probe() == 1  # the permit call fails: a local probe
             client.error = None
-            assert await probe() == 0  # Redis is left alone: a local probe
-            assert await probe() == 0
-            await fleet.sync()  # always tries; its answer ends the outage
-            assert await probe() == 2
-            statistics = fleet.statistics()
+            assert await prober.probe() == 0  # Redis is left alone: a local probe
+            assert await prober.probe() == 0
+            await prober.fleet.sync()  # always tries; its answer ends the outage
+            assert await prober.probe() == 2
+            statistics = prober.fleet.statistics()
             assert (statistics.probes, statistics.syncs, statistics.sync_errors) == (2, 2, 0)
 
     run("asyncio", main)
@@ -284,37 +292,19 @@ def test_a_read_only_redis_is_left_alone_by_the_probes(
     server = own_redis_server
 
     async def main() -> None:
-        clock = FakeClock()
         async with open_client(library, server.port) as inner:
-            client = SwitchableClient(inner)
-            store = RedisStore(client, timeout=5.0, recovery_time=3600.0)
-            breaker = brace.CircuitBreaker(
-                failure_threshold=2, recovery_time=0.5, half_open_max_calls=5, clock=clock
-            )
-            fleet = FleetBreaker(store, "read-only", breaker)
-
-            async def ok() -> str:
-                return "ok"
-
-            async def probe() -> int:
-                await _fail(fleet, 2)
-                clock.advance(0.6)
-                calls = client.calls
-                assert await fleet.call(ok) == "ok"
-                assert fleet.statistics().state is CircuitState.CLOSED
-                return client.calls - calls
-
-            await fleet.sync()
-            assert await probe() in (2, 3)
+            prober = _Prober(SwitchableClient(inner), "read-only")
+            await prober.fleet.sync()
+            assert await prober.probe() in (2, 3)
             assert server.call("REPLICAOF", "127.0.0.1", "1").startswith(b"+OK")
             try:
-                assert await probe() == 1  # the permit call fails: a local probe
-                assert await probe() == 0  # Redis is left alone
+                assert await prober.probe() == 1  # the permit call fails: a local probe
+                assert await prober.probe() == 0  # Redis is left alone
             finally:
                 assert server.call("REPLICAOF", "NO", "ONE").startswith(b"+OK")
-            assert await probe() == 0
-            await fleet.sync()  # always tries; its answer ends the outage
-            assert await probe() == 2
+            assert await prober.probe() == 0
+            await prober.fleet.sync()  # always tries; its answer ends the outage
+            assert await prober.probe() == 2
 
     run(backend, main)
 
