@@ -35,9 +35,12 @@ from redis_server import (
     Certificates,
     RedisCluster,
     RedisServer,
+    command,
     free_port,
     read_bulk,
     run,
+    sentinel_server,
+    wait_for_sentinel,
 )
 
 pytest_plugins = ("redis_fixtures",)
@@ -315,6 +318,65 @@ def test_decisions_through_sentinel(
         assert b"brace:counter" in read_bulk(primary.port, "KEYS", "brace:*")
 
     run(backend, main)
+
+
+def _count(port: int, key: str) -> int:
+    """The count a window counter's key holds on the server at ``port`` (0 if none)."""
+    reply = command(port, "GET", key)  # "$13\r\n2994031 537 0\r\n" or "$-1\r\n"
+    return 0 if reply.startswith(b"$-1") else int(reply.split(b"\r\n")[1].split()[1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_sentinel_failover_moves_the_decisions_to_the_new_primary(backend: str) -> None:
+    """``SENTINEL FAILOVER`` while tasks decide: no call raises, and the decisions move to
+    the promoted replica by themselves (its scripts loaded on ``NOSCRIPT``), counting on
+    from what it had replicated."""
+    policy = SlidingWindowCounter(1_000_000, 3600.0)
+    primary = RedisServer()
+    primary.start()
+    replica = RedisServer(args=["--replicaof", "127.0.0.1", str(primary.port)])
+    sentinel = sentinel_server(primary.port)
+    try:
+        replica.start()
+        sentinel.start()
+        wait_for_sentinel(sentinel, "mymaster", primary.port)
+
+        async def main() -> None:
+            url = f"redis+sentinel://127.0.0.1:{sentinel.port}/mymaster/0"
+            async with RedisStore.from_url(url, on_error="fail_open", timeout=1.0) as store:
+                key = store.key(policy, "k")
+                for _ in range(10):
+                    assert (await store.hit(policy, "k")).allowed
+                # The replica has the count, and the sentinel has it as a good replica
+                # (not "disconnected"): else FAILOVER answers NOGOODSLAVE. Polled: the
+                # state of other processes.
+                with anyio.fail_after(20):
+                    while _count(replica.port, key) < 10 or not read_bulk(  # noqa: ASYNC110
+                        sentinel.port, "SENTINEL", "FAILOVER", "mymaster"
+                    ).startswith(b"+OK"):
+                        await anyio.sleep(0.1)
+                promoted = None
+                with anyio.fail_after(40):  # Sentinel demotes the old primary within ~10 s
+                    while True:
+                        await store.hit(policy, "k")
+                        if promoted is None and b"master" in read_bulk(replica.port, "ROLE")[:20]:
+                            promoted = _count(replica.port, key)
+                        if promoted is not None and _count(replica.port, key) > promoted:
+                            break
+                        await anyio.sleep(0.02)
+                stats = store.statistics()
+                assert stats.script_loads >= 2, stats  # loaded again on the new primary
+                assert stats.available, stats
+                before = _count(replica.port, key)
+                for _ in range(5):
+                    assert (await store.hit(policy, "k")).allowed
+                assert _count(replica.port, key) == before + 5
+
+        run(backend, main)
+    finally:
+        sentinel.kill()
+        replica.kill()
+        primary.kill()
 
 
 # -- Cluster -------------------------------------------------------------------------------
