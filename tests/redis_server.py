@@ -104,10 +104,13 @@ class RedisServer:
 
     def start(self) -> None:
         """Start the server and wait until it answers PING (or asks for a password)."""
-        options = ["--port", str(self.port), "--bind", "127.0.0.1"]
-        options += ["--save", "", "--appendonly", "no", *self.args]
-        if self.config is not None:
+        # Its own directory: a replica writes the primary's snapshot (dump.rdb) there.
+        if self._directory is None:
             self._directory = tempfile.TemporaryDirectory(prefix="brace-redis-")
+        options = ["--port", str(self.port), "--bind", "127.0.0.1"]
+        options += ["--save", "", "--appendonly", "no", "--dir", self._directory.name]
+        options += self.args
+        if self.config is not None:
             path = os.path.join(self._directory.name, "redis.conf")
             with open(path, "w") as file:
                 file.write(self.config)
