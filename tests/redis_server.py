@@ -243,9 +243,11 @@ def cluster_port() -> int:
 
 
 class RedisCluster:
-    """Three redis-server nodes joined by ``redis-cli --cluster create`` (no replicas)."""
+    """redis-server nodes joined by ``redis-cli --cluster create``: three primaries, and
+    ``replicas`` replicas of each."""
 
-    def __init__(self, nodes: int = 3) -> None:
+    def __init__(self, nodes: int = 3, *, replicas: int = 0) -> None:
+        self.replicas = replicas
         self.directory = tempfile.TemporaryDirectory(prefix="brace-cluster-")
         self.servers: list[RedisServer] = []
         for _ in range(nodes):
@@ -282,7 +284,7 @@ class RedisCluster:
                 "create",
                 *(f"127.0.0.1:{port}" for port in self.ports),
                 "--cluster-replicas",
-                "0",
+                str(self.replicas),
                 "--cluster-yes",
             ],
             check=True,
@@ -294,6 +296,30 @@ class RedisCluster:
             if time.monotonic() > deadline:
                 raise RuntimeError("the cluster did not reach cluster_state:ok")
             time.sleep(0.05)
+        while any(b"master_link_status:down" in self.replication(port) for port in self.ports):
+            if time.monotonic() > deadline:
+                raise RuntimeError("a replica did not catch up with its primary")
+            time.sleep(0.05)
+
+    def replication(self, port: int) -> bytes:
+        return read_bulk(port, "INFO", "replication")
+
+    def nodes(self) -> list[list[str]]:
+        """``CLUSTER NODES``, one list of fields per node (id, address, flags, primary...)."""
+        reply = read_bulk(self.ports[0], "CLUSTER", "NODES").decode()
+        return [line.split() for line in reply.split("\r\n", 1)[1].splitlines() if line]
+
+    def replica_of_slot(self, slot: int) -> int:
+        """The port of a replica of the primary that serves ``slot``."""
+        nodes = self.nodes()
+        for fields in nodes:
+            for served in fields[8:]:
+                low, _, high = served.partition("-")
+                if "master" in fields[2] and int(low) <= slot <= int(high or low):
+                    for other in nodes:
+                        if "slave" in other[2] and other[3] == fields[0]:
+                            return int(other[1].split("@")[0].rsplit(":", 1)[1])
+        raise LookupError(f"no replica serves slot {slot}")
 
     def info(self, port: int) -> bytes:
         return read_bulk(port, "CLUSTER", "INFO")

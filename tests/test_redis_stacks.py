@@ -519,3 +519,53 @@ def test_a_cluster_call_error_is_that_calls_alone(redis_cluster: RedisCluster) -
             assert not any(again)
 
     run("asyncio", main)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_cluster_failover_moves_the_decisions_to_the_promoted_replica(backend: str) -> None:
+    """``CLUSTER FAILOVER`` on a replica while tasks decide on keys of every primary: no
+    call raises and no error (``MOVED`` included) reaches the store; the decisions on the
+    failed-over slot go to the promoted replica, which loads the scripts, and count on
+    from what it had replicated."""
+    policy = SlidingWindowCounter(1_000_000, 3600.0)
+    cluster = RedisCluster(6, replicas=1)
+    try:
+        cluster.start()
+
+        async def main() -> None:
+            url = f"redis://127.0.0.1:{cluster.ports[0]}"
+            async with RedisStore.from_url(url, cluster=True, on_error="fail_closed") as store:
+                keys = [f"user-{i}" for i in range(12)]  # on every primary, by their slots
+                for key in keys:
+                    assert (await store.hit(policy, key)).allowed
+                name = store.key(policy, keys[0])
+                replica = cluster.replica_of_slot(key_slot(name))
+                stop = anyio.Event()
+                refused: list[str] = []
+
+                async def decide(key: str) -> None:
+                    while not stop.is_set():
+                        if not (await store.hit(policy, key)).allowed:
+                            refused.append(key)
+                        await anyio.sleep(0.01)
+
+                async with anyio.create_task_group() as group:
+                    for key in keys:
+                        group.start_soon(decide, key)
+                    assert command(replica, "CLUSTER", "FAILOVER").startswith(b"+OK")
+                    with anyio.fail_after(30):
+                        while not command(replica, "ROLE").startswith(b"*3\r\n$6\r\nmaster"):  # noqa: ASYNC110
+                            await anyio.sleep(0.05)
+                        counted = _count(replica, name)
+                        assert counted >= 1  # what it had replicated
+                        while _count(replica, name) <= counted:  # noqa: ASYNC110
+                            await anyio.sleep(0.05)
+                    stop.set()
+                stats = store.statistics()
+                assert (stats.errors, stats.timeouts) == (0, 0), stats
+                assert not refused
+                assert stats.script_loads >= 2, stats  # loaded on the promoted replica too
+
+        run(backend, main)
+    finally:
+        cluster.stop()
