@@ -22,6 +22,7 @@ import brace
 from brace._core.window import SlidingWindowCounter
 from brace._keys import MAX_KEY_LENGTH
 from brace.redis import OnError, RedisStore
+from brace.redis._clients import key_slot
 from brace.redis._errors import check_error, describe_error, error_scope, reply_code
 from redis_server import BACKENDS, COREDIS_LEAK, command, open_client, run
 
@@ -266,3 +267,61 @@ def test_fuzzed_keys_decide_as_in_memory(backend: str, redis_port: int) -> None:
         assert remote[-4:] == [True, True, True, False]
 
     check()
+
+
+class _MigratingCluster:
+    """A cluster client whose node answers a script over several keys ``TRYAGAIN`` while
+    ``moving`` (as during a slot migration), and any one-key script; it records calls."""
+
+    def __init__(self) -> None:
+        self.moving = True
+        self.hold: anyio.Event | None = None
+        self.calls: list[int] = []  # the keys of each EVALSHA
+
+    async def evalsha(self, sha: str, keys: Sequence[Any], args: Sequence[Any]) -> object:
+        self.calls.append(len(keys))
+        if self.hold is not None:
+            await self.hold.wait()
+        if len(keys) > 1 and self.moving:
+            from coredis.parser import Parser
+
+            raise Parser().parse_error("TRYAGAIN Multiple keys request during rehashing of slot")
+        if len(keys) > 1:
+            return "\n".join("1 5 0 0" for _ in keys)
+        return b"1 5 0 0"
+
+    async def script_load(self, script: str) -> object:
+        return "sha"
+
+
+async def test_a_migrating_slot_gets_its_calls_one_by_one() -> None:
+    """A batch of several keys of one slot answered ``TRYAGAIN`` is sent again call by
+    call, and so are that slot's next batches for a while; a batch cancelled (the store's
+    timeout, while the client retried) marks its slot too; the marks are bounded."""
+    from brace.redis import _clients
+    from brace.redis._clients import CorediscClient
+    from brace.redis._scripts import COUNTER
+
+    fake = _MigratingCluster()
+    adapter = CorediscClient(fake, cluster=True)
+    calls = [(COUNTER.sha, [f"{{t}}k{i}".encode()], ["hit", "1", "", "5", "60"]) for i in range(3)]
+    replies = await adapter.evalsha_batch(calls)
+    assert replies == [b"1 5 0 0"] * 3  # each call alone, after the batch's TRYAGAIN
+    assert fake.calls == [3, 1, 1, 1]
+    fake.calls.clear()
+    fake.moving = False
+    await adapter.evalsha_batch(calls)
+    assert fake.calls == [1, 1, 1]  # the slot is still marked: no batch is tried
+    adapter._moving.clear()
+    await adapter.evalsha_batch(calls)
+    assert fake.calls == [1, 1, 1, 3]  # unmarked: one batch again
+    fake.hold = anyio.Event()
+    with anyio.move_on_after(1):
+        await adapter.evalsha_batch(calls)
+    assert list(adapter._moving) == [key_slot(b"{t}k0")]  # cancelled: marked
+    fake.hold = None
+    adapter._moving.clear()
+    for slot in range(_clients._MAX_MOVING + 5):
+        adapter._mark_moving(slot)
+    assert len(adapter._moving) == _clients._MAX_MOVING
+    assert min(adapter._moving) == 5  # the oldest marks went first

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import ssl
 import sys
+import time
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
@@ -33,7 +34,7 @@ from urllib.parse import unquote
 
 import anyio
 
-from ._errors import RedisBackendError, ResponseError
+from ._errors import RedisBackendError, ResponseError, reply_code
 from ._scripts import BATCH, SCRIPTS
 
 logger = logging.getLogger("brace.redis")
@@ -162,11 +163,24 @@ def key_slot(key: Key) -> int:
 # burst of new connections to cold nodes can outlast the store's timeout.
 _CLUSTER_SENDS = 8
 
+# A slot that answered a batch "TRYAGAIN" (it is migrating, and the batch's keys are split
+# between two nodes) gets its calls sent one by one, each following ASK, for this long;
+# at most this many slots are remembered (the oldest mark is dropped first).
+_MOVING_SECONDS = 10.0
+_MAX_MOVING = 1024
+
+
+def _slot_moving(exc: BaseException) -> bool:
+    """Whether a batch over several keys of one slot failed because the slot moves:
+    ``TRYAGAIN`` (or a redirect), or the cluster client's ``ClusterError`` once its own
+    retries of those ran out (redis-py: "TTL exhausted", coredis: "Maximum retries")."""
+    return type(exc).__name__ == "ClusterError" or reply_code(exc) in ("TRYAGAIN", "ASK", "MOVED")
+
 
 class _Adapter(ABC):
     """A library's client as a `ScriptClient`; batches run as `BATCH` calls, by slot."""
 
-    __slots__ = ("client", "cluster")
+    __slots__ = ("_moving", "client", "cluster")
 
     library = ""
     backends: tuple[str, ...] = ()
@@ -174,6 +188,7 @@ class _Adapter(ABC):
     def __init__(self, client: Any, *, cluster: bool) -> None:
         self.client = client
         self.cluster = cluster
+        self._moving: dict[int, float] = {}  # slot -> until when its calls go one by one
 
     @abstractmethod
     def evalsha(self, sha: str, keys: Sequence[Key], args: Sequence[Argument]) -> Awaitable[object]:
@@ -190,20 +205,59 @@ class _Adapter(ABC):
         for index, (_, keys, _) in enumerate(calls):
             groups.setdefault(key_slot(keys[0]), []).append(index)
         if len(groups) == 1:
-            return await self._batch(calls)
+            return await self._slot_batch(next(iter(groups)), calls)
         replies: list[object] = [None] * len(calls)
         sending = anyio.Semaphore(_CLUSTER_SENDS)
 
-        async def send(indices: list[int]) -> None:
+        async def send(slot: int, indices: list[int]) -> None:
             async with sending:
-                answers = await self._batch([calls[i] for i in indices])
+                answers = await self._slot_batch(slot, [calls[i] for i in indices])
             for index, answer in zip(indices, answers, strict=True):
                 replies[index] = answer
 
         async with anyio.create_task_group() as group:
-            for indices in groups.values():
-                group.start_soon(send, indices)
+            for slot, indices in groups.items():
+                group.start_soon(send, slot, indices)
         return replies
+
+    async def _slot_batch(self, slot: int, calls: Sequence[ScriptCall]) -> Sequence[object]:
+        """The calls of one slot as one `BATCH` call, or one by one while it migrates.
+
+        While a slot migrates, a script over several of its keys gets ``TRYAGAIN`` when
+        some of them have moved and others not (Redis cannot run it on either node); a
+        call with one key follows the ``ASK`` redirect. So a batch that fails so is sent
+        again call by call, and so are the slot's next batches for `_MOVING_SECONDS`.
+        """
+        moving = self._moving
+        if moving:
+            until = moving.get(slot)
+            if until is not None:
+                if time.monotonic() < until:
+                    return await self._alone(calls)
+                del moving[slot]
+        if len(calls) == 1:
+            return await self._batch(calls)
+        try:
+            replies = await self._batch(calls)
+        except BaseException:
+            # Cancelled, most likely by the store's timeout: the client may have been
+            # retrying TRYAGAIN (redis-py and coredis retry for about 0.4 s), so the next
+            # batches of this slot go call by call for a while. (A slot of a slow node
+            # loses its batching as long, nothing else.)
+            self._mark_moving(slot)
+            raise
+        first = replies[0]
+        if isinstance(first, Exception) and _slot_moving(first):
+            self._mark_moving(slot)
+            return await self._alone(calls)
+        return replies
+
+    def _mark_moving(self, slot: int) -> None:
+        moving = self._moving
+        moving.pop(slot, None)
+        if len(moving) >= _MAX_MOVING:
+            del moving[next(iter(moving))]
+        moving[slot] = time.monotonic() + _MOVING_SECONDS
 
     async def _batch(self, calls: Sequence[ScriptCall]) -> list[object]:
         """One `BATCH` call; never raises: an error is every call's reply."""

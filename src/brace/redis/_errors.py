@@ -6,9 +6,10 @@ argument, a script error on one key) is that call's alone and must not make the 
 treat every other key as if Redis were gone (a key an attacker chose could otherwise lift
 or impose every limit). So the store sorts each error:
 
-- ``"call"``: a ``TypeError`` or ``ValueError`` (an encoding error too), or an error reply
-  that is not about the server's state (``WRONGTYPE``, a script error): that decision
-  alone follows ``on_error``;
+- ``"call"``: a ``TypeError`` or ``ValueError`` (an encoding error too), an error reply
+  that is not about the server's state (``WRONGTYPE``, a script error), or a cluster
+  client's retries for one slot run out (while it migrates): that decision alone follows
+  ``on_error``;
 - anything else (the transport: connection, timeout, TLS; the server's state: ``LOADING``,
   ``BUSY``, ``OOM``, ``READONLY``, ``CLUSTERDOWN``, authentication; a client that does not
   run on this event loop): the store treats Redis as down for ``recovery_time``.
@@ -149,6 +150,11 @@ def _is_auth(exc: BaseException) -> bool:
 def error_scope(exc: BaseException) -> Literal["call", "server"]:
     """``"call"`` for an error of one call, ``"server"`` for one about Redis itself."""
     if isinstance(exc, (TypeError, ValueError)):
+        return "call"
+    if type(exc).__name__ == "ClusterError":
+        # A cluster client's redirects or TRYAGAINs for one slot ran out (redis-py: "TTL
+        # exhausted", coredis: "Maximum retries exhausted"), as while that slot migrates:
+        # the other slots answer. (Nodes down raise their connection errors.)
         return "call"
     if _is_reply(exc) and not _is_auth(exc) and reply_code(exc) not in _SERVER_STATES:
         return "call"
