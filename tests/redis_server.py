@@ -242,6 +242,11 @@ def cluster_port() -> int:
     raise RuntimeError("no free port pair for a cluster node")
 
 
+def node_port(fields: Sequence[str]) -> int:
+    """The port of a node from its ``CLUSTER NODES`` fields (``host:port@bus``)."""
+    return int(fields[1].split("@")[0].rsplit(":", 1)[1])
+
+
 class RedisCluster:
     """redis-server nodes joined by ``redis-cli --cluster create``: three primaries, and
     ``replicas`` replicas of each."""
@@ -309,16 +314,21 @@ class RedisCluster:
         reply = read_bulk(self.ports[0], "CLUSTER", "NODES").decode()
         return [line.split() for line in reply.split("\r\n", 1)[1].splitlines() if line]
 
-    def replica_of_slot(self, slot: int) -> int:
-        """The port of a replica of the primary that serves ``slot``."""
-        nodes = self.nodes()
-        for fields in nodes:
+    def primary_of_slot(self, slot: int) -> list[str]:
+        """The ``CLUSTER NODES`` fields of the primary that serves ``slot``."""
+        for fields in self.nodes():
             for served in fields[8:]:
                 low, _, high = served.partition("-")
                 if "master" in fields[2] and int(low) <= slot <= int(high or low):
-                    for other in nodes:
-                        if "slave" in other[2] and other[3] == fields[0]:
-                            return int(other[1].split("@")[0].rsplit(":", 1)[1])
+                    return fields
+        raise LookupError(f"no primary serves slot {slot}")
+
+    def replica_of_slot(self, slot: int) -> int:
+        """The port of a replica of the primary that serves ``slot``."""
+        primary = self.primary_of_slot(slot)
+        for fields in self.nodes():
+            if "slave" in fields[2] and fields[3] == primary[0]:
+                return node_port(fields)
         raise LookupError(f"no replica serves slot {slot}")
 
     def info(self, port: int) -> bytes:

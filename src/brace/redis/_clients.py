@@ -34,7 +34,7 @@ from urllib.parse import unquote
 
 import anyio
 
-from ._errors import RedisBackendError, ResponseError, reply_code
+from ._errors import RedisBackendError, ResponseError, reply_code, slot_retries_ran_out
 from ._scripts import BATCH, SCRIPTS
 
 logger = logging.getLogger("brace.redis")
@@ -172,9 +172,8 @@ _MAX_MOVING = 1024
 
 def _slot_moving(exc: BaseException) -> bool:
     """Whether a batch over several keys of one slot failed because the slot moves:
-    ``TRYAGAIN`` (or a redirect), or the cluster client's ``ClusterError`` once its own
-    retries of those ran out (redis-py: "TTL exhausted", coredis: "Maximum retries")."""
-    return type(exc).__name__ == "ClusterError" or reply_code(exc) in ("TRYAGAIN", "ASK", "MOVED")
+    ``TRYAGAIN`` (or a redirect), or the cluster client giving up on those."""
+    return slot_retries_ran_out(exc) or reply_code(exc) in ("TRYAGAIN", "ASK", "MOVED")
 
 
 class _Adapter(ABC):
@@ -228,6 +227,8 @@ class _Adapter(ABC):
         call with one key follows the ``ASK`` redirect. So a batch that fails so is sent
         again call by call, and so are the slot's next batches for `_MOVING_SECONDS`.
         """
+        if len(calls) == 1:  # its own script: alone anyway
+            return await self._batch(calls)
         moving = self._moving
         if moving:
             until = moving.get(slot)
@@ -235,8 +236,6 @@ class _Adapter(ABC):
                 if time.monotonic() < until:
                     return await self._alone(calls)
                 del moving[slot]
-        if len(calls) == 1:
-            return await self._batch(calls)
         try:
             replies = await self._batch(calls)
         except BaseException:

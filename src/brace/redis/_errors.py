@@ -121,6 +121,13 @@ def reply_code(exc: BaseException) -> str:
     return "ERR" if type(exc).__name__ == "ResponseError" else ""
 
 
+def slot_retries_ran_out(exc: BaseException) -> bool:
+    """Whether ``exc`` is a cluster client giving up on one slot: its redirects or
+    ``TRYAGAIN`` retries ran out (redis-py: "TTL exhausted", coredis: "Maximum retries
+    exhausted"), as while that slot migrates. Nodes down raise their connection errors."""
+    return type(exc).__name__ == "ClusterError"
+
+
 def describe_error(exc: BaseException) -> str:
     """``Type: message``, with the reply's first word put back when the client took it out
     (``WrongTypeError: WRONGTYPE Operation against a key...``)."""
@@ -135,13 +142,14 @@ def _is_reply(exc: BaseException) -> bool:
     return any(name in ("ResponseError", "DataError") for name in _names(exc))
 
 
-def _is_auth(exc: BaseException) -> bool:
+def _is_auth(exc: BaseException, code: str) -> bool:
+    """Whether ``exc`` (whose `reply_code` is ``code``) is a refusal of the credentials."""
     if any(
         "Authentication" in name or "Authorization" in name or name == "NoPermissionError"
         for name in _names(exc)
     ):
         return True
-    if reply_code(exc) in _AUTH_STATES:
+    if code in _AUTH_STATES:
         return True
     message = str(exc).lower()
     return "invalid password" in message or "invalid username-password" in message
@@ -151,13 +159,12 @@ def error_scope(exc: BaseException) -> Literal["call", "server"]:
     """``"call"`` for an error of one call, ``"server"`` for one about Redis itself."""
     if isinstance(exc, (TypeError, ValueError)):
         return "call"
-    if type(exc).__name__ == "ClusterError":
-        # A cluster client's redirects or TRYAGAINs for one slot ran out (redis-py: "TTL
-        # exhausted", coredis: "Maximum retries exhausted"), as while that slot migrates:
-        # the other slots answer. (Nodes down raise their connection errors.)
+    if slot_retries_ran_out(exc):  # one slot's trouble: the other slots answer
         return "call"
-    if _is_reply(exc) and not _is_auth(exc) and reply_code(exc) not in _SERVER_STATES:
-        return "call"
+    if _is_reply(exc):
+        code = reply_code(exc)
+        if not _is_auth(exc, code) and code not in _SERVER_STATES:
+            return "call"
     return "server"
 
 
@@ -166,7 +173,7 @@ def check_error(exc: BaseException, *, backend: str) -> RedisError:
     if isinstance(exc, RedisError) and type(exc).__module__.startswith("brace."):
         return exc
     cause = describe_error(exc)
-    if _is_auth(exc):
+    if _is_auth(exc, reply_code(exc)):
         return RedisAuthenticationError(f"Redis refused the credentials ({cause})")
     names = _names(exc)
     if isinstance(exc, (OSError, TimeoutError)) or any(
